@@ -1,0 +1,6 @@
+"""speechmax: debug speech classifiers by generating speech."""
+__version__ = "0.1.0"
+
+from .features import FeatureConfig, log_mel, load_audio, save_audio, mu_law_encode, mu_law_decode  # noqa: E402
+
+__all__ = ["__version__", "FeatureConfig", "log_mel", "load_audio", "save_audio", "mu_law_encode", "mu_law_decode"]

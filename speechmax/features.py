@@ -1,0 +1,190 @@
+"""Waveform <-> log-mel features, mu-law coding and audio file I/O.
+
+One :class:`FeatureConfig` is used everywhere: every checkpoint stores the config it was trained
+with, and :func:`check_compatible` turns a mismatch into a clear error instead of a shape bug.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FeatureConfig", "FeatureMismatchError", "AudioError", "check_compatible", "log_mel", "mel_filterbank",
+    "mu_law_encode", "mu_law_decode", "load_audio", "save_audio", "n_frames",
+]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end. Defaults: 16 kHz, 40 ms Hann window, 10 ms hop, 80 Slaney mel bands.
+
+    ``log_floor`` is the clamp applied before the natural log (``log(clamp(mel, log_floor))``).
+    """
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 640
+    hop_length: int = 160
+    n_mels: int = 80
+    fmin: float = 20.0
+    fmax: float = 8000.0
+    center: bool = True
+    pad_mode: str = "reflect"
+    power: float = 1.0
+    log_floor: float = 1e-5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def log_min(self) -> float:
+        """The smallest value a log-mel can take (silence)."""
+        return math.log(self.log_floor)
+
+
+class FeatureMismatchError(ValueError):
+    """Two things that must share a FeatureConfig do not."""
+
+
+class AudioError(ValueError):
+    """An audio file or array that cannot be used; the message names the file and the problem."""
+
+
+def check_compatible(a: FeatureConfig, b: FeatureConfig, what_a: str = "model", what_b: str = "data") -> None:
+    """Raise :class:`FeatureMismatchError` listing every field where ``a`` and ``b`` differ."""
+    if a == b:
+        return
+    da, db = a.to_dict(), b.to_dict()
+    diffs = ", ".join(f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db[k])
+    raise FeatureMismatchError(f"feature config of {what_a} differs from {what_b} ({diffs})")
+
+
+def n_frames(n_samples: int, cfg: FeatureConfig = FeatureConfig()) -> int:
+    """Number of mel frames ``log_mel`` gives for ``n_samples`` samples (101 for 1 s at defaults)."""
+    if cfg.center:
+        return 1 + n_samples // cfg.hop_length
+    return 1 + (n_samples - cfg.n_fft) // cfg.hop_length
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(cfg: FeatureConfig) -> np.ndarray:
+    import librosa  # the filterbank is librosa's own, so the two front ends agree by construction
+
+    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                               fmin=cfg.fmin, fmax=cfg.fmax, htk=False, norm="slaney")
+
+
+def mel_filterbank(cfg: FeatureConfig = FeatureConfig(), device=None, dtype=torch.float32) -> torch.Tensor:
+    """Slaney mel filterbank: (n_mels, n_fft // 2 + 1)."""
+    return torch.as_tensor(_mel_basis(cfg), device=device, dtype=dtype)
+
+
+def _hann(cfg: FeatureConfig, device, dtype) -> torch.Tensor:
+    return torch.hann_window(cfg.win_length, periodic=True, device=device, dtype=dtype)
+
+
+def log_mel(wave: torch.Tensor | np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> torch.Tensor:
+    """Log-magnitude mel spectrogram, differentiable.
+
+    wave: (samples,) or (batch, samples) float waveform in [-1, 1] at ``cfg.sample_rate``.
+    Returns (n_mels, frames) or (batch, n_mels, frames): ``log(clamp(mel_filterbank @ |STFT|, log_floor))``.
+    Equal to ``librosa.feature.melspectrogram(power=1.0, pad_mode="reflect")`` + the same log.
+    """
+    x = torch.as_tensor(wave)
+    if not x.is_floating_point():
+        raise TypeError(f"log_mel needs a float waveform, got dtype {x.dtype}")
+    squeeze = x.dim() == 1
+    if squeeze:
+        x = x[None]
+    if x.dim() != 2:
+        raise ValueError(f"log_mel expects (samples,) or (batch, samples), got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError("log_mel got an empty waveform (0 samples)")
+    if cfg.center and x.shape[-1] <= cfg.n_fft // 2:
+        x = torch.nn.functional.pad(x, (0, cfg.n_fft // 2 + 1 - x.shape[-1]))  # reflect needs > pad samples
+    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                      window=_hann(cfg, x.device, x.dtype), center=cfg.center, pad_mode=cfg.pad_mode,
+                      return_complex=True)
+    mag = spec.abs()
+    if cfg.power != 1.0:
+        mag = mag ** cfg.power
+    mel = torch.matmul(mel_filterbank(cfg, x.device, x.dtype), mag)
+    out = torch.log(torch.clamp(mel, min=cfg.log_floor))
+    return out[0] if squeeze else out
+
+
+def mu_law_encode(x: torch.Tensor, channels: int = 256) -> torch.Tensor:
+    """Waveform in [-1, 1] -> integer classes in [0, channels - 1] (int64)."""
+    mu = channels - 1
+    x = torch.clamp(torch.as_tensor(x), -1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * torch.abs(x)) / math.log1p(mu)
+    return torch.clamp(((y + 1) / 2 * mu + 0.5).long(), 0, mu)
+
+
+def mu_law_decode(q: torch.Tensor, channels: int = 256) -> torch.Tensor:
+    """Integer classes in [0, channels - 1] -> float32 waveform in [-1, 1]."""
+    mu = channels - 1
+    y = 2 * torch.as_tensor(q).float() / mu - 1
+    return torch.sign(y) * ((1 + mu) ** torch.abs(y) - 1) / mu
+
+
+_MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 4000, 384000, 8
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Read an audio file as float32 mono at ``sample_rate`` (stereo/multichannel is averaged).
+
+    Raises :class:`AudioError` naming the file for: a missing, unreadable or non-audio file, an empty
+    file, 0 samples, NaN/inf samples, a sample rate outside 4-384 kHz, or more than 8 channels.
+    """
+    import soundfile as sf
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for non-audio input
+        raise AudioError(f"{path}: not a readable audio file ({e.__class__.__name__}: {str(e).strip()})") from None
+    if not (_MIN_RATE <= rate <= _MAX_RATE):
+        raise AudioError(f"{path}: unsupported sample rate {rate} Hz (expected {_MIN_RATE}-{_MAX_RATE} Hz)")
+    if data.shape[1] > _MAX_CHANNELS:
+        raise AudioError(f"{path}: unsupported channel count {data.shape[1]} (expected 1-{_MAX_CHANNELS})")
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: contains 0 samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def save_audio(path: str | os.PathLike, wave, sample_rate: int = 16000) -> None:
+    """Write a mono waveform in [-1, 1] as 16-bit PCM WAV (values outside are clipped)."""
+    import soundfile as sf
+
+    w = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave, dtype=np.float32)
+    if w.ndim != 1:
+        raise AudioError(f"{os.fspath(path)}: save_audio needs a mono (samples,) array, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise AudioError(f"{os.fspath(path)}: refusing to write NaN or infinite samples")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    sf.write(os.fspath(path), np.clip(w, -1.0, 1.0), sample_rate, subtype="PCM_16")
