@@ -113,16 +113,20 @@ def log_mel(wave: torch.Tensor | np.ndarray, cfg: FeatureConfig = FeatureConfig(
         raise ValueError(f"log_mel expects (samples,) or (batch, samples), got shape {tuple(x.shape)}")
     if x.shape[-1] == 0:
         raise ValueError("log_mel got an empty waveform (0 samples)")
+    frames = n_frames(x.shape[-1], cfg)
     if cfg.center and x.shape[-1] <= cfg.n_fft // 2:
-        x = torch.nn.functional.pad(x, (0, cfg.n_fft // 2 + 1 - x.shape[-1]))  # reflect needs > pad samples
-    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                      window=_hann(cfg, x.device, x.dtype), center=cfg.center, pad_mode=cfg.pad_mode,
-                      return_complex=True)
+        # reflect padding needs more samples than the pad; zero-extend, then keep the frames the input has
+        x = torch.nn.functional.pad(x, (0, cfg.n_fft // 2 + 1 - x.shape[-1]))
+    # The STFT runs in float64: in fp32, cancellation in near-silent bins puts log-mel errors above 1e-4.
+    x64 = x.to(torch.float64)
+    spec = torch.stft(x64, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                      window=_hann(cfg, x.device, torch.float64), center=cfg.center, pad_mode=cfg.pad_mode,
+                      return_complex=True)[..., :frames]
     mag = spec.abs()
     if cfg.power != 1.0:
         mag = mag ** cfg.power
-    mel = torch.matmul(mel_filterbank(cfg, x.device, x.dtype), mag)
-    out = torch.log(torch.clamp(mel, min=cfg.log_floor))
+    mel = torch.matmul(mel_filterbank(cfg, x.device, torch.float64), mag)
+    out = torch.log(torch.clamp(mel, min=cfg.log_floor)).to(x.dtype)
     return out[0] if squeeze else out
 
 

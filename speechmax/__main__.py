@@ -1,0 +1,5 @@
+import sys
+
+from speechmax.cli import main
+
+sys.exit(main())
