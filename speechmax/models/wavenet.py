@@ -1,0 +1,164 @@
+"""WaveNet vocoder: mu-law softmax over samples, conditioned on log-mel frames.
+
+Per layer l with dilation d (kernel 2), residual stream x (R channels), gate G channels (G/2 tanh, G/2 sigmoid):
+
+    h    = W_past[l] x[t-d] + W_cur[l] x[t] + b[l] + cond[l, frame(t)]     (G)
+    z    = tanh(h[:G/2]) * sigmoid(h[G/2:])                               (G/2)
+    skip = skip + W_skip[l] z + b_skip[l]                                 (S)
+    x    = (x + W_res[l] z + b_res[l]) * sqrt(1/2)                        (R)
+
+logits = W_out2 relu(W_out1 relu(skip) + b_out1) + b_out2, with x[t] = embed(sample[t-1]).
+Conditioning: a small frame-rate conv net over the mel, then one 1x1 projection to every layer's G channels,
+all at frame rate; sample t reads frame (t + hop/2) // hop (nearest, matching centred STFT frames). No tensor
+of shape (batch, layers*gate, samples) is ever built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..features import FeatureConfig
+
+RES_SCALE = math.sqrt(0.5)
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 128
+    out_channels: int = 256       # hidden width of the output head
+    n_classes: int = 256          # mu-law levels
+    n_layers: int = 24
+    dilation_cycle: int = 6       # dilations 1, 2, ..., 2**(cycle-1), repeated
+    cond_channels: int = 128
+    cond_kernel: int = 3          # frame-rate conv net: two layers of this kernel
+    n_mels: int = 80
+    hop_length: int = 160
+
+    def __post_init__(self):
+        if self.gate_channels % 2:
+            raise ValueError(f"gate_channels must be even, got {self.gate_channels}")
+        if self.cond_kernel % 2 == 0:
+            raise ValueError(f"cond_kernel must be odd, got {self.cond_kernel}")
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2 ** (i % self.dilation_cycle) for i in range(self.n_layers)]
+
+    @property
+    def receptive_field(self) -> int:
+        return sum(self.dilations) + 1
+
+    def flops_per_sample(self) -> int:
+        """Multiply-adds x 2 of one sampling step (conditioning, at frame rate, amortised in)."""
+        R, G, S, O, C = self.residual_channels, self.gate_channels, self.skip_channels, self.out_channels, self.n_classes
+        per_layer = 2 * (2 * R * G + (G // 2) * (R + S))
+        cond = 2 * self.n_layers * G * self.cond_channels / self.hop_length
+        return int(self.n_layers * per_layer + 2 * (S * O + O * C) + cond)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WaveNetConfig":
+        return cls(**d)
+
+
+def frame_index(n_samples: int, hop_length: int, device=None) -> torch.Tensor:
+    """For each sample t of a window that starts on a frame boundary: the frame it reads, (t + hop//2) // hop."""
+    return (torch.arange(n_samples, device=device) + hop_length // 2) // hop_length
+
+
+def frames_needed(n_samples: int, hop_length: int) -> int:
+    return (n_samples - 1 + hop_length // 2) // hop_length + 1
+
+
+class WaveNet(nn.Module):
+    def __init__(self, cfg: WaveNetConfig = WaveNetConfig(), feature_config: FeatureConfig = FeatureConfig()):
+        super().__init__()
+        if cfg.n_mels != feature_config.n_mels or cfg.hop_length != feature_config.hop_length:
+            raise ValueError(f"WaveNetConfig (n_mels={cfg.n_mels}, hop={cfg.hop_length}) does not match the "
+                             f"FeatureConfig (n_mels={feature_config.n_mels}, hop={feature_config.hop_length})")
+        self.cfg, self.feature_config = cfg, feature_config
+        R, G, S, L = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.n_layers
+        k = cfg.cond_kernel
+        self.cond_net = nn.Sequential(
+            nn.Conv1d(cfg.n_mels, cfg.cond_channels, k, padding=k // 2), nn.Tanh(),
+            nn.Conv1d(cfg.cond_channels, cfg.cond_channels, k, padding=k // 2), nn.Tanh())
+        self.cond_proj = nn.Conv1d(cfg.cond_channels, L * G, 1)   # every layer's conditioning, at frame rate
+        self.embed = nn.Embedding(cfg.n_classes, R)
+        self.w_past = nn.Parameter(torch.empty(L, G, R))
+        self.w_cur = nn.Parameter(torch.empty(L, G, R))
+        self.b_gate = nn.Parameter(torch.zeros(L, G))
+        self.w_skip = nn.Parameter(torch.empty(L, S, G // 2))
+        self.b_skip = nn.Parameter(torch.zeros(L, S))
+        self.w_res = nn.Parameter(torch.empty(L, R, G // 2))
+        self.b_res = nn.Parameter(torch.zeros(L, R))
+        self.out1 = nn.Linear(S, cfg.out_channels)
+        self.out2 = nn.Linear(cfg.out_channels, cfg.n_classes)
+        for w, fan_in in ((self.w_past, 2 * R), (self.w_cur, 2 * R), (self.w_skip, G // 2), (self.w_res, G // 2)):
+            nn.init.normal_(w, std=1.0 / math.sqrt(fan_in))
+        nn.init.normal_(self.embed.weight, std=1.0)
+
+    def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel: (batch, n_mels, frames) log-mel -> (batch, layers * gate, frames), all layers' projections."""
+        return self.cond_proj(self.cond_net(mel))
+
+    def forward(self, inputs: torch.Tensor, mel: torch.Tensor, frame_offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """Teacher-forced logits.
+
+        inputs: (batch, samples) int64 mu-law classes of the *previous* samples (inputs[:, t] = sample t-1).
+        mel: (batch, n_mels, frames) for the whole clip; the window's first sample sits on frame
+        ``frame_offset`` (an int or a (batch,) tensor). Returns (batch, n_classes, samples).
+        """
+        B, T = inputs.shape
+        cfg = self.cfg
+        G, L = cfg.gate_channels, cfg.n_layers
+        cond = self.conditioning(mel)                                            # (B, L*G, F)
+        idx = frame_index(T, cfg.hop_length, inputs.device)[None] + torch.as_tensor(frame_offset, device=inputs.device).view(-1, 1)
+        if int(idx.max()) >= mel.shape[-1]:
+            raise ValueError(f"a window of {T} samples at frame offset {frame_offset} needs frame {int(idx.max())}, "
+                             f"but the mel has {mel.shape[-1]} frames")
+        x = self.embed(inputs).transpose(1, 2)                                   # (B, R, T)
+        skip = 0.0
+        for l, d in enumerate(cfg.dilations):
+            past = F.pad(x, (d, 0))[:, :, :T]
+            h = torch.einsum("gr,brt->bgt", self.w_past[l], past) + torch.einsum("gr,brt->bgt", self.w_cur[l], x)
+            c = cond[:, l * G:(l + 1) * G]                                       # (B, G, F), frame rate
+            h = h + self.b_gate[l][None, :, None] + torch.gather(c, 2, idx[:, None, :].expand(B, G, T))
+            z = torch.tanh(h[:, :G // 2]) * torch.sigmoid(h[:, G // 2:])
+            skip = skip + torch.einsum("sg,bgt->bst", self.w_skip[l], z) + self.b_skip[l][None, :, None]
+            x = (x + torch.einsum("rg,bgt->brt", self.w_res[l], z) + self.b_res[l][None, :, None]) * RES_SCALE
+        return self.head(skip.transpose(1, 2)).transpose(1, 2)
+
+    def head(self, skip: torch.Tensor) -> torch.Tensor:
+        """skip: (..., S) -> logits (..., n_classes)."""
+        return self.out2(F.relu(self.out1(F.relu(skip))))
+
+
+def save_wavenet(model: WaveNet, path, **card) -> None:
+    """Write ``path.safetensors`` + card (kind "vocoder", config, feature_config, plus ``card`` fields)."""
+    from ..weights import save_weights
+
+    save_weights(path, model.state_dict(), dict(card, kind="vocoder", config=model.cfg.to_dict(),
+                                                 feature_config=model.feature_config.to_dict()))
+
+
+def load_wavenet(path, device="cpu") -> WaveNet:
+    """Load a vocoder saved by :func:`save_wavenet`; sha256, kind and weight shapes are checked against the card."""
+    from ..weights import WeightsError, load_weights
+
+    tensors, card = load_weights(path, kind="vocoder", device=device)
+    try:
+        model = WaveNet(WaveNetConfig.from_dict(card["config"]), FeatureConfig.from_dict(card["feature_config"]))
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise WeightsError(f"{path}: vocoder card does not match its weights ({str(e).splitlines()[0]})") from None
+    model.card = card
+    return model.eval()
