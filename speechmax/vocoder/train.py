@@ -1,0 +1,286 @@
+"""Training the WaveNet vocoder: random frame-aligned windows of speech, teacher-forced cross-entropy on
+mu-law classes, Adam, an EMA of the weights (what ships), resumable from ``OUT/last``.
+
+Data: any folders of 16 kHz speech (the word corpus in v0.02 layout, the continuous-speech corpus).
+Split by speaker: ``<speaker>_nohash_<k>.wav`` names, else the parent folder is the speaker; TensorFlow's
+hash rule decides the split. Each clip is cut into segments of at most ``segment_seconds``; a segment's
+log-mel is computed once, on the whole segment, as at inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_encode
+from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, save_wavenet
+from ..training import EMA, JsonLog, load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class VocoderTrainConfig:
+    batch: int = 8
+    window: int = 4000              # samples per training window (a multiple of hop)
+    steps: int = 200_000
+    lr: float = 1e-3
+    lr_half_life: int = 40_000      # lr halves every this many steps ...
+    lr_min: float = 5e-5            # ... down to this floor
+    ema_decay: float = 0.9995
+    grad_clip: float = 1.0
+    max_word_clips: int = 12_000    # word clips used (the continuous corpus is always used whole)
+    segment_seconds: float = 2.0
+    silent_keep: float = 0.1        # probability of keeping a near-silent window
+    checkpoint_every: int = 200
+    validate_every: int = 1000
+    snapshot_every: int = 5000
+    bf16: bool = False
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def speaker_of_path(path: Path) -> str:
+    name = path.name
+    return name.split("_nohash_")[0] if "_nohash_" in name else path.parent.name
+
+
+def split_of_path(path: Path) -> str:
+    from ..data.words import which_set
+
+    return which_set(speaker_of_path(path) + "_nohash_0.wav")
+
+
+def collect_wavs(roots: list[str | Path]) -> dict[str, list[Path]]:
+    """All .wav files under ``roots`` (background noise excluded), by split."""
+    out = {"training": [], "validation": [], "testing": []}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such data folder")
+        for p in sorted(root.rglob("*.wav")):
+            if "_background_noise_" in p.parts:
+                continue
+            out[split_of_path(p)].append(p)
+    return out
+
+
+@dataclass
+class Segments:
+    """Concatenated training material: audio as mu-law classes, log-mel frames per segment."""
+    audio: list[np.ndarray]          # int16 mu-law classes per segment (samples,)
+    mel: list[np.ndarray]            # float16 log-mel per segment (n_mels, frames)
+    sources: list[str]
+
+    def __len__(self):
+        return len(self.audio)
+
+
+def build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float, progress=None) -> Segments:
+    seg_len = int(segment_seconds * cfg.sample_rate) // cfg.hop_length * cfg.hop_length
+    audio, mel, sources, bad = [], [], [], []
+    for p in files:
+        try:
+            wave = load_audio(p, cfg.sample_rate)
+        except AudioError:
+            bad.append(str(p))
+            continue
+        for start in range(0, max(len(wave) - cfg.hop_length, 1), seg_len):
+            seg = wave[start:start + seg_len]
+            if len(seg) < 4 * cfg.hop_length:
+                continue
+            audio.append(mu_law_encode(torch.from_numpy(seg)).to(torch.int16).numpy())
+            mel.append(log_mel(torch.from_numpy(seg), cfg).numpy().astype(np.float16))
+            sources.append(str(p))
+        if progress is not None:
+            progress.update(1)
+    if bad:
+        import warnings
+
+        warnings.warn(f"skipped {len(bad)} unreadable audio files, e.g. {bad[:3]}")
+    return Segments(audio, mel, sources)
+
+
+def load_or_build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float, cache: Path,
+                           progress_factory=None) -> Segments:
+    """Segments of ``files``, cached in ``cache`` (an .npz keyed by the file list and feature config)."""
+    key = hashlib.sha1(json.dumps([[str(f) for f in files], cfg.to_dict(), segment_seconds]).encode()).hexdigest()[:16]
+    path = cache.with_name(f"{cache.stem}-{key}.npz")
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        lengths, frames = z["lengths"], z["frames"]
+        audio = np.split(z["audio"], np.cumsum(lengths)[:-1])
+        mel_cat = z["mel"]
+        mel = np.split(mel_cat, np.cumsum(frames)[:-1], axis=1)
+        return Segments(audio, mel, list(z["sources"]))
+    bar = progress_factory(len(files)) if progress_factory else None
+    seg = build_segments(files, cfg, segment_seconds, bar)
+    if bar is not None:
+        bar.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=np.concatenate(seg.audio), lengths=np.array([len(a) for a in seg.audio]),
+             mel=np.concatenate(seg.mel, axis=1), frames=np.array([m.shape[1] for m in seg.mel]),
+             sources=np.array(seg.sources))
+    tmp.rename(path)
+    return seg
+
+
+class WindowSampler:
+    """Random frame-aligned windows: (inputs, targets, mel, frame_offset) batches, deterministic per step.
+
+    The mel slice starts ``ctx`` frames before the window so the conditioning net sees the same context as
+    at inference on the whole clip.
+    """
+
+    def __init__(self, seg: Segments, cfg: WaveNetConfig, window: int, silent_keep: float, seed: int):
+        if window % cfg.hop_length:
+            raise ValueError(f"window ({window}) must be a multiple of hop_length ({cfg.hop_length})")
+        self.seg, self.cfg, self.window, self.silent_keep, self.seed = seg, cfg, window, silent_keep, seed
+        # frames each side that the conditioning net's convolutions see, so windows get real context
+        self.ctx = 2 * (cfg.cond_kernel // 2)
+        self.n_frames = frames_needed(window, cfg.hop_length) + 2 * self.ctx
+        self.usable = [i for i, a in enumerate(seg.audio) if len(a) >= window + cfg.hop_length]
+        if not self.usable:
+            raise ValueError(f"no segment is longer than the window ({window} samples)")
+
+    def batch(self, step: int, batch: int):
+        rng = np.random.default_rng([self.seed, step])
+        hop, W, mid = self.cfg.hop_length, self.window, self.cfg.n_classes // 2
+        ins, tgts, mels = [], [], []
+        while len(ins) < batch:
+            i = self.usable[rng.integers(len(self.usable))]
+            a, m = self.seg.audio[i], self.seg.mel[i]
+            max_frame = min((len(a) - W) // hop, m.shape[1] - self.n_frames + self.ctx)
+            if max_frame < self.ctx:
+                continue
+            f0 = int(rng.integers(self.ctx, max_frame + 1))
+            s = f0 * hop
+            tgt = a[s:s + W].astype(np.int64)
+            if np.abs(tgt - mid).mean() < 2.0 and rng.random() > self.silent_keep:
+                continue   # mostly silence: keep only a few such windows
+            prev = a[s - 1] if s > 0 else mid
+            ins.append(np.concatenate([[prev], tgt[:-1]]))
+            tgts.append(tgt)
+            mels.append(m[:, f0 - self.ctx:f0 - self.ctx + self.n_frames])
+        return (torch.from_numpy(np.stack(ins)), torch.from_numpy(np.stack(tgts)),
+                torch.from_numpy(np.stack(mels).astype(np.float32)), self.ctx)
+
+
+def lr_at(step: int, tc: VocoderTrainConfig) -> float:
+    return max(tc.lr * 0.5 ** (step / tc.lr_half_life), tc.lr_min)
+
+
+@torch.no_grad()
+def validation_nll(model: WaveNet, batches: list) -> float:
+    """Mean NLL in nats per sample, ignoring each window's first receptive field (no context there)."""
+    rf = model.cfg.receptive_field
+    total, count = 0.0, 0
+    for inputs, targets, mel, offset in batches:
+        logits = model(inputs, mel, offset)
+        nll = F.cross_entropy(logits[:, :, rf:], targets[:, rf:], reduction="sum")
+        total += float(nll)
+        count += targets[:, rf:].numel()
+    return total / max(count, 1)
+
+
+def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrainConfig = VocoderTrainConfig(),
+                  model_cfg: WaveNetConfig = WaveNetConfig(), feature_cfg: FeatureConfig = FeatureConfig(),
+                  progress: bool = True, max_steps_this_run: int | None = None, threads: int | None = None) -> dict:
+    """Train (or resume) a vocoder in ``out``. Returns the final state: step, validation NLL, paths."""
+    from tqdm.auto import tqdm
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = JsonLog(out / "log.jsonl")
+    files = collect_wavs(data_dirs)
+    rng = np.random.default_rng(tc.seed)
+
+    def pick(split, cap):
+        words = [f for f in files[split] if "_nohash_" in f.name]
+        other = [f for f in files[split] if "_nohash_" not in f.name]
+        if len(words) > cap:
+            words = [words[i] for i in sorted(rng.choice(len(words), cap, replace=False))]
+        return words + other
+
+    train_files, val_files = pick("training", tc.max_word_clips), pick("validation", 300)
+    if not train_files:
+        raise ValueError(f"no training audio found under {', '.join(map(str, data_dirs))}")
+    bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress else None
+    train = load_or_build_segments(train_files, feature_cfg, tc.segment_seconds, out / "cache" / "train", bar)
+    val = load_or_build_segments(val_files or train_files[:50], feature_cfg, tc.segment_seconds, out / "cache" / "val", bar)
+
+    torch.manual_seed(tc.seed)
+    model = WaveNet(model_cfg, feature_cfg)
+    ema = EMA(model, tc.ema_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    state = load_checkpoint(out, model, opt, ema)
+    step = int(state["step"]) if state else 0
+    seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+    if state is None:
+        (out / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), "features": feature_cfg.to_dict(),
+                                                     "train": tc.to_dict(), "data": [str(d) for d in data_dirs]}, indent=2))
+        log.write(event="start", train_segments=len(train), val_segments=len(val), train_files=len(train_files))
+    sampler = WindowSampler(train, model_cfg, tc.window, tc.silent_keep, tc.seed)
+    val_batches = [WindowSampler(val, model_cfg, tc.window, 1.0, 12345).batch(i, tc.batch) for i in range(4)]
+    end = tc.steps if max_steps_this_run is None else min(tc.steps, step + max_steps_this_run)
+    pbar = tqdm(total=tc.steps, initial=step, desc="vocoder", unit="step", mininterval=30, disable=not progress)
+    last_loss = float(state.get("loss", "nan")) if state else float("nan")
+    model.train()
+    while step < end:
+        t0 = time.perf_counter()
+        inputs, targets, mel, offset = sampler.batch(step, tc.batch)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+            logits = model(inputs, mel, offset)
+        loss = F.cross_entropy(logits.float(), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        seconds += time.perf_counter() - t0
+        loss_value = loss.item()
+        last_loss = 0.98 * last_loss + 0.02 * loss_value if math.isfinite(last_loss) else loss_value
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr_at(step, tc):.1e}")
+        if step % 50 == 0:
+            log.write(event="train", step=step, loss=round(last_loss, 4), grad_norm=round(gnorm, 3),
+                      lr=lr_at(step, tc), train_hours=round(seconds / 3600, 4))
+        if step % tc.validate_every == 0 or step == end:
+            nll = validation_nll(ema.model, val_batches)
+            log.write(event="validate", step=step, val_nll=round(nll, 4), train_hours=round(seconds / 3600, 4))
+        if step % tc.checkpoint_every == 0 or step == end:
+            save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
+    pbar.close()
+    return {"step": step, "train_hours": seconds / 3600, "loss": last_loss, "checkpoint": str(out / "last.json")}
+
+
+def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | None = None) -> Path:
+    """Write the EMA weights of ``run_dir/last`` as a shippable vocoder (safetensors + card)."""
+    run_dir = Path(run_dir)
+    conf = json.loads((run_dir / "config.json").read_text())
+    model = WaveNet(WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"]))
+    ema = EMA(model)
+    state = load_checkpoint(run_dir, model, None, ema)
+    if state is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
+    val = [e for e in JsonLog(run_dir / "log.jsonl").read() if e.get("event") == "validate"]
+    card = {"training": {"steps": state["step"], "train_hours": round(state["train_seconds"] / 3600, 2),
+                         "config": conf["train"], "val_nll_curve": [(e["step"], e["train_hours"], e["val_nll"]) for e in val]},
+            "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
+    card.update(extra_card or {})
+    save_wavenet(ema.model, dest, **card)
+    return Path(dest)
