@@ -1,11 +1,99 @@
-"""speechmax corpus: build or inspect the offline Speech Commands corpus (not built yet)."""
-from speechmax.cli import NotBuiltYet
+"""speechmax corpus {build,build-vocoder,stats}: the offline Speech Commands corpus and vocoder speech."""
+import json
+import sys
+import warnings
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("corpus", help="build or inspect the offline Speech Commands corpus [not built yet]")
-    p.set_defaults(func=run, accepts_extra=True)
+    p = sub.add_parser("corpus", help="build or inspect the offline Speech Commands corpus")
+    csub = p.add_subparsers(dest="corpus_command", metavar="{build,build-vocoder,stats}")
+    csub.required = True
+
+    b = csub.add_parser("build", help="synthesise the 35 words by N pseudo-speakers (v0.02 layout)")
+    b.add_argument("--out", required=True, help="output folder (new, empty, or a corpus to resume)")
+    b.add_argument("--speakers", required=True, type=int, help="number of pseudo-speakers (35 clips each)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    b.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
+                   help="restrict to these TTS engines: espeak-ng flite festival mbrola pico2wave")
+    b.add_argument("--noise-dir", default=None, help="folder of noise recordings to add to _background_noise_")
+    b.add_argument("--repeats", type=int, default=1, help="takes per speaker and word (<id>_nohash_<k>)")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=run_build)
+
+    v = csub.add_parser("build-vocoder", help="continuous speech for vocoder training")
+    v.add_argument("--out", required=True)
+    v.add_argument("--minutes", required=True, type=float, help="total duration to synthesise")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--workers", type=int, default=None)
+    v.add_argument("--engines", nargs="+", default=None, metavar="ENGINE")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=run_build_vocoder)
+
+    s = csub.add_parser("stats", help="counts per word and split of a v0.02-layout folder (real or built)")
+    s.add_argument("root")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_stats)
 
 
-def run(args):
-    raise NotBuiltYet("the corpus builder (issue: offline corpus) has not landed in this version")
+def _show_warnings():
+    # one line per library warning on stderr, without the source line python adds by default
+    warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+
+
+def _positive(name, value):
+    if value is not None and value < 1:
+        raise CommandError(f"{name} must be a positive integer, got {value}")
+
+
+def run_build(args):
+    from speechmax.data import build_corpus
+
+    _positive("--speakers", args.speakers)
+    _positive("--workers", args.workers)
+    _positive("--repeats", args.repeats)
+    _show_warnings()
+    s = build_corpus(args.out, args.speakers, seed=args.seed, workers=args.workers, engines=args.engines,
+                     noise_dir=args.noise_dir, repeats=args.repeats, progress=not args.no_progress)
+    print(f"{s.out}: {s.clips} clips by {s.speakers} speakers "
+          f"(training {s.splits['training']}, validation {s.splits['validation']}, testing {s.splits['testing']}); "
+          f"made {s.made} in {s.seconds:.1f} s ({s.clips_per_s:.1f} clips/s)"
+          + (f"; {len(s.failed)} failed" if s.failed else ""))
+    return 0
+
+
+def run_build_vocoder(args):
+    from speechmax.data import build_vocoder_corpus
+
+    if not args.minutes > 0:
+        raise CommandError(f"--minutes must be positive, got {args.minutes}")
+    _positive("--workers", args.workers)
+    _show_warnings()
+    s = build_vocoder_corpus(args.out, args.minutes, seed=args.seed, workers=args.workers, engines=args.engines,
+                             progress=not args.no_progress)
+    print(f"{s.out}: {s.clips} utterances by {s.speakers} speakers "
+          f"(training {s.splits['training']}, validation {s.splits['validation']}, testing {s.splits['testing']}) "
+          f"in {s.seconds:.1f} s")
+    return 0
+
+
+def run_stats(args):
+    from speechmax.data import corpus_stats
+
+    _show_warnings()
+    st = corpus_stats(args.root)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"{st['root']}: {st['clips']} clips, {st['speakers']} speakers; "
+          + ", ".join(f"{k} {v}" for k, v in st["splits"].items()))
+    print("words: " + ", ".join(f"{w} {n}" for w, n in st["words"].items()))
+    if st["unknown_folders"]:
+        print("folders that are not one of the 35 words: " + ", ".join(st["unknown_folders"]))
+    if st["sample_seconds"]:
+        d = st["sample_seconds"]
+        print(f"clip length (sample): {d['min']:.2f}-{d['max']:.2f} s, mean {d['mean']:.2f} s")
+    print(f"background noise files: {len(st['background_noise'])}")
+    return 0
