@@ -1,5 +1,7 @@
 """speechmax train {classifier,prior,vocoder} --data DIR --out DIR [...]: train a model, resumable."""
-from speechmax.cli import CommandError, NotBuiltYet
+import json
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
@@ -21,13 +23,45 @@ def register(sub):
     v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH")
     v.set_defaults(func=run_vocoder)
 
-    for what in ("classifier", "prior"):
-        q = tsub.add_parser(what, help=f"{what} [not built yet]")
-        q.set_defaults(func=run_not_built, accepts_extra=True)
+    for what, presets in (("classifier", ("classifier", "classifier-separate", "classifier-paper")),
+                          ("prior", ("prior", "prior-paper"))):
+        q = tsub.add_parser(what, help=f"{what} on a v0.02-layout corpus (best epoch kept, card on the test split)")
+        q.add_argument("--data", required=True, help="corpus root (v0.02 layout)")
+        q.add_argument("--out", required=True, help="run folder: OUT/model.safetensors + card, OUT/last to resume")
+        q.add_argument("--preset", choices=presets, default=presets[0])
+        q.add_argument("--epochs", type=int, default=20)
+        q.add_argument("--batch", type=int, default=128)
+        q.add_argument("--lr", type=float, default=None)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
+        q.add_argument("--no-augment", action="store_true")
+        q.add_argument("--threads", type=int, default=None)
+        if what == "prior":
+            q.add_argument("--classifier", default="classifier",
+                           help="classifier (shipped name or path) used to measure the prior (default: classifier)")
+        q.set_defaults(func=run_model)
 
 
-def run_not_built(args):
-    raise NotBuiltYet(f"training a {args.what} has not landed in this version")
+def run_model(args):
+    from speechmax.models.train import FitConfig, train_classifier, train_prior
+
+    if args.epochs <= 0:
+        raise CommandError(f"--epochs must be positive, got {args.epochs}")
+    lr = args.lr if args.lr is not None else (2e-3 if args.what == "classifier" else 1e-3)
+    fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
+                   augment=not args.no_augment and args.what == "classifier")
+    if args.what == "classifier":
+        metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads)
+        print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
+              f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")
+        return 0
+    from speechmax.models.registry import load_model
+
+    clf = load_model(args.classifier, "classifier", missing_ok=True)
+    metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads)
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(f"{args.preset}: {json.dumps(shown)}; wrote {args.out}/model.safetensors")
+    return 0
 
 
 def run_vocoder(args):

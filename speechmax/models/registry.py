@@ -1,0 +1,46 @@
+"""Loading a model by shipped name (``classifier``, ``prior-paper``, ``vocoder``...) or by path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..weights import WeightsError, read_card
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped asset name or a path (with or without suffix) -> path stem of the weights/card pair."""
+    p = Path(name_or_path)
+    if p.suffix in (".safetensors", ".json") or p.exists() or p.with_suffix(".json").exists():
+        return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    if p.is_dir() and (p / "model.json").exists():
+        return p / "model"
+    from ..assets import asset_path
+
+    return asset_path(str(name_or_path))
+
+
+def load_model(name_or_path: str | Path, kind: str | None = None, missing_ok: bool = False):
+    """Load a classifier, prior or vocoder by shipped name or path; the card's ``kind`` picks the class.
+
+    With ``missing_ok``, a shipped name that does not exist yet gives None instead of an error.
+    """
+    try:
+        stem = resolve(name_or_path)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    if Path(stem).is_dir() and (Path(stem) / "model.json").exists():
+        stem = Path(stem) / "model"
+    card = read_card(stem)
+    if kind is not None and card.get("kind") != kind:
+        raise WeightsError(f"{stem}: expected a {kind}, the card says {card.get('kind')!r}")
+    if card.get("kind") == "classifier":
+        from .classifier import load_classifier
+        return load_classifier(stem)
+    if card.get("kind") == "prior":
+        from .prior import load_prior
+        return load_prior(stem)
+    if card.get("kind") == "vocoder":
+        from .wavenet import load_wavenet
+        return load_wavenet(stem)
+    raise WeightsError(f"{stem}: unknown model kind {card.get('kind')!r}")
