@@ -1,11 +1,31 @@
-"""speechmax classify: what a classifier says about wavs or log-mels (not built yet)."""
-from speechmax.cli import NotBuiltYet
+"""speechmax classify INPUT [--model NAME|PATH] [--json]: what a classifier says about wavs or log-mels."""
+import json
+import warnings
 
 
 def register(sub):
-    p = sub.add_parser("classify", help="what a classifier says about wavs or log-mels [not built yet]")
-    p.set_defaults(func=run, accepts_extra=True)
+    p = sub.add_parser("classify", help="what a classifier says about a wav, a .npy log-mel, or a folder of them")
+    p.add_argument("input", help="a .wav, a .npy log-mel (80, T) or (B, 80, T), or a folder (searched recursively)")
+    p.add_argument("--model", default="classifier",
+                   help="classifier | classifier-paper | classifier-separate | PATH (default: classifier)")
+    p.add_argument("--json", action="store_true", help="print the machine-readable form")
+    p.set_defaults(func=run)
 
 
 def run(args):
-    raise NotBuiltYet("classifiers (issue: classifiers and prior) has not landed in this version")
+    from speechmax.models.inference import classify_files
+    from speechmax.models.registry import load_model
+
+    model = load_model(args.model, kind="classifier")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        preds, skipped = classify_files(model, args.input)
+    if args.json:
+        print(json.dumps({"model": args.model, "predictions": [p.to_dict() for p in preds]}, indent=2))
+    else:
+        width = max((len(p.path) for p in preds), default=0)
+        for p in preds:
+            print(f"{p.path:<{width}}  {p.label:<10} {p.prob:.3f}")
+    for w in caught:
+        print(f"warning: {w.message}", file=__import__("sys").stderr)
+    return 0

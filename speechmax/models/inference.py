@@ -1,0 +1,117 @@
+"""Running a classifier on files: wavs and log-mel .npy files, one or a folder of them."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..features import AudioError, FeatureConfig, load_audio, log_mel, n_frames
+
+INPUT_SUFFIXES = (".wav", ".npy")
+
+
+def find_inputs(path: str | Path) -> list[Path]:
+    """A .wav/.npy file, or every .wav/.npy under a folder (recursively, sorted)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in INPUT_SUFFIXES and f.is_file())
+        if not files:
+            raise FileNotFoundError(f"{p}: no .wav or .npy files in this folder")
+        return files
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.suffix.lower() not in INPUT_SUFFIXES:
+        raise ValueError(f"{p}: expected a .wav, a .npy log-mel or a folder, got a {p.suffix or 'suffix-less'} file")
+    return [p]
+
+
+def fit_length(wave: np.ndarray, n: int) -> np.ndarray:
+    """Pad (centred) or crop to n samples; a long clip keeps its loudest n-sample stretch."""
+    if len(wave) == n:
+        return wave
+    if len(wave) < n:
+        left = (n - len(wave)) // 2
+        return np.pad(wave, (left, n - len(wave) - left))
+    energy = np.convolve(wave.astype(np.float64) ** 2, np.ones(n), mode="valid")
+    start = int(np.argmax(energy[:: 160])) * 160
+    return wave[start:start + n]
+
+
+def fit_frames(lm: np.ndarray, frames: int, floor: float) -> np.ndarray:
+    """Pad (with silence) or centre-crop a log-mel (n_mels, T) to ``frames`` frames."""
+    T = lm.shape[-1]
+    if T == frames:
+        return lm
+    if T < frames:
+        left = (frames - T) // 2
+        return np.pad(lm, ((0, 0), (left, frames - T - left)), constant_values=floor)
+    s = (T - frames) // 2
+    return lm[:, s:s + frames]
+
+
+def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str], np.ndarray]:
+    """(names, log-mel (k, n_mels, frames)) for one file: a wav gives one item, a .npy (n_mels, T) one,
+    a .npy (B, n_mels, T) B items named ``file.npy[i]``."""
+    if path.suffix.lower() == ".wav":
+        seconds = (frames - 1) * cfg.hop_length
+        wave = fit_length(load_audio(path, cfg.sample_rate), seconds)
+        return [str(path)], log_mel(torch.from_numpy(wave), cfg).numpy()[None]
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise AudioError(f"{path}: not a readable .npy array ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1] != cfg.n_mels:
+        raise AudioError(f"{path}: expected a log-mel ({cfg.n_mels}, T) or (B, {cfg.n_mels}, T), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise AudioError(f"{path}: log-mel contains NaN or infinite values")
+    names = [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
+    return names, np.stack([fit_frames(a, frames, cfg.log_min) for a in arr]).astype(np.float32)
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    prob: float
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "prob": round(self.prob, 6)}
+
+
+@torch.no_grad()
+def classify_files(model, inputs: str | Path, batch: int = 256, progress=None) -> tuple[list[Prediction], list[str]]:
+    """Top label and probability for every wav / log-mel under ``inputs``.
+
+    Returns (predictions, skipped): a folder's unreadable files are skipped (one warning names them);
+    a single unreadable file is an error.
+    """
+    files = find_inputs(inputs)
+    cfg, frames = model.feature_config, model.cfg.n_frames
+    labels = model.cfg.labels or tuple(str(i) for i in range(model.cfg.n_classes))
+    names, feats, skipped = [], [], []
+    for f in files:
+        try:
+            n, x = load_features(f, cfg, frames)
+        except AudioError as e:
+            if len(files) == 1:
+                raise
+            skipped.append(f"{e}")
+            continue
+        names += n
+        feats.append(x)
+        if progress is not None:
+            progress(1)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s): " + "; ".join(skipped[:5]))
+    if not feats:
+        return [], skipped
+    x = torch.from_numpy(np.concatenate(feats))
+    model.eval()
+    probs = torch.cat([torch.softmax(model(x[i:i + batch]), -1) for i in range(0, len(x), batch)])
+    p, idx = probs.max(-1)
+    return [Prediction(nm, labels[int(i)], float(q)) for nm, i, q in zip(names, idx, p)], skipped
