@@ -1,4 +1,5 @@
 """speechmax corpus {build,build-vocoder,stats}: the offline Speech Commands corpus and vocoder speech."""
+import contextlib
 import json
 import sys
 import warnings
@@ -38,9 +39,12 @@ def register(sub):
     s.set_defaults(func=run_stats)
 
 
-def _show_warnings():
-    # one line per library warning on stderr, without the source line python adds by default
-    warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Library warnings as one 'warning: ...' line each on stderr (without python's source line)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+        yield
 
 
 def _positive(name, value):
@@ -54,9 +58,9 @@ def run_build(args):
     _positive("--speakers", args.speakers)
     _positive("--workers", args.workers)
     _positive("--repeats", args.repeats)
-    _show_warnings()
-    s = build_corpus(args.out, args.speakers, seed=args.seed, workers=args.workers, engines=args.engines,
-                     noise_dir=args.noise_dir, repeats=args.repeats, progress=not args.no_progress)
+    with _warnings_as_lines():
+        s = build_corpus(args.out, args.speakers, seed=args.seed, workers=args.workers, engines=args.engines,
+                         noise_dir=args.noise_dir, repeats=args.repeats, progress=not args.no_progress)
     print(f"{s.out}: {s.clips} clips by {s.speakers} speakers "
           f"(training {s.splits['training']}, validation {s.splits['validation']}, testing {s.splits['testing']}); "
           f"made {s.made} in {s.seconds:.1f} s ({s.clips_per_s:.1f} clips/s)"
@@ -70,9 +74,9 @@ def run_build_vocoder(args):
     if not args.minutes > 0:
         raise CommandError(f"--minutes must be positive, got {args.minutes}")
     _positive("--workers", args.workers)
-    _show_warnings()
-    s = build_vocoder_corpus(args.out, args.minutes, seed=args.seed, workers=args.workers, engines=args.engines,
-                             progress=not args.no_progress)
+    with _warnings_as_lines():
+        s = build_vocoder_corpus(args.out, args.minutes, seed=args.seed, workers=args.workers,
+                                 engines=args.engines, progress=not args.no_progress)
     print(f"{s.out}: {s.clips} utterances by {s.speakers} speakers "
           f"(training {s.splits['training']}, validation {s.splits['validation']}, testing {s.splits['testing']}) "
           f"in {s.seconds:.1f} s")
@@ -82,8 +86,8 @@ def run_build_vocoder(args):
 def run_stats(args):
     from speechmax.data import corpus_stats
 
-    _show_warnings()
-    st = corpus_stats(args.root)
+    with _warnings_as_lines():
+        st = corpus_stats(args.root)
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
