@@ -149,6 +149,8 @@ def test_vocoder_corpus(tmp_path):
     s = build_vocoder_corpus(out, 0.25, seed=3, workers=1, engines=["espeak-ng"])
     rows = [r.split("\t") for r in (out / "manifest.tsv").read_text().splitlines()]
     assert rows[0] == ["path", "speaker", "split", "seconds", "text"] and len(rows) - 1 == s.clips
+    again = build_vocoder_corpus(out, 0.25, seed=3, workers=1, engines=["espeak-ng"])
+    assert (again.clips, again.made) == (s.clips, 0)  # complete: left as it is
     total = sum(float(r[3]) for r in rows[1:])
     assert total >= 15.0
     for r in rows[1:]:

@@ -6,7 +6,8 @@ seed and the same engine versions give the same bytes with any number of workers
 
 Re-running into a folder that holds a corpus built with the same settings resumes it: clips already on
 disk are kept (they are written atomically, so a clip file is either whole or absent), the rest are made,
-and the lists are rewritten. A folder holding anything else, or a corpus with other settings, is an error.
+and the lists are rewritten (a complete vocoder corpus is left as it is; an interrupted one is rebuilt).
+A folder holding anything else, or a corpus with other settings, is an error.
 """
 from __future__ import annotations
 
@@ -293,7 +294,10 @@ def build_vocoder_corpus(out, minutes: float, seed: int = 0, workers: int | None
     engines = available_engines(engines)
     settings = _settings(VOCODER_FORMAT, seed, engines, minutes=float(minutes), utterances_per_speaker=per_speaker)
     if _prepare_output(out, VOCODER_MARKER, settings):
-        # continuous speech is cheap next to the word corpus: a re-run simply rebuilds it
+        meta = json.loads((out / VOCODER_MARKER).read_text())
+        if meta.get("complete"):
+            return CorpusSummary(out, meta["speakers"], meta["utterances"], 0, 0.0, meta["splits"])
+        # an interrupted build is cheap next to the word corpus: it is simply rebuilt
         for child in out.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
