@@ -43,3 +43,32 @@ bench: setup
 
 clean:
 	rm -rf build speechmax/_C*.so $(DEMO_OUT) .pytest_cache
+
+# ---- Reproducing the shipped models (hours of CPU; every step resumes where it stopped) ----------------
+# `make corpora` builds the offline corpora (kept out of git); `make train-models` trains the classifiers
+# and priors into runs/ and copies them to speechmax/assets/; the vocoder trains in checkpoints/vocoder
+# (its resumable checkpoint is committed) with `make train-vocoder`, shipped by `make ship-vocoder`.
+SM := $(VENV)/bin/speechmax
+CORPUS := data/sc1000
+VOCDATA := data/voc
+EPOCHS ?= 12
+THREADS ?= 1
+.PHONY: corpora train-models train-vocoder ship-vocoder
+corpora:
+	[ -f $(CORPUS)/corpus.json ] && grep -q '"complete": true' $(CORPUS)/corpus.json || \
+	  $(SM) corpus build --out $(CORPUS) --speakers 1000 --seed 1000 --workers 2
+	[ -f $(VOCDATA)/vocoder.json ] && grep -q '"complete": true' $(VOCDATA)/vocoder.json || \
+	  $(SM) corpus build-vocoder --out $(VOCDATA) --minutes 60 --seed 2000
+train-models:
+	$(SM) train classifier --data $(CORPUS) --out runs/classifier --preset classifier --epochs $(EPOCHS) --seed 1 --threads $(THREADS)
+	$(SM) train classifier --data $(CORPUS) --out runs/classifier-separate --preset classifier-separate --epochs $(EPOCHS) --seed 2 --threads $(THREADS)
+	$(SM) train classifier --data $(CORPUS) --out runs/classifier-paper --preset classifier-paper --epochs $(EPOCHS) --seed 3 --threads $(THREADS)
+	$(SM) train prior --data $(CORPUS) --out runs/prior --preset prior --epochs $(EPOCHS) --seed 4 --classifier runs/classifier/model --threads $(THREADS)
+	$(SM) train prior --data $(CORPUS) --out runs/prior-paper --preset prior-paper --epochs $(EPOCHS) --seed 5 --classifier runs/classifier/model --threads $(THREADS)
+	for m in classifier classifier-separate classifier-paper prior prior-paper; do \
+	  cp runs/$$m/model.safetensors speechmax/assets/$$m.safetensors; cp runs/$$m/model.json speechmax/assets/$$m.json; \
+	  [ ! -f runs/$$m/confusion.png ] || cp runs/$$m/confusion.png speechmax/assets/$$m-confusion.png; done
+train-vocoder:
+	$(SM) train vocoder --data $(CORPUS) --data $(VOCDATA) --out checkpoints/vocoder --threads $(THREADS)
+ship-vocoder:
+	$(SM) train vocoder --data $(CORPUS) --out checkpoints/vocoder --export speechmax/assets/vocoder --measure

@@ -175,9 +175,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{path}: contains NaN or infinite samples")
     mono = data.mean(axis=1)
     if rate != sample_rate:
-        import librosa
+        import soxr  # what librosa's "soxr_hq" calls, without librosa's ~30 ms of overhead per call
 
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

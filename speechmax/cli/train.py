@@ -21,6 +21,11 @@ def register(sub):
     v.add_argument("--threads", type=int, default=None)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH")
+    v.add_argument("--measure", action="store_true",
+                   help="with --export: measure quality on the first --data corpus's test split (separate classifier "
+                        "accuracy on original / WaveNet / Griffin-Lim audio, STOI) into the card")
+    v.add_argument("--per-class", type=int, default=10, help="test clips per word for --measure (default 10)")
+    v.add_argument("--separate", default="classifier-separate", help="classifier used by --measure")
     v.set_defaults(func=run_vocoder)
 
     for what, presets in (("classifier", ("classifier", "classifier-separate", "classifier-paper")),
@@ -68,8 +73,19 @@ def run_vocoder(args):
     from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
 
     if args.export:
-        path = export_vocoder(args.out, args.export)
+        measure = None
+        if args.measure:
+            from speechmax.models.registry import load_model
+
+            measure = {"root": args.data[0], "separate": load_model(args.separate, kind="classifier"),
+                       "per_class": args.per_class}
+        path = export_vocoder(args.out, args.export, measure=measure)
         print(f"exported {args.out} -> {path}.safetensors (+ card)")
+        if measure:
+            import json as _json
+
+            from speechmax.weights import read_card
+            print(_json.dumps(read_card(path)["metrics"], indent=2))
         return 0
     if args.window % 160:
         raise CommandError(f"--window must be a multiple of 160 samples, got {args.window}")

@@ -126,15 +126,19 @@ class WaveNet(nn.Module):
             raise ValueError(f"a window of {T} samples at frame offset {frame_offset} needs frame {int(idx.max())}, "
                              f"but the mel has {mel.shape[-1]} frames")
         x = self.embed(inputs).transpose(1, 2)                                   # (B, R, T)
+        S = cfg.skip_channels
         skip = 0.0
         for l, d in enumerate(cfg.dilations):
-            past = F.pad(x, (d, 0))[:, :, :T]
-            h = torch.einsum("gr,brt->bgt", self.w_past[l], past) + torch.einsum("gr,brt->bgt", self.w_cur[l], x)
+            # kernel-2 dilated causal conv: tap 0 reads x[t-d] (w_past), tap 1 reads x[t] (w_cur)
+            w = torch.stack([self.w_past[l], self.w_cur[l]], dim=-1)            # (G, R, 2)
+            h = F.conv1d(F.pad(x, (d, 0)), w, self.b_gate[l], dilation=d)
             c = cond[:, l * G:(l + 1) * G]                                       # (B, G, F), frame rate
-            h = h + self.b_gate[l][None, :, None] + torch.gather(c, 2, idx[:, None, :].expand(B, G, T))
+            h = h + torch.gather(c, 2, idx[:, None, :].expand(B, G, T))
             z = torch.tanh(h[:, :G // 2]) * torch.sigmoid(h[:, G // 2:])
-            skip = skip + torch.einsum("sg,bgt->bst", self.w_skip[l], z) + self.b_skip[l][None, :, None]
-            x = (x + torch.einsum("rg,bgt->brt", self.w_res[l], z) + self.b_res[l][None, :, None]) * RES_SCALE
+            sr = F.conv1d(z, torch.cat([self.w_skip[l], self.w_res[l]])[:, :, None],
+                          torch.cat([self.b_skip[l], self.b_res[l]]))
+            skip = skip + sr[:, :S]
+            x = (x + sr[:, S:]) * RES_SCALE
         return self.head(skip.transpose(1, 2)).transpose(1, 2)
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:

@@ -268,8 +268,13 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     return {"step": step, "train_hours": seconds / 3600, "loss": last_loss, "checkpoint": str(out / "last.json")}
 
 
-def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | None = None) -> Path:
-    """Write the EMA weights of ``run_dir/last`` as a shippable vocoder (safetensors + card)."""
+def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | None = None,
+                   measure: dict | None = None) -> Path:
+    """Write the EMA weights of ``run_dir/last`` as a shippable vocoder (safetensors + card).
+
+    measure: {"root": corpus, "separate": classifier, "per_class": n} -> :func:`vocoder_quality` metrics in the
+    card, with resynthesized examples in ``<dest>-examples/``.
+    """
     run_dir = Path(run_dir)
     conf = json.loads((run_dir / "config.json").read_text())
     model = WaveNet(WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"]))
@@ -282,5 +287,14 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
                          "config": conf["train"], "val_nll_curve": [(e["step"], e["train_hours"], e["val_nll"]) for e in val]},
             "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
     card.update(extra_card or {})
+    if measure is not None:
+        from .quality import vocoder_quality
+
+        dest_p = Path(dest)
+        q = vocoder_quality(ema.model, measure["root"], measure["separate"], per_class=measure.get("per_class", 10),
+                            examples_dir=dest_p.parent / f"{dest_p.name}-examples")
+        card["metrics"].update(q)
+        card["metrics_command"] = (f"speechmax train vocoder --data {measure['root']} --out {run_dir} --export {dest} "
+                                   f"--measure --per-class {measure.get('per_class', 10)}")
     save_wavenet(ema.model, dest, **card)
     return Path(dest)
