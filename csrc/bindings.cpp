@@ -10,6 +10,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "speechmax C++ kernels (CPU; CUDA where torch has it)";
   m.def("gated_activation", &speechmax::gated_activation_cpu, "tanh(a) * sigmoid(b) (CPU)");
   m.def("cpu_features", &speechmax::cpu_features, "ISA extensions this CPU offers, as seen at run time");
+  m.def("wavenet_sample", &speechmax::wavenet_sample_cpu,
+        "Fused WaveNet sampler (CPU, OpenMP over the batch, GIL released); updates rings/prev in place",
+        py::arg("weights"), py::arg("biases"), py::arg("desc"), py::arg("embed"), py::arg("dims"),
+        py::arg("dilations"), py::arg("feats"), py::arg("uniforms"), py::arg("teacher"), py::arg("rings"),
+        py::arg("prev"), py::arg("step"), py::arg("t0"), py::arg("temperature"), py::arg("classes"),
+        py::arg("wave"), py::arg("logits"), py::arg("decode"), py::arg("threads"), py::arg("isa"));
+  m.def("wavenet_cpu_isas", &speechmax::wavenet_cpu_isas, "instruction sets the fused CPU sampler can use here");
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;
   register_cuda_ops(m);

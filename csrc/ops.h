@@ -4,4 +4,14 @@
 
 namespace speechmax {
 torch::Tensor gated_activation_cpu(const torch::Tensor& a, const torch::Tensor& b);
+// Fused WaveNet sampler (wavenet_cpu.cpp); speechmax/ops/wavenet.py packs the weights and documents shapes.
+void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biases, const torch::Tensor& desc,
+                        const torch::Tensor& embed, const std::vector<int64_t>& dims,
+                        const std::vector<int64_t>& dilations, const torch::Tensor& feats,
+                        const torch::Tensor& uniforms, const c10::optional<torch::Tensor>& teacher,
+                        torch::Tensor& rings, torch::Tensor& prev, int64_t step, int64_t t0, double temperature,
+                        torch::Tensor& classes, const c10::optional<torch::Tensor>& wave,
+                        const c10::optional<torch::Tensor>& logits, const torch::Tensor& decode, int64_t threads,
+                        const std::string& isa);
+std::vector<std::string> wavenet_cpu_isas();
 }  // namespace speechmax

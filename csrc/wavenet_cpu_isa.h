@@ -1,0 +1,200 @@
+// The fused sampler's ISA-specific half: the GEMM microkernels and the per-thread autoregressive loop.
+// wavenet_cpu.cpp includes this file once per instruction set, inside a namespace that defines `V` (the
+// vector type and its operations), and inside `#pragma GCC target` for the wider sets -- hence no include
+// guard. Everything here has internal linkage, so no copy built for AVX-512 can leak into the AVX2 path.
+//
+// Shapes: activations are batch-major, one padded row per item ([item][channel], rows a multiple of 16
+// floats), so a GEMM reads X[b][k] as a broadcast and writes Y[b][o..o+W) as a vector. Weights are packed
+// by speechmax/ops/wavenet.py in panels of up to 64 outputs, input-major inside a panel: row k holds the
+// panel's outputs for input k (fp32), or for the input pair (k, k+1) interleaved (bf16), so one load gives
+// a vector of outputs and each broadcast input is reused across them.
+
+// Y[b] = bias + init[b] + W X[b] for a block of NV vectors of outputs and NB items. With one item, two
+// accumulator sets (even / odd inputs) keep two FMA chains in flight per vector.
+template <int NV, int NB, bool BF16>
+static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, const float* init, int ld_init,
+                        const float* bias, float* Y, int ldy) {
+  using R = typename V::reg;
+  constexpr int W = V::W;
+  constexpr int NA = NB == 1 ? 2 : 1;
+  R acc[NA][NV][NB];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const R bv = V::load(bias + v * W);
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; ++b) {
+      acc[0][v][b] = init ? V::add(bv, V::load(init + b * ld_init + v * W)) : bv;
+      if (NA == 2) acc[NA - 1][v][b] = V::zero();
+    }
+  }
+  if constexpr (BF16) {
+    const uint16_t* w = static_cast<const uint16_t*>(wp);
+    for (int k = 0; k < Kp; k += 2) {  // Kp is even; the pair row k/2 starts at (k/2) * 2P = k * P
+      R lo[NV], hi[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) V::bf16_pair(w + (size_t)k * P + 2 * v * W, lo[v], hi[v]);
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) {
+        const R x0 = V::set1(X[b * ldx + k]), x1 = V::set1(X[b * ldx + k + 1]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          acc[0][v][b] = V::fma(lo[v], x0, acc[0][v][b]);
+          acc[NA - 1][v][b] = V::fma(hi[v], x1, acc[NA - 1][v][b]);
+        }
+      }
+    }
+  } else {
+    const float* w = static_cast<const float*>(wp);
+    int k = 0;
+    for (; k + 1 < Kp; k += 2) {
+#pragma GCC unroll 2
+      for (int u = 0; u < 2; ++u) {
+        R wv[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) wv[v] = V::load(w + (size_t)(k + u) * P + v * W);
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; ++b) {
+          const R xb = V::set1(X[b * ldx + k + u]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) acc[u % NA][v][b] = V::fma(wv[v], xb, acc[u % NA][v][b]);
+        }
+      }
+    }
+    if (k < Kp) {
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) {
+        const R xb = V::set1(X[b * ldx + k]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[0][v][b] = V::fma(V::load(w + (size_t)k * P + v * W), xb, acc[0][v][b]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v)
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; ++b)
+      V::store(Y + b * ldy + v * W, NA == 2 ? V::add(acc[0][v][b], acc[NA - 1][v][b]) : acc[0][v][b]);
+}
+
+template <int NV, bool BF16>
+static void microkernel_nb(int nb, const void* wp, int P, int Kp, const float* X, int ldx, const float* init,
+                           int ld_init, const float* bias, float* Y, int ldy) {
+  switch (nb) {
+#define WN_CASE(n)                                                                              \
+  case n:                                                                                       \
+    if constexpr (n <= V::NBMAX) microkernel<NV, n, BF16>(wp, P, Kp, X, ldx, init, ld_init, bias, Y, ldy); \
+    break;
+    WN_CASE(1) WN_CASE(2) WN_CASE(3) WN_CASE(4) WN_CASE(5) WN_CASE(6)
+#undef WN_CASE
+  }
+}
+
+// Y[b] (ldy) = bias + init[b] (ld_init, may be null) + W X[b] (ldx) for n items; W = matrix `mat` of m.
+// Panel-outer, items-inner: a panel (at most 64 x Kp weights, 32 KB in fp32 for Kp = 128) stays in L1
+// while every block of items uses it. Item blocks are balanced (32 items -> 6,6,5,5,5,5 rather than 6x5+2).
+template <bool BF16>
+static void gemm(const Model& m, int mat, const float* X, int ldx, const float* init, int ld_init, float* Y,
+                 int ldy, int n) {
+  const MatrixDesc d = m.matrix(mat);
+  const float* bias = m.bias + d.bias_off;
+  const int nblocks = (n + V::NBMAX - 1) / V::NBMAX;
+  for (int p0 = 0; p0 < d.Mp; p0 += kPanel) {
+    const int P = d.Mp - p0 < kPanel ? d.Mp - p0 : kPanel;
+    const size_t panel = d.off + (size_t)p0 * d.Kp;
+    for (int c0 = 0; c0 < P; c0 += 4 * V::W) {
+      const int nv = (P - c0) / V::W < 4 ? (P - c0) / V::W : 4;
+      const void* wp = BF16 ? (const void*)(m.w_bf16 + panel + 2 * c0) : (const void*)(m.w_f32 + panel + c0);
+      const int o = p0 + c0;
+      for (int blk = 0, b0 = 0; blk < nblocks; ++blk) {
+        const int nb = (n - b0 + (nblocks - blk) - 1) / (nblocks - blk);
+        const float* in = init ? init + (size_t)b0 * ld_init + o : nullptr;
+        const float* x = X + (size_t)b0 * ldx;
+        float* y = Y + (size_t)b0 * ldy + o;
+        switch (nv) {
+          case 1: microkernel_nb<1, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          case 2: microkernel_nb<2, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          case 3: microkernel_nb<3, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          default: microkernel_nb<4, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+        }
+        b0 += nb;
+      }
+    }
+  }
+}
+
+// The whole autoregressive loop for items [b0, b1) of the job: every step runs all layers and the head,
+// then draws. Conditioning is projected for all layers when a step enters a new frame.
+template <bool BF16>
+static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_base) {
+  const int n = b1 - b0;
+  const Workspace ws = Workspace::carve(m, n, ws_base);
+  const int L = m.L, R = m.R, Rp = m.Rp, Ghp = m.Ghp, Sp = m.Sp, Op = m.Op, NC = m.NC, NCp = m.NCp;
+  const int lcond = L * 2 * Ghp;
+  for (int b = 0; b < n; ++b) ws.prev[b] = (int)job.prev[b0 + b];
+  long frame = -1;
+  for (long t = 0; t < job.T; ++t) {
+    const long step = job.step + t;
+    const long f = wn::frame_of(job.t0 + t, m.hop);
+    if (f != frame) {
+      frame = f;
+      for (int b = 0; b < n; ++b) {
+        const float* src = job.feats + ((size_t)(b0 + b) * job.F + f) * m.C;
+        for (int c = 0; c < m.C; ++c) ws.xc[b * m.Cp + c] = src[c];
+      }
+      gemm<BF16>(m, Model::kCond, ws.xc, m.Cp, nullptr, 0, ws.cond, lcond, n);
+    }
+    for (int b = 0; b < n; ++b) {
+      const float* e = m.embed + (size_t)ws.prev[b] * R;
+      float* x = ws.xin + (size_t)b * 2 * Rp + Rp;
+      for (int r = 0; r < R; ++r) x[r] = e[r];
+    }
+    for (int l = 0; l < L; ++l) {
+      const int slot = wn::ring_slot(step, m.dil[l]);
+      for (int b = 0; b < n; ++b) {
+        float* ring = job.rings + ((size_t)(b0 + b) * m.ring_len + m.ring_off[l] + slot) * R;
+        float* xin = ws.xin + (size_t)b * 2 * Rp;
+        for (int r = 0; r < R; ++r) {
+          xin[r] = ring[r];
+          ring[r] = xin[Rp + r];
+        }
+      }
+      gemm<BF16>(m, Model::gate(l), ws.xin, 2 * Rp, ws.cond + l * 2 * Ghp, lcond, ws.h, 2 * Ghp, n);
+      for (int b = 0; b < n; ++b) {
+        const float* h = ws.h + (size_t)b * 2 * Ghp;
+        float* z = ws.z + (size_t)b * Ghp;
+        WN_SIMD
+        for (int j = 0; j < Ghp; ++j) z[j] = wn::gate(h[j], h[Ghp + j]);
+      }
+      gemm<BF16>(m, Model::skip(l), ws.z, Ghp, l == 0 ? nullptr : ws.skip, Sp, ws.skip, Sp, n);
+      if (l + 1 < L) {  // the last layer's residual output feeds nothing
+        gemm<BF16>(m, Model::res(l), ws.z, Ghp, nullptr, 0, ws.r, Rp, n);
+        for (int b = 0; b < n; ++b) {
+          float* x = ws.xin + (size_t)b * 2 * Rp + Rp;
+          const float* r = ws.r + (size_t)b * Rp;
+          WN_SIMD
+          for (int j = 0; j < Rp; ++j) x[j] = wn::residual(x[j], r[j]);
+        }
+      }
+    }
+    WN_SIMD
+    for (int j = 0; j < n * Sp; ++j) ws.skip[j] = ws.skip[j] > 0.0f ? ws.skip[j] : 0.0f;
+    gemm<BF16>(m, Model::head1(L), ws.skip, Sp, nullptr, 0, ws.h1, Op, n);
+    WN_SIMD
+    for (int j = 0; j < n * Op; ++j) ws.h1[j] = ws.h1[j] > 0.0f ? ws.h1[j] : 0.0f;
+    gemm<BF16>(m, Model::head2(L), ws.h1, Op, nullptr, 0, ws.logits, NCp, n);
+    for (int b = 0; b < n; ++b) {
+      const size_t row = (size_t)(b0 + b);
+      const float* logits = ws.logits + (size_t)b * NCp;
+      if (job.logits) {
+        float* dst = job.logits + row * job.ld_logits + (size_t)t * NC;
+        for (int k = 0; k < NC; ++k) dst[k] = logits[k];
+      }
+      const int q = job.teacher ? (int)job.teacher[row * job.ld_teacher + t]
+                                : wn::draw(logits, NC, job.temperature, job.uniforms[row * job.ld_u + t], ws.scratch);
+      ws.prev[b] = q;
+      job.classes[row * job.ld_classes + t] = q;
+      if (job.wave) job.wave[row * job.ld_wave + t] = job.decode[q];
+    }
+  }
+  for (int b = 0; b < n; ++b) job.prev[b0 + b] = ws.prev[b];
+}

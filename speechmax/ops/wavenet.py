@@ -1,0 +1,327 @@
+"""Fused WaveNet sampling on every backend, beside its reference twin :func:`sample_wavenet_ref`.
+
+Backends: ``reference`` (PyTorch, speechmax/vocoder/reference.py), ``cpu`` (the fused C++ sampler, fp32),
+``cpu-bf16`` (the same with bf16 weights widened to fp32 in registers, fp32 accumulation), ``triton``
+(kernels/wavenet.py; a GPU, or the interpreter under TRITON_INTERPRET=1) and ``cuda`` (csrc/cuda/wavenet.cu).
+All of them take the same explicit uniforms and draw by inverse CDF, so they agree draw for draw wherever
+their logits do.
+
+Two entry points:
+- :func:`sample_wavenet`: the drop-in twin of ``sample_wavenet_ref`` (same arguments, shapes, results).
+- :func:`wavenet_update`: the incremental op, causal-conv1d style: conditioning features for the whole
+  utterance, and a caller-owned :class:`RingState` advanced in place by as many samples as there are
+  uniforms. Sample ``t = state.step + i`` reads frame ``(t + hop // 2) // hop``.
+
+``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU sampler's instruction set (default: the widest this CPU has).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..features import mu_law_decode
+from ..models.wavenet import WaveNet, WaveNetConfig
+from ..vocoder.reference import WaveNetState, _check_mel, n_output_samples, sample_wavenet_ref
+from .backends import BackendUnavailable, available_backends, extension
+
+__all__ = ["BACKENDS", "RingState", "PackedWaveNet", "pack_wavenet", "sample_wavenet", "sample_wavenet_ref",
+           "wavenet_update", "wavenet_backends", "resolve_backend"]
+
+BACKENDS = ("reference", "cpu", "cpu-bf16", "triton", "cuda")
+PANEL = 64  # outputs per weight panel; csrc/wavenet_cpu.cpp (kPanel) and csrc/cuda/wavenet.cu read the same layout
+
+
+def _pad16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+@dataclass
+class RingState:
+    """Incremental-decoding state of the fused samplers, owned by the caller and updated in place.
+
+    rings: (batch, sum(dilations), residual) float32; layer l's ring is ``rings[:, off[l]:off[l] + d[l]]``
+        (off = running sum of the dilations), slot ``step % d[l]`` -- :class:`WaveNetState`'s buffers, packed.
+    prev: (batch,) int64 mu-law class of the last sample.  step: samples generated so far.
+    """
+    rings: torch.Tensor
+    prev: torch.Tensor
+    step: int = 0
+
+    @classmethod
+    def zeros(cls, cfg: WaveNetConfig, batch: int, device=None) -> "RingState":
+        return cls(torch.zeros(batch, sum(cfg.dilations), cfg.residual_channels, device=device),
+                   torch.full((batch,), cfg.n_classes // 2, dtype=torch.long, device=device))
+
+    @classmethod
+    def from_reference(cls, state: WaveNetState) -> "RingState":
+        rings = torch.cat([b.transpose(1, 2) for b in state.buffers], dim=1).float().contiguous()
+        return cls(rings, state.prev.clone().long().contiguous(), state.step)
+
+    def copy_to_reference(self, state: WaveNetState) -> None:
+        off = 0
+        for buf in state.buffers:
+            d = buf.shape[-1]
+            buf.copy_(self.rings[:, off:off + d].transpose(1, 2))
+            off += d
+        state.prev = self.prev.clone()
+        state.step = self.step
+
+
+@dataclass
+class PackedWaveNet:
+    """A WaveNet's weights laid out for the fused samplers (pre-packed once per model and weight dtype).
+
+    Every matrix W (M outputs, K inputs) is padded to multiples of 16 outputs and cut into panels of up to
+    64 outputs; inside a panel the weights are input-major (row k = the panel's outputs for input k), or for
+    bf16 input pairs interleaved (row k/2 = (W[o, k], W[o, k+1]) for each output o), so a vector load gives
+    consecutive outputs for a broadcast input. ``desc`` rows: element offset, M, Mp, K, Kp, bias offset.
+    Matrices: conditioning projection (cond bias + gate bias folded), then per layer gate (tanh rows, then
+    sigmoid rows, inputs [x[t-d] | x[t]]), skip, residual; then the two head layers.
+    """
+    cfg: WaveNetConfig
+    weights: torch.Tensor     # flat, float32 or bfloat16
+    biases: torch.Tensor      # flat float32
+    desc: torch.Tensor        # (n_matrices, 6) int64
+    embed: torch.Tensor       # (n_classes, residual) float32
+    decode: torch.Tensor      # (n_classes,) float32 mu-law decode table
+    dims: list[int]           # R, G, S, O, n_classes, cond, hop, layers, and the padded Rp, G/2p, Sp, Op, n_classes_p, cond_p
+
+    def to(self, device) -> "PackedWaveNet":
+        return PackedWaveNet(self.cfg, self.weights.to(device), self.biases.to(device), self.desc.to(device),
+                             self.embed.to(device), self.decode.to(device), self.dims)
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.device
+
+
+def _pack_matrix(w: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, int, int, int]:
+    """(M, K) float -> (flat panels, Mp, K, Kp) in the layout PackedWaveNet describes."""
+    M, K = w.shape
+    Mp, Kp = _pad16(M), K + (K % 2 if bf16 else 0)
+    wp = torch.zeros(Mp, Kp, dtype=torch.float32)
+    wp[:M, :K] = w
+    panels = []
+    for p0 in range(0, Mp, PANEL):
+        panel = wp[p0:p0 + PANEL].t()                                       # (Kp, P)
+        if bf16:
+            panel = panel.reshape(Kp // 2, 2, -1).transpose(1, 2)           # (Kp/2, P, 2)
+        panels.append(panel.reshape(-1))
+    flat = torch.cat(panels)
+    return (flat.to(torch.bfloat16) if bf16 else flat), Mp, K, Kp
+
+
+@torch.no_grad()
+def pack_wavenet(model: WaveNet, weight_dtype: torch.dtype = torch.float32) -> PackedWaveNet:
+    """Pack ``model`` for the fused samplers; cached on the model until one of its parameters changes."""
+    if weight_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"weight_dtype must be torch.float32 or torch.bfloat16, got {weight_dtype}")
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cache = model.__dict__.setdefault("_speechmax_packed", {})
+    hit = cache.get(weight_dtype)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    cfg = model.cfg
+    R, G, S, O, NC, C, L = (cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.out_channels,
+                            cfg.n_classes, cfg.cond_channels, cfg.n_layers)
+    Gh = G // 2
+    Rp, Ghp, Sp, Op = _pad16(R), _pad16(Gh), _pad16(S), _pad16(O)
+    p = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+    def halves(t):  # (..., G) -> (..., 2 * Ghp): tanh rows, then sigmoid rows, each padded to Ghp
+        out = torch.zeros(*t.shape[:-1], 2, Ghp)
+        out[..., :Gh] = t.reshape(*t.shape[:-1], 2, Gh)
+        return out.reshape(*t.shape[:-1], 2 * Ghp)
+
+    wc = halves(p["cond_proj.weight"][:, :, 0].reshape(L, G, C).permute(0, 2, 1)).permute(0, 2, 1)  # (L, 2Ghp, C)
+    bc = halves(p["cond_proj.bias"].reshape(L, G) + p["b_gate"])
+    mats = [(wc.reshape(L * 2 * Ghp, C), bc.reshape(-1))]
+    for l in range(L):
+        wg = torch.zeros(2 * Ghp, 2 * Rp)
+        wg[:, :R] = halves(p["w_past"][l].t()).t()
+        wg[:, Rp:Rp + R] = halves(p["w_cur"][l].t()).t()
+        ws = torch.zeros(S, Ghp)
+        ws[:, :Gh] = p["w_skip"][l]
+        wr = torch.zeros(R, Ghp)
+        wr[:, :Gh] = p["w_res"][l]
+        mats += [(wg, torch.zeros(2 * Ghp)), (ws, p["b_skip"][l]), (wr, p["b_res"][l])]
+    w1 = torch.zeros(O, Sp)
+    w1[:, :S] = p["out1.weight"]
+    w2 = torch.zeros(NC, Op)
+    w2[:, :O] = p["out2.weight"]
+    mats += [(w1, p["out1.bias"]), (w2, p["out2.bias"])]
+
+    bf16 = weight_dtype == torch.bfloat16
+    flats, biases, desc, off, boff = [], [], [], 0, 0
+    for w, b in mats:
+        flat, Mp, K, Kp = _pack_matrix(w, bf16)
+        bias = torch.zeros(Mp)
+        bias[:b.numel()] = b
+        desc.append([off, w.shape[0], Mp, K, Kp, boff])
+        flats.append(flat)
+        biases.append(bias)
+        off += flat.numel()
+        boff += Mp
+    packed = PackedWaveNet(
+        cfg, torch.cat(flats), torch.cat(biases), torch.tensor(desc, dtype=torch.int64),
+        p["embed.weight"].contiguous(), mu_law_decode(torch.arange(NC), NC).float(),
+        [R, G, S, O, NC, C, cfg.hop_length, L, Rp, Ghp, Sp, Op, _pad16(NC), _pad16(C)])
+    cache[weight_dtype] = (key, packed)
+    return packed
+
+
+def wavenet_backends() -> dict[str, bool]:
+    """Which sampling backends run here: reference always; cpu and cpu-bf16 with the C++ extension
+    (any AVX2 CPU; AVX-512 used where present); triton on a GPU or in the interpreter; cuda with a GPU."""
+    avail = available_backends()
+    return {"reference": True, "cpu": avail["cpu"], "cpu-bf16": avail["cpu"], "triton": avail["triton"],
+            "cuda": avail["cuda"]}
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> the fastest backend that runs here (cuda, else cpu, else reference); any other name is
+    checked, with an error that names the backends that do run."""
+    runs = wavenet_backends()
+    if backend == "auto":
+        return next(b for b in ("cuda", "cpu", "reference") if runs[b])
+    if backend not in runs:
+        raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
+    if not runs[backend]:
+        raise BackendUnavailable(f"vocoder backend {backend!r} is not available on this machine; available: "
+                                 f"{', '.join(b for b, ok in runs.items() if ok)}")
+    return backend
+
+
+def _conditioning(model: WaveNet, backend: str, features: torch.Tensor) -> torch.Tensor:
+    """The conditioning a backend reads, at frame rate: the cond-net output features (B, C, F) as (B, F, C)
+    for cpu/cuda (they project per layer in the kernel), the per-layer projection (B, L*G, F) for triton."""
+    if backend == "triton":
+        return model.cond_proj(features.float())
+    return features.float().transpose(1, 2).contiguous()
+
+
+def _run(model: WaveNet, backend: str, cond: torch.Tensor, uniforms: torch.Tensor, state: RingState, t0: int,
+         temperature: float, teacher, classes, wave, logits, threads: int | None) -> None:
+    """Advance ``state`` by uniforms.shape[1] samples; column i reads frame (t0 + i + hop//2) // hop of
+    ``cond`` (from :func:`_conditioning`). Outputs go into classes / wave / logits (column slices are fine)."""
+    if backend == "triton":
+        from speechmax.kernels.wavenet import wavenet_sample_triton
+
+        wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher, classes, wave, logits)
+        state.step += uniforms.shape[1]
+        return
+    packed = pack_wavenet(model, torch.bfloat16 if backend == "cpu-bf16" else torch.float32)
+    ext = extension()
+    args = dict(feats=cond, uniforms=uniforms, teacher=teacher, rings=state.rings, prev=state.prev, step=state.step,
+                t0=t0, temperature=float(temperature), classes=classes, wave=wave, logits=logits)
+    if backend == "cuda":
+        packed = packed.to(cond.device)
+        ext.wavenet_sample_cuda(packed.weights, packed.biases, packed.desc, packed.embed, packed.dims,
+                                model.cfg.dilations, decode=packed.decode, **args)
+    else:
+        ext.wavenet_sample(packed.weights, packed.biases, packed.desc, packed.embed, packed.dims, model.cfg.dilations,
+                           decode=packed.decode, threads=threads or torch.get_num_threads(),
+                           isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"), **args)
+    state.step += uniforms.shape[1]
+
+
+def _check_uniforms(uniforms, B: int, T: int, device) -> torch.Tensor:
+    if uniforms.shape != (B, T):
+        raise ValueError(f"uniforms must be (batch, samples) = {(B, T)}, got {tuple(uniforms.shape)}")
+    return uniforms.to(device=device, dtype=torch.float32).contiguous()
+
+
+def _check_teacher(teacher, B: int, T: int, n_classes: int, device):
+    if teacher is None:
+        return None
+    teacher = torch.as_tensor(teacher)
+    if teacher.shape != (B, T):
+        raise ValueError(f"teacher must be (batch, samples) = {(B, T)}, got {tuple(teacher.shape)}")
+    if teacher.numel() and (int(teacher.min()) < 0 or int(teacher.max()) >= n_classes):
+        raise ValueError(f"teacher classes must lie in [0, {n_classes})")
+    return teacher.to(device=device, dtype=torch.long).contiguous()
+
+
+@torch.no_grad()
+def sample_wavenet(model: WaveNet, mel, uniforms: torch.Tensor | None = None, temperature: float = 1.0,
+                   backend: str = "cpu", *, teacher: torch.Tensor | None = None,
+                   state: WaveNetState | RingState | None = None, return_logits: bool = False, generator=None,
+                   progress=None, threads: int | None = None):
+    """Sample mu-law classes from ``model`` conditioned on ``mel``, on ``backend``.
+
+    Same arguments and results as :func:`sample_wavenet_ref`: mel (n_mels, frames) or (batch, n_mels,
+    frames); T = (frames - 1) * hop samples; uniforms (batch, T) in [0, 1) (drawn from ``generator`` if
+    None); teacher (batch, T) int64; ``state`` a :class:`WaveNetState` (converted, and written back) or a
+    :class:`RingState` (updated in place) to continue from; frames count from this call's first sample.
+    Returns classes (batch, T) int64, and logits (batch, T, n_classes) if ``return_logits``.
+    backend: auto | reference | cpu | cpu-bf16 | triton | cuda.  threads: CPU threads (default: torch's).
+    progress: optional callable(n), called as samples are done (every ~16,000 samples per item).
+    """
+    backend = resolve_backend(backend)
+    if backend == "reference":
+        return sample_wavenet_ref(model, mel, uniforms, temperature, teacher=teacher, state=state,
+                                  return_logits=return_logits, generator=generator, progress=progress)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    device = torch.device("cuda") if backend == "cuda" else next(model.parameters()).device
+    mel = _check_mel(model, mel).to(device)
+    cfg = model.cfg
+    B, T = mel.shape[0], n_output_samples(mel.shape[-1], cfg.hop_length)
+    if uniforms is None:
+        uniforms = torch.rand(B, T, generator=generator)
+    uniforms = _check_uniforms(uniforms, B, T, device)
+    teacher = _check_teacher(teacher, B, T, cfg.n_classes, device)
+    ref_state = state if isinstance(state, WaveNetState) else None
+    ring = RingState.from_reference(state) if ref_state is not None else state
+    if ring is None:
+        ring = RingState.zeros(cfg, B, device)
+    if ring.rings.shape != (B, sum(cfg.dilations), cfg.residual_channels) or ring.prev.shape != (B,):
+        raise ValueError(f"state does not fit a batch of {B} for this model: rings {tuple(ring.rings.shape)}, "
+                         f"prev {tuple(ring.prev.shape)}")
+    cond = _conditioning(model, backend, model.cond_net(mel))
+    classes = torch.empty(B, T, dtype=torch.long, device=device)
+    logits = torch.empty(B, T, cfg.n_classes, device=device) if return_logits else None
+    chunk = 16000 if progress is not None else max(T, 1)
+    for c0 in range(0, T, chunk):
+        c1 = min(T, c0 + chunk)
+        _run(model, backend, cond, uniforms[:, c0:c1], ring, c0, temperature,
+             None if teacher is None else teacher[:, c0:c1], classes[:, c0:c1], None,
+             None if logits is None else logits[:, c0:c1], threads)
+        if progress is not None:
+            progress(c1 - c0)
+    if ref_state is not None:
+        ring.copy_to_reference(ref_state)
+    return (classes, logits) if return_logits else classes
+
+
+@torch.no_grad()
+def wavenet_update(model: WaveNet, features: torch.Tensor, uniforms: torch.Tensor, state: RingState,
+                   temperature: float = 1.0, backend: str = "cpu", *, teacher: torch.Tensor | None = None,
+                   return_logits: bool = False, return_wave: bool = False, threads: int | None = None):
+    """Advance ``state`` (updated in place) by n = uniforms.shape[1] samples.
+
+    features: (batch, cond_channels, frames) = ``model.cond_net(mel)`` for the whole utterance; sample
+    ``t = state.step + i`` reads frame ``(t + hop // 2) // hop``, so consecutive calls continue exactly where
+    one long call would be. uniforms: (batch, n) in [0, 1); teacher: (batch, n) int64 to feed back instead.
+    Returns classes (batch, n) int64, then the mu-law-decoded waveform (batch, n) float32 if ``return_wave``,
+    then logits (batch, n, n_classes) if ``return_logits``. backend: cpu | cpu-bf16 | triton | cuda.
+    """
+    backend = resolve_backend(backend)
+    if backend == "reference":
+        raise ValueError("wavenet_update runs the fused backends (cpu, cpu-bf16, triton, cuda); "
+                         "for the reference use sample_wavenet_ref with a WaveNetState")
+    cfg = model.cfg
+    if features.dim() != 3 or features.shape[1] != cfg.cond_channels:
+        raise ValueError(f"features must be (batch, {cfg.cond_channels}, frames), got {tuple(features.shape)}")
+    B, n = features.shape[0], uniforms.shape[-1]
+    device = features.device
+    uniforms = _check_uniforms(uniforms, B, n, device)
+    teacher = _check_teacher(teacher, B, n, cfg.n_classes, device)
+    classes = torch.empty(B, n, dtype=torch.long, device=device)
+    wave = torch.empty(B, n, device=device) if return_wave else None
+    logits = torch.empty(B, n, cfg.n_classes, device=device) if return_logits else None
+    _run(model, backend, _conditioning(model, backend, features), uniforms, state, state.step, temperature, teacher, classes, wave, logits,
+         threads)
+    return tuple(x for x in (classes, wave, logits) if x is not None) if (return_wave or return_logits) else classes
