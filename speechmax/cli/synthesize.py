@@ -1,11 +1,59 @@
-"""speechmax synthesize: log-mel or wav -> audio with a vocoder (not built yet)."""
-from speechmax.cli import NotBuiltYet
+"""speechmax synthesize INPUT --out DIR [--backend ...]: log-mel (.npy) or wav -> audio with the vocoder."""
+import sys
+
+from speechmax.cli import CommandError
+
+BACKENDS = ["auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim"]
 
 
 def register(sub):
-    p = sub.add_parser("synthesize", help="log-mel or wav -> audio with a vocoder [not built yet]")
-    p.set_defaults(func=run, accepts_extra=True)
+    p = sub.add_parser("synthesize", help="log-mel (.npy) or wav -> audio with the WaveNet vocoder")
+    p.add_argument("input", help="a .npy log-mel (80, T) or (B, 80, T), a .wav (resynthesis), or a folder of either")
+    p.add_argument("--out", required=True, help="folder for the wavs (a folder's layout is kept)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="sampler: auto = the fastest that runs here; griffinlim = the control without the WaveNet")
+    p.add_argument("--model", default="default", help="vocoder: 'default' (shipped) or a path to .safetensors + card")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the draws (0 = argmax)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the uniforms (default: random)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.set_defaults(func=run)
 
 
 def run(args):
-    raise NotBuiltYet("the vocoder (issues: vocoder, fused kernels) has not landed in this version")
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from speechmax.features import save_audio
+    from speechmax.vocoder.synthesis import load_inputs
+    from speechmax.vocoder.vocoder import Vocoder
+
+    if args.temperature < 0:
+        raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.backend == "griffinlim" and args.model == "default":
+        voc = Vocoder(None, name="griffinlim")
+    else:
+        voc = Vocoder.from_pretrained(args.model)
+    jobs, skipped = load_inputs(args.input, voc.feature_config)
+    for reason in skipped:
+        print(f"warning: skipped {reason}", file=sys.stderr)
+    if not jobs:
+        raise CommandError(f"{args.input}: nothing to synthesize")
+    out = Path(args.out)
+    hop = voc.feature_config.hop_length
+    total = sum(len(job.names) * (job.mel.shape[-1] - 1) * hop for job in jobs)
+    written = []
+    with tqdm(total=total, unit="sample", unit_scale=True, desc=f"synthesize ({args.backend})", file=sys.stderr,
+              disable=None) as bar:
+        for job in jobs:
+            n_items = len(job.names)
+            waves = voc.synthesize(job.mel, backend=args.backend, temperature=args.temperature, seed=args.seed,
+                                   threads=args.threads, progress=lambda k: bar.update(k * n_items))
+            for name, wave in zip(job.names, waves):
+                path = out / f"{name}.wav"
+                save_audio(path, wave, voc.sample_rate)
+                written.append(path)
+    print(f"wrote {len(written)} wav(s) to {out} ({voc.name}, backend {args.backend}):")
+    for path in written:
+        print(f"  {path}")
+    return 0

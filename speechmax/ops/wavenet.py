@@ -30,6 +30,7 @@ __all__ = ["BACKENDS", "RingState", "PackedWaveNet", "pack_wavenet", "sample_wav
            "wavenet_update", "wavenet_backends", "resolve_backend"]
 
 BACKENDS = ("reference", "cpu", "cpu-bf16", "triton", "cuda")
+AUTO_BF16_ITEMS_PER_THREAD = 2  # see resolve_backend; measured with `speechmax bench vocoder`
 PANEL = 64  # outputs per weight panel; csrc/wavenet_cpu.cpp (kPanel) and csrc/cuda/wavenet.cu read the same layout
 
 
@@ -180,12 +181,19 @@ def wavenet_backends() -> dict[str, bool]:
             "cuda": avail["cuda"]}
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto`` -> the fastest backend that runs here (cuda, else cpu, else reference); any other name is
-    checked, with an error that names the backends that do run."""
+def resolve_backend(backend: str, batch: int | None = None, threads: int | None = None) -> str:
+    """``auto`` -> the fastest backend that runs here for ``batch`` items on ``threads`` CPU threads: cuda;
+    else cpu-bf16 while each thread has at most AUTO_BF16_ITEMS_PER_THREAD items (streaming the weights is
+    the bound there, and bf16 halves it), cpu beyond (compute-bound: widening bf16 costs instructions);
+    else reference. Any other name is checked, with an error that names the backends that do run."""
     runs = wavenet_backends()
     if backend == "auto":
-        return next(b for b in ("cuda", "cpu", "reference") if runs[b])
+        if runs["cuda"]:
+            return "cuda"
+        if runs["cpu"]:
+            per_thread = -(-(batch or 1) // max(1, min(threads or torch.get_num_threads(), batch or 1)))
+            return "cpu-bf16" if per_thread <= AUTO_BF16_ITEMS_PER_THREAD else "cpu"
+        return "reference"
     if backend not in runs:
         raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
     if not runs[backend]:
@@ -259,14 +267,15 @@ def sample_wavenet(model: WaveNet, mel, uniforms: torch.Tensor | None = None, te
     backend: auto | reference | cpu | cpu-bf16 | triton | cuda.  threads: CPU threads (default: torch's).
     progress: optional callable(n), called as samples are done (every ~16,000 samples per item).
     """
-    backend = resolve_backend(backend)
+    mel = _check_mel(model, mel)
+    backend = resolve_backend(backend, batch=mel.shape[0], threads=threads)
     if backend == "reference":
         return sample_wavenet_ref(model, mel, uniforms, temperature, teacher=teacher, state=state,
                                   return_logits=return_logits, generator=generator, progress=progress)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     device = torch.device("cuda") if backend == "cuda" else next(model.parameters()).device
-    mel = _check_mel(model, mel).to(device)
+    mel = mel.to(device)
     cfg = model.cfg
     B, T = mel.shape[0], n_output_samples(mel.shape[-1], cfg.hop_length)
     if uniforms is None:
@@ -308,7 +317,7 @@ def wavenet_update(model: WaveNet, features: torch.Tensor, uniforms: torch.Tenso
     Returns classes (batch, n) int64, then the mu-law-decoded waveform (batch, n) float32 if ``return_wave``,
     then logits (batch, n, n_classes) if ``return_logits``. backend: cpu | cpu-bf16 | triton | cuda.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, batch=features.shape[0], threads=threads)
     if backend == "reference":
         raise ValueError("wavenet_update runs the fused backends (cpu, cpu-bf16, triton, cuda); "
                          "for the reference use sample_wavenet_ref with a WaveNetState")

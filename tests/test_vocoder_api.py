@@ -1,0 +1,181 @@
+"""speechmax.Vocoder, `speechmax synthesize` and `speechmax bench vocoder`: the drop-in API and its errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import speechmax
+from speechmax.cli import main
+from speechmax.features import load_audio, save_audio
+from speechmax.models.wavenet import WaveNet, WaveNetConfig, save_wavenet
+from speechmax.ops import BackendUnavailable
+from speechmax.ops.wavenet import wavenet_backends
+from speechmax.weights import WeightsError
+
+TINY = WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16, out_channels=32, n_layers=3,
+                     dilation_cycle=2, cond_channels=8)
+needs_cpu = pytest.mark.skipif(not wavenet_backends()["cpu"], reason="speechmax._C is not built")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)   # the reference's small ops stall with two threads on a busy machine
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def voc_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("voc") / "tiny"
+    save_wavenet(WaveNet(TINY), path, metrics={})
+    return path
+
+
+@pytest.fixture
+def voc(voc_path):
+    return speechmax.Vocoder.from_pretrained(voc_path)
+
+
+def mel(*shape, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) - 5).astype(np.float32)
+
+
+def test_import_is_lazy():
+    code = "import sys, speechmax; assert 'speechmax.vocoder.vocoder' not in sys.modules; speechmax.Vocoder"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_cpu
+def test_synthesize_shapes_types_and_seeds(voc):
+    wave = voc(mel(80, 6), seed=3)
+    assert wave.shape == (5 * 160,) and wave.dtype == np.float32 and np.abs(wave).max() <= 1.0
+    batch = voc.synthesize(torch.from_numpy(mel(3, 80, 6)), backend="cpu", seed=3)
+    assert batch.shape == (3, 800) and batch.dtype == np.float32
+    assert np.array_equal(voc.synthesize(mel(80, 6), backend="cpu", seed=3), voc.synthesize(mel(80, 6), backend="cpu", seed=3))
+    # the same seed gives the same uniforms on every backend, so the fp32 samplers give the same audio
+    assert np.array_equal(voc.synthesize(mel(2, 80, 4), backend="cpu", seed=5),
+                          voc.synthesize(mel(2, 80, 4), backend="reference", seed=5))
+    assert voc.synthesize(mel(80, 6), backend="cpu-bf16", seed=3).shape == (800,)
+    cold = voc.synthesize(mel(80, 6), backend="cpu", temperature=0.0)
+    assert np.array_equal(cold, voc.synthesize(mel(80, 6), backend="cpu", temperature=0.0, seed=9))   # argmax
+
+
+def test_griffinlim_control_needs_no_wavenet():
+    voc = speechmax.Vocoder(None)
+    wave = voc.synthesize(mel(80, 11), backend="griffinlim", seed=0)
+    assert wave.shape == (1600,) and wave.dtype == np.float32
+    with pytest.raises(ValueError, match="no WaveNet"):
+        voc.synthesize(mel(80, 11), backend="cpu")
+
+
+@needs_cpu
+def test_resynthesize(voc, tmp_path):
+    path = tmp_path / "tone.wav"
+    save_audio(path, 0.3 * np.sin(np.arange(4000) * 0.05))
+    wave = voc.resynthesize(path, seed=0)
+    assert wave.shape == ((4000 // 160) * 160,) and np.isfinite(wave).all()
+
+
+def test_from_pretrained_errors(voc_path, tmp_path):
+    from speechmax.assets import list_assets
+
+    if "vocoder" not in list_assets():
+        with pytest.raises(FileNotFoundError, match=r"default vocoder is not shipped.*vocoder\.safetensors"):
+            speechmax.Vocoder.from_pretrained("default")
+    with pytest.raises(FileNotFoundError, match="no vocoder at"):
+        speechmax.Vocoder.from_pretrained(tmp_path / "nothing")
+    # a card that does not match its weights
+    bad = tmp_path / "bad"
+    for suffix in (".safetensors", ".json"):
+        (bad.parent / f"bad{suffix}").write_bytes(voc_path.with_suffix(suffix).read_bytes())
+    card = json.loads(bad.with_suffix(".json").read_text())
+    card["config"]["n_layers"] = 5
+    bad.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="does not match its weights"):
+        speechmax.Vocoder.from_pretrained(bad)
+
+
+@needs_cpu
+def test_bad_mels_and_backends(voc):
+    with pytest.raises(ValueError, match=r"expected a log-mel of shape \(80, frames\).*got shape \(64, 10\)"):
+        voc(mel(64, 10))
+    with pytest.raises(ValueError, match="got shape"):
+        voc(mel(10))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        voc(np.full((80, 10), np.inf, dtype=np.float32))
+    for empty in (np.zeros((80, 0)), np.zeros((80, 1)), np.zeros((0, 80, 5))):
+        with pytest.raises(ValueError, match="empty"):
+            voc(empty)
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        voc([[0.0] * 5] * 80)
+    with pytest.raises(BackendUnavailable, match="unknown vocoder backend 'fast'"):
+        voc(mel(80, 4), backend="fast")
+    if not wavenet_backends()["cuda"]:
+        with pytest.raises(BackendUnavailable, match="'cuda' is not available on this machine; available: reference, cpu"):
+            voc(mel(80, 4), backend="cuda")
+
+
+@needs_cpu
+def test_long_audio_memory(voc):
+    """60 s of conditioning at batch 8: memory grows by the outputs and uniforms (~150 MB), no per-sample
+    conditioning tensor. (The tiny model keeps the test short; the kernel's memory does not grow with T.)"""
+    status = Path("/proc/self/status")
+    if not status.exists() or not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc for peak RSS")
+
+    def rss_kb(key):
+        return int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith(key)))
+
+    m = mel(8, 80, 6001)
+    before = rss_kb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")   # reset the peak (VmHWM) to the current RSS
+    except OSError:
+        pytest.skip("cannot reset the peak RSS here")
+    wave = voc.synthesize(m, backend="cpu", seed=0, threads=2)
+    peak_mb = (rss_kb("VmHWM") - before) / 1024
+    assert wave.shape == (8, 960000)
+    assert peak_mb < 1024, f"peak memory grew by {peak_mb:.0f} MB"
+
+
+@needs_cpu
+def test_cli_synthesize(voc_path, tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    np.save(src / "one.npy", mel(80, 5))
+    np.save(src / "sub" / "two.npy", mel(2, 80, 5))
+    np.save(src / "bad.npy", mel(40, 5))
+    save_audio(src / "three.wav", 0.1 * np.sin(np.arange(1600) * 0.1))
+    out = tmp_path / "out"
+    assert main(["synthesize", str(src), "--out", str(out), "--model", str(voc_path), "--seed", "1",
+                 "--backend", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 4 wav(s)" in captured.out and "bad.npy" in captured.err
+    for name, n in [("one", 640), ("sub/two_0", 640), ("sub/two_1", 640), ("three", 1600)]:
+        assert load_audio(out / f"{name}.wav").shape == (n,)
+    assert main(["synthesize", str(src / "one.npy"), "--out", str(out / "gl"), "--backend", "griffinlim"]) == 0
+    assert main(["synthesize", str(src / "bad.npy"), "--out", str(out), "--model", str(voc_path)]) == 2
+    if not wavenet_backends()["cuda"]:
+        assert main(["synthesize", str(src / "one.npy"), "--out", str(out), "--model", str(voc_path),
+                     "--backend", "cuda"]) == 2
+        assert "available: reference, cpu, cpu-bf16" in capsys.readouterr().err
+
+
+@needs_cpu
+def test_bench_contract(voc_path, capsys):
+    assert main(["bench", "vocoder", "--quick", "--json", "--model", str(voc_path), "--batches", "1,3",
+                 "--threads", "1", "--backends", "reference,cpu,cpu-bf16"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"] == TINY.to_dict() and report["flops_per_sample"] == TINY.flops_per_sample()
+    assert set(report["sgemm_gflops"]) == {"1"} and report["sgemm_gflops"]["1"] > 0
+    assert {(r["backend"], r["batch"], r["threads"]) for r in report["results"]} == {
+        (b, n, 1) for b in ("reference", "cpu", "cpu-bf16") for n in (1, 3)}
+    assert all(r["samples_per_s"] > 0 for r in report["results"])
+    assert "cpu_over_reference_batch1_thread1" in report["goals"]
+    assert main(["bench", "maximize", "--quick", "--json"]) == 3
