@@ -17,6 +17,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("prev"), py::arg("step"), py::arg("t0"), py::arg("temperature"), py::arg("classes"),
         py::arg("wave"), py::arg("logits"), py::arg("decode"), py::arg("threads"), py::arg("isa"));
   m.def("wavenet_cpu_isas", &speechmax::wavenet_cpu_isas, "instruction sets the fused CPU sampler can use here");
+  m.def("maximize_step", &speechmax::maximize_step_cpu,
+        "Fused activation-maximization step (CPU, OpenMP over samples, GIL released); updates x in place",
+        py::arg("weights"), py::arg("desc"), py::arg("dims"), py::arg("norm"), py::arg("x"), py::arg("targets"),
+        py::arg("objective"), py::arg("level"), py::arg("unit"), py::arg("optimizer"), py::arg("lr"),
+        py::arg("l2"), py::arg("adam_m"), py::arg("adam_v"), py::arg("adam_step"), py::arg("beta1"),
+        py::arg("beta2"), py::arg("eps"), py::arg("objective_out"), py::arg("grad_out"), py::arg("update"),
+        py::arg("threads"), py::arg("isa"));
+  m.def("maximize_cpu_isas", &speechmax::maximize_cpu_isas, "instruction sets the fused maximization step can use here");
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;
   register_cuda_ops(m);

@@ -4,6 +4,7 @@
 
 namespace speechmax {
 torch::Tensor gated_activation_cpu(const torch::Tensor& a, const torch::Tensor& b);
+
 // Fused WaveNet sampler (wavenet_cpu.cpp); speechmax/ops/wavenet.py packs the weights and documents shapes.
 void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biases, const torch::Tensor& desc,
                         const torch::Tensor& embed, const std::vector<int64_t>& dims,
@@ -14,4 +15,14 @@ void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biase
                         const c10::optional<torch::Tensor>& logits, const torch::Tensor& decode, int64_t threads,
                         const std::string& isa);
 std::vector<std::string> wavenet_cpu_isas();
+// Fused activation-maximization step (maximize_cpu.cpp); speechmax/ops/maximize.py packs the weights and
+// documents shapes.
+void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                       const torch::Tensor& norm, torch::Tensor& x, const torch::Tensor& targets, int64_t objective,
+                       int64_t level, int64_t unit, int64_t optimizer, double lr, double l2,
+                       const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
+                       int64_t adam_step, double beta1, double beta2, double eps, torch::Tensor& obj_out,
+                       const c10::optional<torch::Tensor>& grad_out, bool update, int64_t threads,
+                       const std::string& isa);
+std::vector<std::string> maximize_cpu_isas();
 }  // namespace speechmax

@@ -1,11 +1,100 @@
-"""speechmax maximize: activation maximization toward a class or a hidden unit (not built yet)."""
-from speechmax.cli import NotBuiltYet
+"""speechmax maximize --target WORD|all --n N [--mode features|latent] [--init noise|PATH]
+[--objective prob|logit|unit:LAYER:INDEX] [--preset paper] [--steps K] --out DIR [--json]:
+activation maximization toward a class or a hidden unit, written as .npy, .wav, .png and manifest.json."""
+import json
+import sys
+import time
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit [not built yet]")
-    p.set_defaults(func=run, accepts_extra=True)
+    p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit")
+    p.add_argument("--target", default=None, help="a word, a comma-separated list of words, or 'all' "
+                                                  "(required unless --objective is a unit)")
+    p.add_argument("--n", type=int, default=8, help="starts per target (default 8; with --init PATH, the clips)")
+    p.add_argument("--mode", choices=["features", "latent"], default="features",
+                   help="ascent on the log-mel features, or on the prior's latent (default features)")
+    p.add_argument("--init", default="noise", help="noise, or a .wav / .npy log-mel / folder of clips to start from "
+                                                   "(class-to-class: clips of word A climbed toward --target B)")
+    p.add_argument("--objective", default=None, help="prob (default) | logit | unit:LAYER:INDEX (e.g. unit:block2:5)")
+    p.add_argument("--preset", choices=["paper"], default=None,
+                   help="the seed paper's procedure (prob, rms-normalised steps, 20 steps of 0.01 / 0.1, N(0, 0.1^2) "
+                        "starts, no regularizer) and its prior (prior-paper)")
+    p.add_argument("--steps", type=int, default=None, help="ascent steps (default 20)")
+    p.add_argument("--lr", type=float, default=None, help="step size (default 0.01 features, 0.1 latent)")
+    p.add_argument("--optimizer", choices=["rms-normalized", "adam"], default=None)
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty weight (latent, or normalised features)")
+    p.add_argument("--tv", type=float, default=0.0, help="total-variation weight along time and frequency")
+    p.add_argument("--jitter", type=int, default=0, help="random time shift of up to this many frames per step")
+    p.add_argument("--clamp", action="store_true", help="keep features inside the training data's range")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
+    p.add_argument("--model", default="classifier", help="classifier to explain: a shipped name or PATH")
+    p.add_argument("--separate", default="classifier-separate",
+                   help="separate evaluation classifier: a shipped name, PATH, or 'none'")
+    p.add_argument("--prior", default=None, help="prior for latent mode (default prior; prior-paper with --preset paper)")
+    p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
+    p.add_argument("--path", choices=["auto", "autograd", "cpu", "triton"], default="auto",
+                   help="ascent implementation: auto = fused kernels where they cover the models, else autograd")
+    p.add_argument("--chunk", type=int, default=1024, help="starts per batch (bounds memory)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--json", action="store_true", help="print the machine-readable summary")
+    p.set_defaults(func=run)
 
 
 def run(args):
-    raise NotBuiltYet("the maximization engine has not landed in this version")
+    from tqdm import tqdm
+
+    from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
+    from speechmax.maximize.output import write_samples
+    from speechmax.models.inference import find_inputs, load_features
+    from speechmax.models.registry import load_model
+
+    objective = parse_objective(args.objective or "prob")
+    if args.target is None and objective in ("prob", "logit"):
+        raise CommandError("--target is required (a word, a comma-separated list, or all) unless --objective is a unit")
+    if args.steps is not None and args.steps <= 0:
+        raise CommandError(f"--steps must be >= 1, got {args.steps}")
+    if args.n < 1:
+        raise CommandError(f"--n must be >= 1, got {args.n}")
+    classifier = load_model(args.model, kind="classifier")
+    separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
+    prior = None
+    if args.mode == "latent":
+        prior = load_model(args.prior or ("prior-paper" if args.preset == "paper" else "prior"), kind="prior")
+    init, n = "noise", args.n
+    if args.init != "noise":
+        import numpy as np
+        import torch
+
+        clips = [load_features(f, classifier.feature_config, classifier.cfg.n_frames)[1] for f in find_inputs(args.init)]
+        init = torch.from_numpy(np.concatenate(clips))
+        n = None
+    regs = ([L2(args.l2)] if args.l2 else []) + ([TotalVariation(args.tv, args.tv)] if args.tv else []) + \
+        ([Jitter(args.jitter)] if args.jitter else []) + ([Clamp()] if args.clamp else [])
+    targets = None if args.target is None else (args.target if args.target == "all" else args.target.split(","))
+    t0 = time.time()
+    with tqdm(unit="step", unit_scale=True, desc="maximize", file=sys.stderr, disable=None) as bar:
+        res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
+                       optimizer=args.optimizer, objective=objective, regularizers=regs or None, seed=args.seed,
+                       preset=args.preset, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
+                       progress=bar.update)
+    with tqdm(total=len(res.targets), unit="sample", desc="write", file=sys.stderr, disable=None) as bar:
+        manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update)
+    summary = {"n": res.settings["n"], "targets": [res.labels[t] for t in dict.fromkeys(res.targets.tolist()) if t >= 0],
+               "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
+               "manifest": str(manifest), "samples": len(res.targets), "mode": res.settings["mode"],
+               "path": res.settings["path"], "nan_stopped": res.nan_stopped, "seconds": round(time.time() - t0, 2)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        hr = summary["hit_rate"]
+        fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        print(f"wrote {summary['samples']} sample(s) to {args.out} ({res.settings['mode']} mode, {res.settings['path']} "
+              f"path, {summary['seconds']} s); target hit rate: classifier {fmt(hr['classifier'])}, "
+              f"separate {fmt(hr['separate'])}")
+        if res.nan_stopped:
+            print(f"stopped (non-finite ascent): {len(res.nan_stopped)} start(s): {res.nan_stopped[:20]}")
+        print(f"manifest: {manifest}")
+    return 0

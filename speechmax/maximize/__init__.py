@@ -1,1 +1,10 @@
-"""speechmax.maximize"""
+"""Activation maximization: pull class examples -- and hidden-unit examples -- out of a speech classifier.
+
+:func:`maximize` climbs many starts toward many targets through a prior's latent or directly on log-mel
+features; :mod:`speechmax.ops.maximize` holds the ascent step itself (fused kernels beside autograd).
+"""
+from ..ops.maximize import L2, AdamState, Clamp, Jitter, TotalVariation, Unit
+from .engine import PAPER, MaximizeResult, maximize, parse_objective, resolve_targets
+
+__all__ = ["maximize", "MaximizeResult", "PAPER", "Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState",
+           "parse_objective", "resolve_targets"]

@@ -1,0 +1,326 @@
+// Fused activation-maximization step on the CPU: for a batch of latents (through the VAE's frame-wise conv
+// decoder) or of log-mel features, run the tcres classifier forward, take the gradient of the objective
+// (class probability, logit, or a hidden unit's mean activation) back to the input, and apply the ascent
+// update in place -- all in one call, the GIL released, OpenMP over samples.
+//
+// The "fully fused MLP" idea (tiny-cuda-nn), on a CPU: each thread carries one sample at a time through
+// forward and backward with every activation in a per-thread scratch buffer (~0.7 MB at the default shapes,
+// L2-resident), instead of writing whole-batch tensors to memory between layers as autograd does. Batch
+// norm, the prior's de-normalisation and the classifier's input normalisation are folded into the packed
+// weights by speechmax/ops/maximize.py; the per-element math (objective gradient, update rules) is
+// maximize_math.h, which cuda/maximize.cu compiles too. The convolution microkernels are
+// maximize_cpu_isa.h, built once for AVX2 (the portable baseline) and once for AVX-512, picked at run time.
+#include <torch/extension.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "maximize_math.h"
+#include "ops.h"
+
+namespace speechmax {
+namespace {
+
+constexpr int kPanel = 32;    // outputs per weight panel (speechmax/ops/maximize.py packs with the same width)
+constexpr int kMaxTile = 12;  // output rows per microkernel call at most
+constexpr int kGroup = 8;     // samples per call of the decoder's first layer (latent mode)
+constexpr int kPad = 4;       // zero rows before and after every activation (>= every conv's padding)
+constexpr int kDescCols = 6;  // per matrix: weight offset, bias offset (-1: none), cin, coutp, taps, pad
+
+int pad16(int n) { return (n + 15) / 16 * 16; }
+
+// A packed convolution: weights in panels (see maximize_cpu_isa.h), bias padded to coutp (or null).
+struct Mat {
+  const float* w = nullptr;
+  const float* b = nullptr;
+  int cin = 0, coutp = 0, taps = 0, pad = 0;
+};
+
+// The packed decoder + classifier, as raw pointers into the tensors of a PackedMaximizer.
+struct Net {
+  bool latent;
+  int L, Lp, C, Cp, C2, C2p, T0, M, Mp, T, nb, NC, NCp, cmp;
+  long h0_stride;                 // floats per sample in the group buffers of the decoder's first layer
+  std::vector<int> ch;            // stem + block output channels
+  std::vector<char> proj;         // block i has a 1x1 projection on its shortcut
+  Mat fc, fcT, c1[2], c1T[2], c2[2], c2T[2], c3, c3T;
+  Mat stem, stemT, head, headT;
+  std::vector<Mat> b1, b1T, b2, b2T, pj, pjT;
+  const float* mean;              // the classifier's input normalisation (features mode)
+  const float* istd;
+};
+
+// One step for a batch: what to climb, how to step, where the results go.
+struct Job {
+  float* x;                 // (B, nvar) latents or log-mel (B, M, T), updated in place
+  long nvar;
+  const int64_t* targets;   // (B,)
+  int objective, level, unit;
+  int optimizer;
+  float lr, l2, beta1, beta2, eps, c1, c2;
+  float* m;                 // Adam state (B, nvar) or null
+  float* v;
+  float* obj_out;           // (B,) objective before the step; NaN where the step was refused
+  float* grad_out;          // (B, nvar) gradient of objective - penalties, or null
+  bool update;
+};
+
+// Per-thread scratch, kept between calls (threads are OpenMP's persistent pool) and zeroed only when the
+// layout changes: the kPad rows around every activation are never written, so they stay zero. Pointers
+// here are to row 0 of each buffer.
+struct Work {
+  std::vector<float> mem;
+  std::vector<long> layout;
+  float *h0g = nullptr, *dh0g = nullptr, *gz = nullptr, *h1 = nullptr, *dh1 = nullptr, *h2 = nullptr, *dh2 = nullptr;
+  float *xn, *dxn, *gx, *pool, *dpool, *logits, *dlogits, *obj;
+  std::vector<float*> act;   // stem, then (mid, out) per block
+  float* grad[3];
+
+  void carve(const Net& n) {
+    const long rows = std::max(n.T, n.latent ? 4 * n.T0 : 0) + 2 * kPad;
+    struct Slot { float** ptr; long floats, lead; };
+    std::vector<Slot> slots;
+    act.assign(1 + 2 * n.nb, nullptr);
+    auto act_slot = [&](float** p, long ld) { slots.push_back({p, rows * ld, (long)kPad * ld}); };
+    if (n.latent) {
+      slots.push_back({&h0g, kGroup * n.h0_stride, 0});
+      slots.push_back({&dh0g, kGroup * n.h0_stride, 0});
+      slots.push_back({&gz, (long)kGroup * n.Lp, 0});
+      for (float** p : {&h1, &dh1}) slots.push_back({p, (2L * n.T0 + 2 * kPad) * n.Cp, (long)kPad * n.Cp});
+      for (float** p : {&h2, &dh2}) slots.push_back({p, (4L * n.T0 + 2 * kPad) * n.C2p, (long)kPad * n.C2p});
+    }
+    act_slot(&xn, n.Mp);
+    act_slot(&dxn, n.Mp);
+    for (auto& p : act) act_slot(&p, n.cmp);
+    for (auto& p : grad) act_slot(&p, n.cmp);
+    slots.push_back({&gx, (long)n.M * n.T, 0});
+    for (float** p : {&pool, &dpool}) slots.push_back({p, (long)n.cmp, 0});
+    for (float** p : {&logits, &dlogits}) slots.push_back({p, (long)n.NCp, 0});
+    slots.push_back({&obj, (long)kGroup, 0});
+    std::vector<long> want{n.latent, n.L, n.Cp, n.C2p, n.T0, n.Mp, n.T, n.nb, n.NCp, n.cmp};
+    long total = 16;  // room to align the base to 64 bytes
+    for (auto& s : slots) total += (s.floats + 15) / 16 * 16;
+    if (want != layout || (long)mem.size() < total) {
+      mem.assign(total, 0.0f);
+      layout = want;
+    }
+    float* p = mem.data();
+    p += (16 - ((uintptr_t)p / sizeof(float)) % 16) % 16;
+    for (auto& s : slots) {
+      *s.ptr = p + s.lead;
+      p += (s.floats + 15) / 16 * 16;
+    }
+  }
+};
+
+// The update of one sample from its gradient g (nvar): rms-normalised or Adam, in place. A non-finite
+// objective or gradient leaves the sample (and its Adam state) untouched and reports NaN.
+void finish_sample(const Job& job, long s, float obj, const float* g) {
+  const long nv = job.nvar;
+  double sumsq = 0;
+  for (long k = 0; k < nv; ++k) sumsq += (double)g[k] * g[k];
+  if (job.grad_out) std::memcpy(job.grad_out + s * nv, g, nv * sizeof(float));
+  const bool ok = std::isfinite(obj) && std::isfinite(sumsq);
+  job.obj_out[s] = ok ? obj : NAN;
+  if (!ok || !job.update) return;
+  float* x = job.x + s * nv;
+  if (job.optimizer == mx::kRmsNormalized) {
+    const float scale = mx::rms_step_scale(sumsq, (int)nv, job.lr);
+    for (long k = 0; k < nv; ++k) x[k] += scale * g[k];
+  } else {
+    float* m = job.m + s * nv;
+    float* v = job.v + s * nv;
+    for (long k = 0; k < nv; ++k)
+      x[k] += mx::adam_delta(g[k], m + k, v + k, job.beta1, job.beta2, job.c1, job.c2, job.eps, job.lr);
+  }
+}
+
+namespace isa_avx2 {
+struct V {
+  using reg = __m256;
+  static constexpr int W = 8;
+  static constexpr int NREG = 16;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static reg set1(float x) { return _mm256_set1_ps(x); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static reg relu(reg a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+  static reg keep_where_positive(reg a, reg m) {
+    return _mm256_and_ps(a, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
+  }
+};
+#include "maximize_cpu_isa.h"
+}  // namespace isa_avx2
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace isa_avx512 {
+struct V {
+  using reg = __m512;
+  static constexpr int W = 16;
+  static constexpr int NREG = 32;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static reg set1(float x) { return _mm512_set1_ps(x); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static reg relu(reg a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+  static reg keep_where_positive(reg a, reg m) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), a);
+  }
+};
+#include "maximize_cpu_isa.h"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
+
+using RunFn = void (*)(const Net&, const Job&, long, long, Work&);
+
+RunFn pick_run(const std::string& isa) {
+  const bool has512 = cpu_has_avx512();
+  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2",
+              "maximize_step: unknown isa '", isa, "'; expected auto, avx512 or avx2");
+  TORCH_CHECK(isa != "avx512" || has512, "maximize_step: isa 'avx512' asked for, but this CPU has no AVX-512F");
+  if (isa == "avx512" || (isa == "auto" && has512)) return isa_avx512::run_samples;
+  return isa_avx2::run_samples;
+}
+
+void check_f32(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
+              "maximize_step: ", name, " must be a contiguous float32 CPU tensor, got ", t.scalar_type(),
+              t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+// dims: latent?, L, C, C2, T0, M, T, nb, NC, then nb + 1 channel counts, then nb projection flags.
+Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+             const torch::Tensor& norm) {
+  TORCH_CHECK(dims.size() >= 9, "maximize_step: dims too short");
+  Net n;
+  n.latent = dims[0] != 0;
+  n.L = (int)dims[1], n.C = (int)dims[2], n.C2 = (int)dims[3], n.T0 = (int)dims[4];
+  n.M = (int)dims[5], n.T = (int)dims[6], n.nb = (int)dims[7], n.NC = (int)dims[8];
+  TORCH_CHECK((int64_t)dims.size() == 9 + 2 * n.nb + 1, "maximize_step: dims has ", dims.size(), " entries for ",
+              n.nb, " blocks");
+  n.Lp = pad16(n.L), n.Cp = pad16(n.C), n.C2p = pad16(n.C2), n.Mp = pad16(n.M), n.NCp = pad16(n.NC);
+  n.ch.assign(dims.begin() + 9, dims.begin() + 10 + n.nb);
+  n.proj.assign(dims.begin() + 10 + n.nb, dims.end());
+  n.cmp = 0;
+  for (int c : n.ch) n.cmp = std::max(n.cmp, pad16(c));
+  n.h0_stride = (long)(n.T0 + 2 * kPad) * n.Cp;
+  n.mean = norm.data_ptr<float>();
+  n.istd = n.mean + n.M;
+
+  const float* w = weights.data_ptr<float>();
+  const int64_t* d = desc.data_ptr<int64_t>();
+  const int nmat = (int)desc.size(0);
+  int next = 0;
+  auto take = [&]() {
+    TORCH_CHECK(next < nmat, "maximize_step: desc has too few matrices");
+    const int64_t* r = d + kDescCols * next++;
+    Mat m;
+    m.w = w + r[0];
+    m.b = r[1] >= 0 ? w + r[1] : nullptr;
+    m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
+    TORCH_CHECK(m.pad <= kPad, "maximize_step: padding ", m.pad, " exceeds ", kPad);
+    TORCH_CHECK(m.coutp % 16 == 0, "maximize_step: outputs must be padded to 16");
+    return m;
+  };
+  if (n.latent) {
+    n.fc = take(), n.fcT = take();
+    for (auto* pair : {n.c1, n.c1T, n.c2, n.c2T}) pair[0] = take(), pair[1] = take();
+    n.c3 = take(), n.c3T = take();
+  }
+  n.stem = take(), n.stemT = take();
+  for (int i = 0; i < n.nb; ++i) {
+    n.b1.push_back(take()), n.b1T.push_back(take()), n.b2.push_back(take()), n.b2T.push_back(take());
+    n.pj.push_back(n.proj[i] ? take() : Mat()), n.pjT.push_back(n.proj[i] ? take() : Mat());
+  }
+  n.head = take(), n.headT = take();
+  TORCH_CHECK(next == nmat, "maximize_step: desc has ", nmat, " matrices, the architecture uses ", next);
+  return n;
+}
+
+}  // namespace
+
+std::vector<std::string> maximize_cpu_isas() {
+  return cpu_has_avx512() ? std::vector<std::string>{"avx2", "avx512"} : std::vector<std::string>{"avx2"};
+}
+
+void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                       const torch::Tensor& norm, torch::Tensor& x, const torch::Tensor& targets, int64_t objective,
+                       int64_t level, int64_t unit, int64_t optimizer, double lr, double l2,
+                       const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
+                       int64_t adam_step, double beta1, double beta2, double eps, torch::Tensor& obj_out,
+                       const c10::optional<torch::Tensor>& grad_out, bool update, int64_t threads,
+                       const std::string& isa) {
+  check_f32(weights, "weights");
+  check_f32(norm, "norm");
+  check_f32(x, "x");
+  check_f32(obj_out, "objective");
+  TORCH_CHECK(desc.scalar_type() == torch::kInt64 && desc.is_contiguous() && desc.dim() == 2 &&
+              desc.size(1) == kDescCols, "maximize_step: desc must be (n, 6) int64");
+  TORCH_CHECK(targets.scalar_type() == torch::kInt64 && targets.is_contiguous(), "maximize_step: targets must be int64");
+  Net n = make_net(weights, desc, dims, norm);
+  const long B = x.size(0);
+  const long nvar = B ? x.numel() / B : 0;
+  TORCH_CHECK(nvar == (n.latent ? n.L : (long)n.M * n.T), "maximize_step: x has ", nvar,
+              " elements per sample, the packed model expects ", n.latent ? n.L : (long)n.M * n.T);
+  TORCH_CHECK(targets.numel() == B && obj_out.numel() == B, "maximize_step: targets and objective must have ", B,
+              " entries");
+  TORCH_CHECK(objective >= 0 && objective <= 2 && level >= 0 && level <= n.nb + 2, "maximize_step: bad objective");
+  const int64_t* tg = targets.data_ptr<int64_t>();
+  for (long s = 0; s < B; ++s)
+    TORCH_CHECK(objective == mx::kUnit || (tg[s] >= 0 && tg[s] < n.NC), "maximize_step: target ", tg[s],
+                " out of range [0, ", n.NC, ")");
+  Job job;
+  job.x = x.data_ptr<float>(), job.nvar = nvar, job.targets = tg;
+  job.objective = (int)objective, job.level = (int)level, job.unit = (int)unit, job.optimizer = (int)optimizer;
+  job.lr = (float)lr, job.l2 = (float)l2, job.beta1 = (float)beta1, job.beta2 = (float)beta2, job.eps = (float)eps;
+  job.c1 = (float)(1.0 - std::pow(beta1, (double)adam_step));
+  job.c2 = (float)(1.0 - std::pow(beta2, (double)adam_step));
+  job.m = job.v = nullptr;
+  if (optimizer == mx::kAdam && update) {
+    TORCH_CHECK(adam_m.has_value() && adam_v.has_value() && adam_step >= 1, "maximize_step: Adam needs m, v and step >= 1");
+    check_f32(*adam_m, "adam m");
+    check_f32(*adam_v, "adam v");
+    TORCH_CHECK(adam_m->numel() == x.numel() && adam_v->numel() == x.numel(), "maximize_step: Adam state must match x");
+    job.m = adam_m->data_ptr<float>(), job.v = adam_v->data_ptr<float>();
+  }
+  job.obj_out = obj_out.data_ptr<float>();
+  job.grad_out = nullptr;
+  if (grad_out.has_value()) {
+    check_f32(*grad_out, "grad");
+    TORCH_CHECK(grad_out->numel() == x.numel(), "maximize_step: grad must match x");
+    job.grad_out = grad_out->data_ptr<float>();
+  }
+  job.update = update;
+  const RunFn run = pick_run(isa);
+  if (B == 0) return;
+  const int want = (int)std::max<int64_t>(1, std::min<int64_t>(threads, B));
+  pybind11::gil_scoped_release no_gil;
+#pragma omp parallel num_threads(want)
+  {
+    static thread_local Work work;
+    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const long s0 = B * id / nt, s1 = B * (id + 1) / nt;
+    work.carve(n);
+    if (s1 > s0) run(n, job, s0, s1, work);
+  }
+}
+
+}  // namespace speechmax

@@ -1,0 +1,336 @@
+"""Activation maximization: many starts x many targets, climbed through a prior's latent or on the features.
+
+:func:`maximize` is the whole engine: it resolves the targets and the settings (``preset="paper"`` fixes the
+seed paper's), draws each start's noise from its own seed, runs the ascent in chunks of bounded memory with
+the fused kernels where they cover the models (:mod:`speechmax.ops.maximize`) and autograd elsewhere, stops
+any start whose ascent turns non-finite (keeping the others), and scores the result with the classifier and
+the separate classifier before and after.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.words import WORDS
+from ..features import check_compatible
+from ..ops.backends import available_backends
+from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
+                            clamp_features, fused_unsupported, objective_code, objective_value)
+
+log = logging.getLogger(__name__)
+
+MODES = ("features", "latent")
+PATHS = ("auto", "autograd", "cpu", "triton")
+# The seed paper's procedure: softmax probability, gradient / (rms + 1e-5), 20 steps of 0.01 on features or
+# 0.1 on latents, starts from N(0, 0.1^2), no regularizer.
+PAPER = dict(objective="prob", optimizer="rms-normalized", steps=20, lr={"features": 0.01, "latent": 0.1},
+             init_std=0.1, regularizers=())
+
+
+@dataclass
+class MaximizeResult:
+    """Everything one :func:`maximize` call produced; N = starts x targets, target-major.
+
+    features / features_before: (N, n_mels, n_frames) log-mel after / before the ascent (None when
+        ``keep_features`` was off). latents / latents_before: (N, latent) in latent mode, else None.
+    targets: (N,) class index each start climbed toward (-1 for a unit objective without targets).
+    start: (N,) index of the start within its target; start j of every target began from the same noise.
+    trajectory: (N, steps + 1) objective before each step and after the last (NaN after a start stopped).
+    probs_before / probs_after: (N, classes) the classifier's softmax; separate_before / separate_after the
+        separate classifier's (None without one).
+    stopped_at: (N,) the step at which a start's ascent turned non-finite and was stopped, -1 if never.
+    """
+    features: torch.Tensor | None
+    features_before: torch.Tensor | None
+    latents: torch.Tensor | None
+    latents_before: torch.Tensor | None
+    targets: torch.Tensor
+    start: torch.Tensor
+    trajectory: torch.Tensor
+    probs_before: torch.Tensor
+    probs_after: torch.Tensor
+    separate_before: torch.Tensor | None
+    separate_after: torch.Tensor | None
+    stopped_at: torch.Tensor
+    labels: tuple
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def nan_stopped(self) -> list[int]:
+        """Indices of the starts stopped because their ascent turned non-finite."""
+        return torch.nonzero(self.stopped_at >= 0).flatten().tolist()
+
+    def hit_rate(self, which: str = "classifier") -> float | None:
+        """Share of samples whose top class after the ascent is their target (None without targets or
+        without that classifier)."""
+        probs = self.probs_after if which == "classifier" else self.separate_after
+        if probs is None or (self.targets < 0).any() or len(self.targets) == 0:
+            return None
+        return float((probs.argmax(-1) == self.targets).float().mean())
+
+
+def resolve_targets(targets, labels) -> list[int]:
+    """"all", a word, an index, or a list of them -> class indices; an unknown word lists the valid ones."""
+    if targets is None:
+        return []
+    if isinstance(targets, str):
+        targets = list(labels) if targets == "all" else [targets]
+    elif isinstance(targets, (int, np.integer)):
+        targets = [int(targets)]
+    out = []
+    for t in targets:
+        if isinstance(t, str):
+            if t not in labels:
+                raise ValueError(f"unknown target word {t!r}; valid targets: all, {', '.join(labels)}")
+            out.append(labels.index(t))
+        elif isinstance(t, (int, np.integer)) and 0 <= int(t) < len(labels):
+            out.append(int(t))
+        else:
+            raise ValueError(f"target {t!r} is not a class index in [0, {len(labels)}) or one of: {', '.join(labels)}")
+    if not out:
+        raise ValueError("no targets given")
+    return out
+
+
+def parse_objective(spec) -> str | Unit:
+    """"prob" | "logit" | "unit:LAYER:INDEX" | a Unit -> the objective."""
+    if isinstance(spec, Unit) or spec in ("prob", "logit"):
+        return spec
+    if isinstance(spec, str) and spec.startswith("unit:"):
+        parts = spec.split(":")
+        if len(parts) == 3 and parts[2].lstrip("-").isdigit():
+            return Unit(parts[1], int(parts[2]))
+    raise ValueError(f"unknown objective {spec!r}; expected prob, logit or unit:LAYER:INDEX (e.g. unit:block2:5)")
+
+
+def start_seeds(seed: int, n: int) -> list[int]:
+    """A 64-bit seed per start index, from one SeedSequence: start j's draws never depend on the chunking."""
+    return [int(np.random.SeedSequence(seed, spawn_key=(j,)).generate_state(1, np.uint64)[0]) for j in range(n)]
+
+
+def _draws(seeds, shape, std, steps, jitter_frames, noise=True):
+    """Per start: its initial noise N(0, std^2) of ``shape`` (if ``noise``) and, with jitter, a shift per step."""
+    xs, shifts = [], []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        if noise:
+            xs.append(torch.randn(shape, generator=g) * std)
+        if jitter_frames:
+            shifts.append(torch.randint(-jitter_frames, jitter_frames + 1, (steps,), generator=g))
+    return (torch.stack(xs) if noise else None), (torch.stack(shifts) if jitter_frames else None)
+
+
+@torch.no_grad()
+def _scores(classifier, separate, prior, clamp, x_before, x_after, targets, objective):
+    """Features before/after (decoded in latent mode; clamped where the classifier saw them clamped), both
+    classifiers' softmax on each, and the objective after."""
+    fb = prior.decode(x_before) if prior is not None else x_before
+    fa = prior.decode(x_after) if prior is not None else x_after
+    if clamp is not None and prior is not None:
+        clamp_features(fa, classifier, clamp)
+    out = dict(fb=fb, fa=fa, pb=torch.softmax(classifier(fb), -1), pa=torch.softmax(classifier(fa), -1),
+               final=objective_value(classifier, fa, targets.clamp_min(0), objective))
+    if separate is not None:
+        out.update(sb=torch.softmax(separate(fb), -1), sa=torch.softmax(separate(fa), -1))
+    return out
+
+
+def _pick_path(path, classifier, prior, objective, regularizers):
+    """(step function, path name, why the kernels were not used or None)."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; expected one of {', '.join(PATHS)}")
+    if path == "autograd":
+        return ascent_step_ref, "autograd", None
+    why = fused_unsupported(classifier, prior, objective, regularizers)
+    runs = available_backends()
+    if path == "auto":
+        if why is None and runs["cpu"]:
+            return ascent_step, "cpu", None
+        return ascent_step_ref, "autograd", why or "the C++ extension is not built"
+    if why is not None:
+        raise FusedUnsupported(f"path {path!r}: the fused kernels do not cover {why}")
+    return ascent_step, path, None
+
+
+def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
+             optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, preset=None,
+             separate=None, chunk=1024, path="auto", threads=None, keep_features=True,
+             progress=False) -> MaximizeResult:
+    """Climb ``n`` starts per target toward each target (or toward a hidden unit).
+
+    classifier: the model to explain (eval mode is set). targets: "all", a word, a class index, or a list;
+        None with a Unit objective. mode: "features" (ascent on log-mel) or "latent" (on ``prior``'s latent).
+    init: "noise" (N(0, init_std^2) in the optimised space) or log-mel (k, n_mels, n_frames) real clips --
+        encoded by the prior in latent mode -- each started toward every target (class-to-class: clips of
+        word A climbed toward B). n: starts per target (default 1; with clips, their count).
+    steps, lr, optimizer ("rms-normalized" | "adam"), objective ("prob" | "logit" | Unit | "unit:L:I"),
+        regularizers (L2, TotalVariation, Jitter, Clamp), init_std: default to the seed paper's values
+        (``PAPER``); ``preset="paper"`` asks for exactly those (explicit arguments still win).
+    seed: start j's noise and jitter come from SeedSequence(seed, spawn_key=(j,)) -- the same for every
+        target, and independent of ``chunk``; None draws a seed (kept in ``settings``).
+    separate: the separate evaluation classifier, scored before and after (optional).
+    chunk: starts per batch (bounds memory). path: "auto" (fused kernels where they cover the models, else
+        autograd), "autograd", "cpu", "triton". threads: for the CPU kernels.
+    keep_features: False leaves the (N, n_mels, n_frames) features out of the result (in latent mode the
+        latents reproduce them) -- what a 350,000-start run needs to fit in memory.
+    progress: True for a tqdm bar on stderr, or a callable given the number of start-steps done.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected features or latent")
+    if preset not in (None, "paper"):
+        raise ValueError(f"unknown preset {preset!r}; expected paper")
+    steps = PAPER["steps"] if steps is None else int(steps)
+    if steps <= 0:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    lr = PAPER["lr"][mode] if lr is None else float(lr)
+    optimizer = optimizer or PAPER["optimizer"]
+    objective = parse_objective(objective or PAPER["objective"])
+    regularizers = tuple(PAPER["regularizers"] if regularizers is None else regularizers)
+    init_std = PAPER["init_std"] if init_std is None else float(init_std)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    classifier.eval()
+    labels = tuple(classifier.cfg.labels) or tuple(WORDS[:classifier.cfg.n_classes])
+    if mode == "latent":
+        if prior is None:
+            raise ValueError("latent mode needs a prior (a decoder over log-mel)")
+        check_compatible(classifier.feature_config, prior.feature_config, "classifier", "prior")
+        prior.eval()
+    else:
+        prior = None
+    if separate is not None:
+        check_compatible(classifier.feature_config, separate.feature_config, "classifier", "separate classifier")
+        separate.eval()
+    objective_code(classifier, objective)  # a bad layer / index is an error before any work
+    if isinstance(objective, Unit) and targets is None:
+        tidx = [-1]
+    else:
+        tidx = resolve_targets(targets, labels)
+
+    clips = None
+    if not (isinstance(init, str) and init == "noise"):
+        if isinstance(init, str):
+            raise ValueError(f"init must be 'noise' or a log-mel tensor, got {init!r}")
+        clips = torch.as_tensor(init, dtype=torch.float32)
+        if clips.dim() == 2:
+            clips = clips[None]
+        want = (classifier.cfg.n_mels, classifier.cfg.n_frames)
+        if clips.dim() != 3 or tuple(clips.shape[1:]) != want:
+            raise ValueError(f"init clips must be log-mel (k, {want[0]}, {want[1]}), got {tuple(clips.shape)}")
+        if not torch.isfinite(clips).all():
+            raise ValueError("init clips contain NaN or infinite values")
+        if n is not None and n != len(clips):
+            raise ValueError(f"n={n} but {len(clips)} init clips were given (each clip is one start per target)")
+        n = len(clips)
+    n = 1 if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    step_fn, path_name, why = _pick_path(path, classifier, prior, objective, regularizers)
+    if why:
+        log.info("maximize: autograd path (%s)", why)
+    jitter = next((r.frames for r in regularizers if isinstance(r, Jitter)), 0)
+    clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
+    shape = (prior.cfg.latent,) if prior is not None else (classifier.cfg.n_mels, classifier.cfg.n_frames)
+    starts, shifts = _draws(start_seeds(seed, n), shape, init_std, steps, jitter, noise=clips is None)
+    if clips is not None:
+        with torch.no_grad():
+            starts = torch.cat([prior.encode(clips[i:i + chunk])[0] for i in range(0, n, chunk)]) \
+                if prior is not None else clips
+    N = n * len(tidx)
+    targets_t = torch.tensor(tidx, dtype=torch.int64).repeat_interleave(n)
+    start_t = torch.arange(n).repeat(len(tidx))
+    C = classifier.cfg.n_classes
+    fshape = (N, classifier.cfg.n_mels, classifier.cfg.n_frames)
+    res = MaximizeResult(
+        features=torch.empty(fshape) if keep_features else None,
+        features_before=torch.empty(fshape) if keep_features else None,
+        latents=torch.empty((N,) + shape) if prior is not None else None,
+        latents_before=torch.empty((N,) + shape) if prior is not None else None,
+        targets=targets_t, start=start_t, trajectory=torch.full((N, steps + 1), float("nan")),
+        probs_before=torch.empty(N, C), probs_after=torch.empty(N, C),
+        separate_before=torch.empty(N, C) if separate is not None else None,
+        separate_after=torch.empty(N, C) if separate is not None else None,
+        stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels,
+        settings=dict(mode=mode, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
+                      regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
+                      init_std=init_std if clips is None else None, n=n, seed=seed, path=path_name,
+                      fallback_reason=why, chunk=chunk))
+    bar, tick = _progress(progress, N * steps)
+    try:
+        for c0 in range(0, N, chunk):
+            c1 = min(N, c0 + chunk)
+            x0 = starts[start_t[c0:c1]].clone().contiguous()
+            if clamp is not None and prior is None:
+                with torch.no_grad():
+                    clamp_features(x0, classifier, clamp)
+            x = x0.clone()
+            traj, stopped = res.trajectory[c0:c1], res.stopped_at[c0:c1]
+            _ascend(step_fn, classifier, prior, x, targets_t[c0:c1], objective, optimizer, lr, regularizers,
+                    None if shifts is None else shifts[start_t[c0:c1]], steps, threads, traj, stopped, tick)
+            sc = _scores(classifier, separate, prior, clamp, x0, x, targets_t[c0:c1], objective)
+            traj[:, -1] = torch.where(stopped < 0, sc["final"], traj[:, -1])
+            res.probs_before[c0:c1], res.probs_after[c0:c1] = sc["pb"], sc["pa"]
+            if separate is not None:
+                res.separate_before[c0:c1], res.separate_after[c0:c1] = sc["sb"], sc["sa"]
+            if keep_features:
+                res.features_before[c0:c1], res.features[c0:c1] = sc["fb"], sc["fa"]
+            if prior is not None:
+                res.latents_before[c0:c1], res.latents[c0:c1] = x0, x
+    finally:
+        if bar is not None:
+            bar.close()
+    return res
+
+
+def _progress(progress, total):
+    if callable(progress):
+        return None, progress
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="step", unit_scale=True, desc="maximize", file=sys.stderr, dynamic_ncols=True)
+        return bar, bar.update
+    return None, None
+
+
+def _ascend(step_fn, classifier, prior, x, targets, objective, optimizer, lr, regularizers, shifts, steps, threads,
+            traj, stopped, tick):
+    """``steps`` ascent steps on one chunk x in place; a start whose objective, gradient or x turns non-finite
+    is put back to its last finite x, marked in ``stopped`` and left out of the remaining steps."""
+    state = AdamState.zeros_like(x) if optimizer == "adam" else None
+    kw = dict(objective=objective, optimizer=optimizer, lr=lr, regularizers=regularizers)
+    if step_fn is ascent_step:
+        kw["threads"] = threads
+    active = torch.arange(len(x))
+    for k in range(steps):
+        if len(active) == 0:
+            break
+        whole = len(active) == len(x)
+        xs = x if whole else x[active].contiguous()
+        st = state if whole or state is None else AdamState(state.m[active].contiguous(), state.v[active].contiguous(),
+                                                            state.step, state.beta1, state.beta2, state.eps)
+        before = xs.clone()
+        obj = step_fn(classifier, prior, xs, targets[active], state=st,
+                      shifts=None if shifts is None else shifts[active, k], **kw)
+        bad = ~torch.isfinite(obj) | ~torch.isfinite(xs.flatten(1)).all(1)
+        traj[active, k] = obj
+        if bad.any():
+            xs[bad] = before[bad]
+            stopped[active[bad]] = k
+            traj[active[bad], k] = float("nan")
+        if not whole:
+            x[active] = xs
+            if state is not None:
+                state.m[active], state.v[active], state.step = st.m, st.v, st.step
+        active = active[~bad]
+        if tick is not None:
+            tick(len(bad))

@@ -1,0 +1,140 @@
+"""A maximization result on disk: per sample a log-mel ``.npy``, a ``.wav`` and a before/after spectrogram
+``.png``, and ``manifest.json`` with the settings and every score."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..features import FeatureConfig, save_audio
+from .engine import MaximizeResult
+
+log = logging.getLogger(__name__)
+
+
+def load_vocoder(name: str = "auto"):
+    """(vocoder, backend, why): ``auto`` takes the shipped WaveNet vocoder when there is one and falls back to
+    Griffin-Lim (``why`` says why); ``griffinlim`` forces the fallback; anything else is a vocoder name/path."""
+    from ..vocoder.vocoder import Vocoder
+
+    if name == "griffinlim":
+        return Vocoder(None, name="griffinlim"), "griffinlim", "asked for"
+    try:
+        return Vocoder.from_pretrained("default" if name == "auto" else name), "auto", None
+    except FileNotFoundError as e:
+        if name != "auto":
+            raise
+        return Vocoder(None, name="griffinlim"), "griffinlim", str(e)
+
+
+def _top(probs: torch.Tensor, labels) -> dict:
+    p, i = probs.max(-1)
+    return {"label": labels[int(i)], "prob": round(float(p), 6)}
+
+
+def _scores(probs: torch.Tensor, target: int, labels) -> dict:
+    out = {"top": _top(probs, labels), "probs": [round(float(v), 6) for v in probs]}
+    if target >= 0:
+        out["target_prob"] = round(float(probs[target]), 6)
+    return out
+
+
+def plot_before_after(path, before, after, title: str, left: str, right: str) -> None:
+    """Two log-mel panels (n_mels, frames) side by side on one colour scale, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo = float(min(before.min(), after.min()))
+    hi = float(max(before.max(), after.max()))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.14, top=0.82, wspace=0.05)
+    for ax, m, sub in zip(axes, (before, after), (left, right)):
+        im = ax.imshow(np.asarray(m), origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
+        ax.set_title(sub, fontsize=9)
+        ax.set_xlabel("frame (10 ms)")
+    axes[0].set_ylabel("mel band")
+    fig.colorbar(im, cax=fig.add_axes([0.92, 0.14, 0.015, 0.68]), label="log-mel")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _caption(res: MaximizeResult, i: int, when: str) -> str:
+    pc = res.probs_before if when == "before" else res.probs_after
+    ps = res.separate_before if when == "before" else res.separate_after
+    t = _top(pc[i], res.labels)
+    text = f"{when}: classifier {t['label']} {t['prob']:.2f}"
+    if ps is not None:
+        s = _top(ps[i], res.labels)
+        text += f", separate {s['label']} {s['prob']:.2f}"
+    return text
+
+
+def write_samples(res: MaximizeResult, out, *, vocoder: str = "auto", feature_config: FeatureConfig | None = None,
+                  seed: int = 0, progress=None) -> Path:
+    """Write every sample of ``res`` under ``out`` and return the manifest's path.
+
+    Files per sample k: ``{k:05d}_{target}_s{start}.npy`` (log-mel (n_mels, frames) after the ascent),
+    ``.wav`` (through ``vocoder``: auto = the shipped WaveNet vocoder, else Griffin-Lim), ``.png`` (before |
+    after spectrograms, titled with the target and both classifiers' top label and probability).
+    ``progress``: optional callable(n), called once per sample written.
+    """
+    if res.features is None:
+        raise ValueError("the result has no features (maximize(..., keep_features=False)); nothing to write")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    voc, backend, why = load_vocoder(vocoder)
+    cfg = feature_config or voc.feature_config
+    samples = []
+    for i in range(len(res.targets)):
+        target = int(res.targets[i])
+        tname = res.labels[target] if target >= 0 else res.settings.get("objective", "unit").replace(":", "-")
+        stem = f"{i:05d}_{tname}_s{int(res.start[i])}"
+        feats = res.features[i]
+        stopped = int(res.stopped_at[i])
+        np.save(out / f"{stem}.npy", feats.numpy().astype(np.float32))
+        wav = None
+        if torch.isfinite(feats).all():
+            wave = voc.synthesize(feats, backend=backend, seed=seed + i)
+            save_audio(out / f"{stem}.wav", wave, cfg.sample_rate)
+            wav = f"{stem}.wav"
+        title = f"target: {tname}   start {int(res.start[i])}"
+        if target >= 0:
+            title += f"   P({tname}): classifier {float(res.probs_before[i, target]):.2f} -> " \
+                     f"{float(res.probs_after[i, target]):.2f}"
+            if res.separate_after is not None:
+                title += f", separate {float(res.separate_before[i, target]):.2f} -> " \
+                         f"{float(res.separate_after[i, target]):.2f}"
+        if stopped >= 0:
+            title += f"   (stopped at step {stopped}: non-finite)"
+        plot_before_after(out / f"{stem}.png", res.features_before[i], feats, title, _caption(res, i, "before"),
+                          _caption(res, i, "after"))
+        entry = {"index": i, "target": tname if target >= 0 else None, "start": int(res.start[i]),
+                 "npy": f"{stem}.npy", "wav": wav, "png": f"{stem}.png",
+                 "stopped_at": stopped if stopped >= 0 else None,
+                 "trajectory": [round(v, 6) if math.isfinite(v) else None for v in res.trajectory[i].tolist()],
+                 "classifier": {"before": _scores(res.probs_before[i], target, res.labels),
+                                "after": _scores(res.probs_after[i], target, res.labels)}}
+        if res.separate_after is not None:
+            entry["separate"] = {"before": _scores(res.separate_before[i], target, res.labels),
+                                 "after": _scores(res.separate_after[i], target, res.labels)}
+        samples.append(entry)
+        if progress is not None:
+            progress(1)
+    manifest = {
+        "settings": res.settings,
+        "labels": list(res.labels),
+        "vocoder": {"name": voc.name, "backend": backend, "fallback_reason": why},
+        "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
+        "nan_stopped": res.nan_stopped,
+        "samples": samples,
+    }
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path

@@ -1,0 +1,490 @@
+"""One activation-maximization ascent step, fused, beside its autograd twin :func:`ascent_step_ref`.
+
+A step takes a batch of latents (through a prior's decoder) or of log-mel features, runs the classifier,
+takes the gradient of the objective (minus the regularizers' penalties) with respect to that input, and
+moves the input up the gradient in place. Both functions share one signature and one docstring of shapes:
+
+- :func:`ascent_step_ref` -- autograd through the models as they are; any classifier, any prior, every
+  objective and regularizer. The reference, and the fallback for whatever the kernels do not cover.
+- :func:`ascent_step` -- the hand-written kernels: ``cpu`` (csrc/maximize_cpu.cpp, one C++ call per step:
+  per sample, forward and backward through decoder and classifier with all activations in a per-thread
+  scratch buffer, OpenMP over samples) and ``triton`` (kernels/maximize.py, a GPU or the interpreter).
+  They cover the shipped default architectures: the ``tcres`` classifier and the ``vae`` prior's frame-wise
+  conv decoder, with batch norm, the prior's de-normalisation and the classifier's input normalisation
+  folded into the weights. :func:`fused_unsupported` says why a configuration is not covered.
+
+``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .backends import available_backends, extension, require_backend
+
+__all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState", "OPTIMIZERS", "PackedMaximizer",
+           "pack_maximizer", "ascent_step", "ascent_step_ref", "fused_unsupported", "FusedUnsupported",
+           "objective_code", "objective_value", "clamp_features", "classifier_feature_range"]
+
+OPTIMIZERS = ("rms-normalized", "adam")
+PANEL = 32      # outputs per weight panel; csrc/maximize_cpu.cpp (kPanel) reads the same layout
+MAX_PAD = 4     # zero rows around every activation in the kernels (kPad)
+RMS_EPS = 1e-5  # the seed paper's g / (rms(g) + 1e-5)
+
+
+# --- what a step climbs ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unit:
+    """A hidden unit: channel ``index`` of the classifier layer ``layer`` (a name from
+    ``classifier.layer_names()``), averaged over time (and frequency for 2-D layers)."""
+    layer: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"unit:{self.layer}:{self.index}"
+
+
+@dataclass(frozen=True)
+class L2:
+    """Penalty ``weight * mean(v**2)`` on the optimised input: the latent in latent mode, the classifier-
+    normalised features (so the pull is toward the training set's mean spectrum) in features mode."""
+    weight: float = 1e-2
+
+
+@dataclass(frozen=True)
+class TotalVariation:
+    """Penalty ``time * mean|x[:, t+1] - x[:, t]| + freq * mean|x[f+1] - x[f]|`` on the log-mel features."""
+    time: float = 1e-2
+    freq: float = 1e-2
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """Each step, shift the features by a random whole number of frames in [-frames, frames] (circularly)
+    before the classifier, so the result cannot depend on exact frame positions."""
+    frames: int = 4
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """Keep the features inside the training data's range: ``low``/``high`` are (n_mels,) per-band bounds or
+    scalars; None on both takes the classifier's (``classifier_feature_range``). Features mode projects after
+    every step; latent mode clamps the decoded features before the classifier."""
+    low: object = None
+    high: object = None
+
+
+@dataclass
+class AdamState:
+    """Adam's per-sample moments, shaped like the input, owned by the caller and updated in place.
+    ``step`` counts the updates taken so far (the bias correction of the next one uses step + 1)."""
+    m: torch.Tensor
+    v: torch.Tensor
+    step: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @classmethod
+    def zeros_like(cls, x: torch.Tensor, **kw) -> "AdamState":
+        return cls(torch.zeros_like(x), torch.zeros_like(x), **kw)
+
+
+def classifier_feature_range(classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band (low, high) bounds of the classifier's training features: the card's ``feature_range`` when
+    the trainer stored one, else the log floor below and the band's mean + 4 std above (the stored input
+    statistics; log-mel is bounded below by log(log_floor) exactly)."""
+    card = getattr(classifier, "card", None) or {}
+    rng = card.get("feature_range")
+    if rng:
+        return torch.as_tensor(rng["low"], dtype=torch.float32), torch.as_tensor(rng["high"], dtype=torch.float32)
+    norm = classifier.norm
+    low = torch.full_like(norm.mean, classifier.feature_config.log_min)
+    return low, norm.mean + 4 * norm.std
+
+
+def objective_code(classifier, objective) -> tuple[int, int, int]:
+    """(kind, level, index) of an objective for the kernels: kind 0 prob, 1 logit, 2 unit; level 0 = stem,
+    i = block i, nb + 1 = pool, nb + 2 = logits. Errors name the valid layers and channel counts."""
+    acts = _layer_widths(classifier)
+    names = list(acts)
+    if objective in ("prob", "logit"):
+        return (0 if objective == "prob" else 1), len(names) - 1, 0
+    if not isinstance(objective, Unit):
+        raise ValueError(f"unknown objective {objective!r}; expected 'prob', 'logit' or Unit(layer, index)")
+    if objective.layer not in acts:
+        raise ValueError(f"unknown layer {objective.layer!r} for a unit objective; layers: {', '.join(names)}")
+    width = acts[objective.layer]
+    if not 0 <= objective.index < width:
+        raise ValueError(f"layer {objective.layer!r} has {width} channels; unit index {objective.index} is out of range")
+    return 2, names.index(objective.layer), objective.index
+
+
+def _layer_widths(classifier) -> dict[str, int]:
+    cache = classifier.__dict__.setdefault("_speechmax_layer_widths", {})
+    if not cache:
+        with torch.no_grad():
+            was = classifier.training
+            classifier.eval()
+            acts = classifier.activations(torch.zeros(1, classifier.cfg.n_mels, classifier.cfg.n_frames))
+            classifier.train(was)
+        cache.update({k: int(v.shape[1]) for k, v in acts.items()})
+    return cache
+
+
+# --- the reference -----------------------------------------------------------------------------------------
+
+def objective_value(classifier, feats, targets, objective):
+    """feats: (batch, n_mels, n_frames), targets: (batch,) -> (batch,) the objective (differentiable)."""
+    if objective in ("prob", "logit"):
+        logits = classifier(feats)
+        if objective == "prob":
+            logits = torch.softmax(logits, -1)
+        return logits.gather(1, targets[:, None])[:, 0]
+    a = classifier.activations(feats)[objective.layer][:, objective.index]
+    return a.flatten(1).mean(1) if a.dim() > 1 else a
+
+
+def _jitter(feats, shifts):
+    T = feats.shape[-1]
+    idx = (torch.arange(T)[None] - shifts[:, None]) % T
+    return feats.gather(2, idx[:, None].expand(-1, feats.shape[1], -1))
+
+
+def _bounds(classifier, clamp: Clamp):
+    if clamp.low is None and clamp.high is None:
+        lo, hi = classifier_feature_range(classifier)
+    else:
+        lo, hi = clamp.low, clamp.high
+    band = lambda b: None if b is None else torch.as_tensor(b, dtype=torch.float32).reshape(-1, 1)  # noqa: E731
+    return band(lo), band(hi)
+
+
+def _check_step(classifier, prior, x, targets, optimizer, state, lr):
+    for m in (classifier, prior):
+        if m is not None and m.training:
+            raise ValueError("ascent steps need models in eval mode (batch norm would mix the samples)")
+    if prior is not None:
+        if x.dim() != 2 or x.shape[1] != prior.cfg.latent:
+            raise ValueError(f"latent mode: x must be (batch, {prior.cfg.latent}), got {tuple(x.shape)}")
+    elif x.dim() != 3 or x.shape[1:] != (classifier.cfg.n_mels, classifier.cfg.n_frames):
+        raise ValueError(f"features mode: x must be (batch, {classifier.cfg.n_mels}, {classifier.cfg.n_frames}) "
+                         f"log-mel, got {tuple(x.shape)}")
+    if targets.shape != (x.shape[0],):
+        raise ValueError(f"targets must be ({x.shape[0]},), got {tuple(targets.shape)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if optimizer == "adam" and state is None:
+        raise ValueError("optimizer 'adam' needs its state: pass state=AdamState.zeros_like(x)")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+
+
+def ascent_step_ref(classifier, prior, x, targets, *, objective="prob", optimizer="rms-normalized", lr=0.1,
+                    state: AdamState | None = None, regularizers=(), shifts=None, update=True, return_grad=False):
+    """One ascent step on x, in place (autograd reference).
+
+    classifier: a :class:`~speechmax.models.classifier.Classifier` in eval mode.
+    prior: a :class:`~speechmax.models.prior.Prior` in eval mode (latent mode) or None (features mode).
+    x: (batch, latent) latents, or (batch, n_mels, n_frames) log-mel when prior is None; float32, updated in
+        place (unless ``update`` is False).
+    targets: (batch,) int64 class indices (read by "prob" and "logit"; Unit objectives ignore them).
+    objective: "prob" (softmax probability of the target), "logit", or :class:`Unit`.
+    optimizer: "rms-normalized" (x += lr * g / (rms(g) + 1e-5), rms per sample) or "adam" (``state``, an
+        :class:`AdamState` shaped like x, updated in place; the caller counts nothing, ``state.step`` += 1).
+    regularizers: any of :class:`L2`, :class:`TotalVariation`, :class:`Jitter` (needs ``shifts``: (batch,)
+        int64 frames), :class:`Clamp`.
+    Returns the (batch,) objective at x before the step -- NaN for a sample whose objective or gradient is
+    not finite, which is then left unchanged -- and with ``return_grad`` also g: the gradient of objective
+    minus penalties, shaped like x.
+    """
+    _check_step(classifier, prior, x, targets, optimizer, state, lr)
+    objective_code(classifier, objective)
+    clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
+    with torch.enable_grad():
+        v = x.detach().clone().requires_grad_(True)
+        feats = prior.decode(v) if prior is not None else v
+        penalty = torch.zeros(x.shape[0], dtype=x.dtype)
+        for r in regularizers:
+            if isinstance(r, TotalVariation):
+                penalty = penalty + r.time * (feats[:, :, 1:] - feats[:, :, :-1]).abs().flatten(1).mean(1)
+                penalty = penalty + r.freq * (feats[:, 1:] - feats[:, :-1]).abs().flatten(1).mean(1)
+            elif isinstance(r, L2):
+                u = v if prior is not None else classifier.norm(v)
+                penalty = penalty + r.weight * u.pow(2).flatten(1).mean(1)
+        seen = feats
+        if clamp is not None and prior is not None:
+            seen = torch.clamp(seen, *_bounds(classifier, clamp))
+        if any(isinstance(r, Jitter) for r in regularizers):
+            if shifts is None:
+                raise ValueError("the Jitter regularizer needs shifts: (batch,) int64 frames")
+            seen = _jitter(seen, shifts)
+        obj = objective_value(classifier, seen, targets, objective)
+        g, = torch.autograd.grad((obj - penalty).sum(), v)
+    obj, g = obj.detach(), g.detach()
+    ok = torch.isfinite(obj) & torch.isfinite(g.flatten(1)).all(1)
+    obj = torch.where(ok, obj, torch.full_like(obj, float("nan")))
+    if update:
+        with torch.no_grad():
+            _apply_update(x, g, ok, optimizer, lr, state)
+            if clamp is not None and prior is None:
+                clamp_features(x, classifier, clamp)
+    return (obj, g) if return_grad else obj
+
+
+def _apply_update(x, g, ok, optimizer, lr, state):
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    okf = ok.reshape(shape)
+    if optimizer == "rms-normalized":
+        rms = g.double().pow(2).flatten(1).mean(1).sqrt().float().reshape(shape)
+        x.add_(torch.where(okf, lr / (rms + RMS_EPS) * g, torch.zeros_like(g)))
+        return
+    state.step += 1
+    c1, c2 = 1 - state.beta1 ** state.step, 1 - state.beta2 ** state.step
+    m = state.beta1 * state.m + (1 - state.beta1) * g
+    v = state.beta2 * state.v + (1 - state.beta2) * g * g
+    state.m.copy_(torch.where(okf, m, state.m))
+    state.v.copy_(torch.where(okf, v, state.v))
+    x.add_(torch.where(okf, lr * (state.m / c1) / ((state.v / c2).sqrt() + state.eps), torch.zeros_like(g)))
+
+
+def clamp_features(x, classifier, clamp: Clamp) -> None:
+    """Project log-mel x: (batch, n_mels, n_frames) into the Clamp's range, in place."""
+    x.copy_(torch.clamp(x, *_bounds(classifier, clamp)))
+
+
+# --- packing for the kernels -------------------------------------------------------------------------------
+
+class FusedUnsupported(ValueError):
+    """The fused kernels do not cover this model / objective / regularizer; use the autograd reference."""
+
+
+def fused_unsupported(classifier, prior=None, objective="prob", regularizers=()) -> str | None:
+    """Why the fused kernels cannot run this configuration (a sentence), or None when they can."""
+    cfg = classifier.cfg
+    if cfg.arch != "tcres":
+        return f"classifier arch {cfg.arch!r} (the kernels cover tcres)"
+    if cfg.kernel % 2 == 0 or cfg.kernel // 2 > MAX_PAD:
+        return f"classifier kernel {cfg.kernel} (the kernels cover odd kernels up to {2 * MAX_PAD + 1})"
+    if prior is not None:
+        pc = prior.cfg
+        if pc.arch != "vae":
+            return f"prior arch {pc.arch!r} (the kernels cover the vae's frame-wise conv decoder)"
+        if pc.kernel % 2 == 0 or pc.kernel > 9:
+            return f"prior decoder kernel {pc.kernel} (the kernels cover odd kernels up to 9)"
+    for r in regularizers:
+        if isinstance(r, (TotalVariation, Jitter)) or (isinstance(r, Clamp) and prior is not None):
+            return f"regularizer {type(r).__name__}{' in latent mode' if isinstance(r, Clamp) else ''} " \
+                   f"(the kernels cover L2, and Clamp in features mode)"
+        if not isinstance(r, (L2, Clamp)):
+            return f"unknown regularizer {r!r}"
+    objective_code(classifier, objective)  # a bad objective is an error, not a fallback
+    return None
+
+
+@dataclass
+class PackedMaximizer:
+    """A (classifier, prior) pair laid out for the fused kernels; pre-packed once per pair of weight versions.
+
+    weights: flat float32, every matrix as panels of up to 32 outputs, input-major inside a panel (row
+        j * cin + c holds the panel's outputs for tap j, input channel c), biases after each matrix.
+    desc: (n_matrices, 6) int64 rows: weight offset, bias offset (-1: none), cin, coutp, taps, pad.
+        Order (latent mode first): decoder fc, its transpose; conv1 phase 0/1, their transposes; the same
+        for conv2; conv3 (de-normalisation and the classifier's input norm folded in), its transpose; then
+        the classifier's stem, per block conv1, conv2 (batch norm folded) [and the 1x1 projection], and
+        the head, each followed by its transpose (the convolution that computes the input gradient).
+    dims: latent?, L, C, C2, T0, M, T, blocks, classes, then per-layer channels (stem + blocks), then
+        per-block projection flags.
+    norm: (2, n_mels) the classifier's input mean and 1/std (features mode).
+    """
+    weights: torch.Tensor
+    desc: torch.Tensor
+    dims: list
+    norm: torch.Tensor
+    mats: dict = field(default_factory=dict)   # name -> (weight (cout, cin, taps) float64, bias, pad), for Triton
+
+
+def _pad16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+def _fold_bn(w, bn):
+    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return w.double() * s[:, None, None], bn.bias.double() - bn.running_mean.double() * s
+
+
+def _phases(w, b):
+    """Nearest x2 upsampling then conv(k, pad k//2) == two D-tap convs on the low-rate rows, one per output
+    phase: output 2j + ph reads low-rate rows j + d, d in [dmin, dmax]. Returns [(w_ph, b, pad)] * 2."""
+    k = w.shape[2]
+    p = k // 2
+    dmin, dmax = (-p) // 2, (k - p) // 2
+    out = []
+    for ph in (0, 1):
+        wp = torch.zeros(w.shape[0], w.shape[1], dmax - dmin + 1, dtype=torch.float64)
+        for i in range(k):
+            wp[:, :, (ph + i - p) // 2 - dmin] += w[:, :, i].double()
+        out.append((wp, b.double(), -dmin))
+    return out
+
+
+@torch.no_grad()
+def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
+    """Fold and pack ``classifier`` (tcres) and ``prior`` (vae, or None for features mode) for the kernels;
+    cached on the classifier until a parameter or buffer of either model changes."""
+    why = fused_unsupported(classifier, prior)
+    if why:
+        raise FusedUnsupported(f"the fused kernels do not cover {why}")
+    tensors = list(classifier.state_dict().values()) + (list(prior.state_dict().values()) if prior is not None else [])
+    key = (id(prior), tuple((t.data_ptr(), t._version) for t in tensors))
+    cache = classifier.__dict__.setdefault("_speechmax_packed_max", {})
+    hit = cache.get(id(prior))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+
+    net, cc = classifier.net, classifier.cfg
+    mc, sc = classifier.norm.mean.double(), classifier.norm.std.double()
+    mats = {}
+    if prior is not None:
+        dec, pc = prior.net.decoder, prior.cfg
+        C, T0, L = pc.channels, pc.base_frames, pc.latent
+        Cp = _pad16(C)
+        wfc = torch.zeros(T0, Cp, L, dtype=torch.float64)
+        bfc = torch.zeros(T0, Cp, dtype=torch.float64)
+        wfc[:, :C] = dec.fc.weight.double().reshape(C, T0, L).transpose(0, 1)   # row (t, c) <- fc row c * T0 + t
+        bfc[:, :C] = dec.fc.bias.double().reshape(C, T0).t()
+        mats["fc"] = (wfc.reshape(T0 * Cp, L, 1), bfc.reshape(-1), 0)
+        for name, conv in (("c1", dec.conv1), ("c2", dec.conv2)):
+            for ph, (w, b, pad) in enumerate(_phases(conv.weight, conv.bias)):
+                mats[f"{name}_{ph}"] = (w, b, pad)
+        a = prior.norm.std.double() / sc                      # xn = out * a + c0 (prior de-norm, classifier norm)
+        c0 = (prior.norm.mean.double() - mc) / sc
+        mats["c3"] = (dec.conv3.weight.double() * a[:, None, None], dec.conv3.bias.double() * a + c0,
+                      dec.conv3.kernel_size[0] // 2)
+    w, b = _fold_bn(net.stem[0].weight, net.stem[1])
+    mats["stem"] = (w, b, 1)
+    for i, blk in enumerate(net.blocks):
+        k = blk.conv1.kernel_size[0]
+        mats[f"b{i}_1"] = (*_fold_bn(blk.conv1.weight, blk.bn1), k // 2)
+        mats[f"b{i}_2"] = (*_fold_bn(blk.conv2.weight, blk.bn2), k // 2)
+        if blk.proj is not None:
+            mats[f"b{i}_p"] = (blk.proj.weight.double(), None, 0)
+    mats["head"] = (net.fc.weight.double()[:, :, None], net.fc.bias.double(), 0)
+
+    order = (["fc", "c1_0", "c1_1", "c2_0", "c2_1", "c3"] if prior is not None else []) + ["stem"] + \
+        [n for i in range(len(net.blocks)) for n in (f"b{i}_1", f"b{i}_2", f"b{i}_p") if n in mats] + ["head"]
+    flat, desc, off = [], [], 0
+
+    def emit(w, b, pad):
+        nonlocal off
+        cout, cin, taps = w.shape
+        coutp = _pad16(cout)
+        wp = torch.zeros(coutp, cin, taps, dtype=torch.float64)
+        wp[:cout] = w
+        kmaj = wp.permute(2, 1, 0).reshape(taps * cin, coutp)   # row j * cin + c
+        panels = torch.cat([kmaj[:, p0:p0 + PANEL].reshape(-1) for p0 in range(0, coutp, PANEL)])
+        row = [off, -1, cin, coutp, taps, pad]
+        flat.append(panels)
+        off += panels.numel()
+        if b is not None:
+            bp = torch.zeros(coutp, dtype=torch.float64)
+            bp[:cout] = b
+            row[1] = off
+            flat.append(bp)
+            off += coutp
+        desc.append(row)
+
+    groups = [("c1_0", "c1_1"), ("c2_0", "c2_1")]
+    done = set()
+    for name in order:
+        if name in done:
+            continue
+        names = next((g for g in groups if name in g), (name,))
+        for n in names:                                       # forward convs (both phases), then transposes
+            emit(*mats[n])
+        for n in names:
+            w, _, pad = mats[n]
+            emit(w.transpose(0, 1).flip(2), None, w.shape[2] - 1 - pad)
+        done.update(names)
+
+    ch = [net.stem[0].out_channels] + [blk.conv2.out_channels for blk in net.blocks]
+    dims = [int(prior is not None),
+            prior.cfg.latent if prior is not None else 0,
+            prior.cfg.channels if prior is not None else 0,
+            prior.net.decoder.conv2.out_channels if prior is not None else 0,
+            prior.cfg.base_frames if prior is not None else 0,
+            cc.n_mels, cc.n_frames, len(net.blocks), cc.n_classes] + ch + [int(blk.proj is not None) for blk in net.blocks]
+    packed = PackedMaximizer(torch.cat(flat).float().contiguous(), torch.tensor(desc, dtype=torch.int64), dims,
+                             torch.stack([mc, 1 / sc]).float().contiguous(), mats)
+    cache[id(prior)] = (key, packed)
+    return packed
+
+
+# --- the fused step ---------------------------------------------------------------------------------------
+
+def fused_backends() -> dict[str, bool]:
+    """Which fused backends run here: cpu with the C++ extension, triton on a GPU or in the interpreter."""
+    avail = available_backends()
+    return {"cpu": avail["cpu"], "triton": avail["triton"]}
+
+
+def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="rms-normalized", lr=0.1,
+                state: AdamState | None = None, regularizers=(), shifts=None, update=True, return_grad=False,
+                backend="cpu", threads=None):
+    """One ascent step on x, in place (fused kernels; ``backend`` cpu|triton, ``threads`` for cpu).
+
+    classifier: a :class:`~speechmax.models.classifier.Classifier` in eval mode.
+    prior: a :class:`~speechmax.models.prior.Prior` in eval mode (latent mode) or None (features mode).
+    x: (batch, latent) latents, or (batch, n_mels, n_frames) log-mel when prior is None; float32, updated in
+        place (unless ``update`` is False).
+    targets: (batch,) int64 class indices (read by "prob" and "logit"; Unit objectives ignore them).
+    objective: "prob" (softmax probability of the target), "logit", or :class:`Unit`.
+    optimizer: "rms-normalized" (x += lr * g / (rms(g) + 1e-5), rms per sample) or "adam" (``state``, an
+        :class:`AdamState` shaped like x, updated in place; the caller counts nothing, ``state.step`` += 1).
+    regularizers: any of :class:`L2`, :class:`TotalVariation`, :class:`Jitter` (needs ``shifts``: (batch,)
+        int64 frames), :class:`Clamp`.
+    Returns the (batch,) objective at x before the step -- NaN for a sample whose objective or gradient is
+    not finite, which is then left unchanged -- and with ``return_grad`` also g: the gradient of objective
+    minus penalties, shaped like x.
+    Raises :class:`FusedUnsupported` for what the kernels do not cover (see :func:`fused_unsupported`).
+    """
+    _check_step(classifier, prior, x, targets, optimizer, state, lr)
+    why = fused_unsupported(classifier, prior, objective, regularizers)
+    if why:
+        raise FusedUnsupported(f"the fused kernels do not cover {why}")
+    if backend not in ("cpu", "triton"):
+        raise ValueError(f"unknown fused backend {backend!r}; expected cpu or triton")
+    require_backend(backend)
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        raise ValueError("x must be a contiguous float32 tensor (it is updated in place)")
+    packed = pack_maximizer(classifier, prior)
+    kind, level, unit = objective_code(classifier, objective)
+    l2 = sum(r.weight for r in regularizers if isinstance(r, L2))
+    targets = targets.to(torch.int64).contiguous()
+    obj = torch.empty(x.shape[0])
+    grad = torch.empty_like(x) if return_grad else None
+    adam = optimizer == "adam"
+    if adam and update:
+        state.step += 1
+    common = dict(objective=kind, level=level, unit=unit, optimizer=int(adam), lr=float(lr), l2=float(l2),
+                  adam_m=state.m if adam else None, adam_v=state.v if adam else None,
+                  adam_step=state.step if adam else 0, beta1=state.beta1 if adam else 0.9,
+                  beta2=state.beta2 if adam else 0.999, eps=state.eps if adam else 1e-8)
+    if backend == "cpu":
+        extension().maximize_step(packed.weights, packed.desc, packed.dims, packed.norm, x, targets,
+                                  objective_out=obj, grad_out=grad, update=update,
+                                  threads=int(threads or torch.get_num_threads()),
+                                  isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"), **common)
+    else:
+        from speechmax.kernels.maximize import maximize_step_triton
+
+        maximize_step_triton(packed, x, targets, obj, grad, update, **common)
+    clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
+    if update and clamp is not None:
+        with torch.no_grad():
+            clamp_features(x, classifier, clamp)
+    return (obj, grad) if return_grad else obj

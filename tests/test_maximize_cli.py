@@ -1,0 +1,105 @@
+"""speechmax maximize and speechmax bench maximize: contracts, files written, clear errors (tiny models)."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechmax.cli import main
+from speechmax.models.classifier import save_classifier
+from speechmax.models.prior import save_prior
+
+from test_maximize import tiny_classifier, tiny_prior
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    save_classifier(tiny_classifier(), d / "clf")
+    save_classifier(tiny_classifier(arch="cnn2d", channels=(4, 8), seed=3), d / "sep")
+    save_prior(tiny_prior(), d / "prior")
+    return {k: str(d / k) for k in ("clf", "sep", "prior")}
+
+
+def args(models, out, *extra):
+    return ["maximize", "--model", models["clf"], "--separate", models["sep"], "--prior", models["prior"],
+            "--vocoder", "griffinlim", "--out", str(out), *extra]
+
+
+def test_maximize_latent_writes_samples_and_manifest(models, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "yes"
+    assert main(args(models, out, "--target", "yes", "--n", "3", "--mode", "latent", "--steps", "4", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"n", "targets", "hit_rate", "manifest"} <= set(summary)
+    assert summary["n"] == 3 and summary["targets"] == ["yes"] and summary["path"] == "cpu"
+    assert set(summary["hit_rate"]) == {"classifier", "separate"}
+    assert all(0.0 <= v <= 1.0 for v in summary["hit_rate"].values())
+    manifest = json.loads(open(summary["manifest"]).read())
+    assert len(manifest["samples"]) == 3 and manifest["vocoder"]["backend"] == "griffinlim"
+    for s in manifest["samples"]:
+        feats = np.load(out / s["npy"])
+        assert feats.shape == (80, 101) and np.isfinite(feats).all()
+        wave, sr = sf.read(out / s["wav"])
+        assert sr == 16000 and len(wave) == 16000 and np.abs(wave).max() > 1e-4   # audible, not silence
+        assert (out / s["png"]).stat().st_size > 10_000
+        assert len(s["trajectory"]) == 5 and s["target"] == "yes"
+        for who in ("classifier", "separate"):
+            for when in ("before", "after"):
+                sc = s[who][when]
+                assert len(sc["probs"]) == 35 and 0 <= sc["target_prob"] <= 1 and sc["top"]["label"]
+    assert manifest["settings"]["mode"] == "latent" and manifest["settings"]["steps"] == 4
+
+
+def test_maximize_class_to_class_from_clips(models, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    np.save(clips / "a.npy", (-4 + 2 * torch.randn(2, 80, 101)).numpy())
+    assert main(args(models, tmp_path / "o", "--target", "up,down", "--init", str(clips), "--steps", "2",
+                     "--separate", "none", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 2 and summary["targets"] == ["up", "down"] and summary["samples"] == 4
+    assert summary["hit_rate"]["separate"] is None
+    manifest = json.loads(open(summary["manifest"]).read())
+    assert manifest["settings"]["init"] == "clips" and "separate" not in manifest["samples"][0]
+
+
+def test_maximize_unit_objective_and_paper_preset(models, tmp_path, capsys):
+    assert main(args(models, tmp_path / "u", "--objective", "unit:block1:3", "--n", "2", "--steps", "3",
+                     "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["targets"] == [] and summary["hit_rate"] == {"classifier": None, "separate": None}
+    assert main(args(models, tmp_path / "p", "--target", "no", "--n", "2", "--preset", "paper", "--json")) == 0
+    manifest = json.loads(open(json.loads(capsys.readouterr().out)["manifest"]).read())
+    assert manifest["settings"]["preset"] == "paper" and manifest["settings"]["steps"] == 20
+    assert manifest["settings"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target", "yess"], "unknown target word 'yess'; valid targets: all, backward"),
+    (["--target", "yes", "--steps", "0"], "--steps must be >= 1"),
+    (["--objective", "prob"], "--target is required"),
+    (["--target", "yes", "--objective", "unit:block7:0"], "unknown layer 'block7'"),
+])
+def test_maximize_bad_input(models, tmp_path, capsys, extra, message):
+    assert main(args(models, tmp_path / "bad", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_maximize_missing_asset_is_named(tmp_path, capsys):
+    assert main(["maximize", "--target", "yes", "--model", "no-such-classifier", "--out", str(tmp_path)]) == 2
+    assert "no-such-classifier" in capsys.readouterr().err
+
+
+def test_maximize_prior_with_another_feature_config(models, tmp_path, capsys):
+    from speechmax.features import FeatureConfig
+    from speechmax.models.prior import Prior
+
+    p = tiny_prior()
+    other = Prior(p.cfg, FeatureConfig(n_fft=512, win_length=400)).eval()
+    save_prior(other, tmp_path / "other")
+    assert main(args(models, tmp_path / "o", "--target", "yes", "--mode", "latent", "--prior",
+                     str(tmp_path / "other"))) == 2
+    assert "n_fft: 1024 vs 512" in capsys.readouterr().err
