@@ -9,6 +9,7 @@ import torch
 from speechmax.cli import main
 from speechmax.models.classifier import save_classifier
 from speechmax.models.prior import save_prior
+from speechmax.ops import available_backends
 
 from test_maximize import tiny_classifier, tiny_prior
 
@@ -103,3 +104,17 @@ def test_maximize_prior_with_another_feature_config(models, tmp_path, capsys):
     assert main(args(models, tmp_path / "o", "--target", "yes", "--mode", "latent", "--prior",
                      str(tmp_path / "other"))) == 2
     assert "n_fft: 1024 vs 512" in capsys.readouterr().err
+
+
+def test_bench_maximize_contract(capsys):
+    assert main(["bench", "maximize", "--batches", "1", "--threads", "1", "--paper-starts", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    paths = ("autograd", "fused") if available_backends()["cpu"] else ("autograd",)
+    assert {(r["path"], r["mode"], r["batch"], r["threads"]) for r in report["results"]} == {
+        (p, m, 1, 1) for p in paths for m in ("latent", "features")}
+    assert all(set(r) == {"path", "mode", "batch", "threads", "steps_per_s"} and r["steps_per_s"] > 0
+               for r in report["results"])
+    ps = report["paper_scale"]
+    assert ps["starts"] == 1 and ps["classes"] == 35 and ps["steps"] == 20
+    assert ps["extrapolated_seconds_10000_starts"] > ps["seconds"] > 0
+    assert report["goals"]["paper_scale_seconds_2_threads"]["goal"] == 600.0

@@ -6,7 +6,7 @@ from speechmax.cli import NotBuiltYet
 
 
 def register(sub):
-    p = sub.add_parser("bench", help="speed benchmarks: vocoder (maximize: not built yet)")
+    p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize")
     bsub = p.add_subparsers(dest="what", metavar="WHAT")
     bsub.required = True
 
@@ -19,8 +19,17 @@ def register(sub):
     v.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
     v.set_defaults(func=run_vocoder)
 
-    m = bsub.add_parser("maximize", help="steps/s of activation maximization [not built yet]")
-    m.set_defaults(func=run_maximize, accepts_extra=True)
+    m = bsub.add_parser("maximize", help="steps/s of activation maximization: autograd vs the fused kernel")
+    m.add_argument("--quick", action="store_true", help="short runs: batches 1 and 64, threads 1 and 2")
+    m.add_argument("--json", action="store_true", help="print the machine-readable form")
+    m.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")
+    m.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
+    m.add_argument("--paths", default="autograd,fused", help="comma-separated (default: %(default)s)")
+    m.add_argument("--modes", default="latent,features", help="comma-separated (default: %(default)s)")
+    m.add_argument("--paper-starts", type=int, default=0,
+                   help="also time the paper's experiment (35 classes x 20 steps, latent, 2 threads) with this many "
+                        "starts per class and extrapolate to 10,000 (10000 runs the whole experiment)")
+    m.set_defaults(func=run_maximize)
 
 
 def _ints(text):
@@ -51,4 +60,19 @@ def run_vocoder(args):
 
 
 def run_maximize(args):
-    raise NotBuiltYet("bench maximize lands with the fused maximization kernels")
+    from speechmax.maximize.bench import bench_maximize
+
+    report = bench_maximize(
+        quick=args.quick, batches=_ints(args.batches) if args.batches else None, threads=_ints(args.threads),
+        paths=tuple(args.paths.split(",")), modes=tuple(args.modes.split(",")), paper_starts=args.paper_starts,
+        progress=lambda r: print(f"  {r['path']:<9} {r['mode']:<8} batch {r['batch']:>4}  threads {r['threads']}  "
+                                 f"{r['steps_per_s']:>10,.1f} steps/s", file=sys.stderr))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"flops/step {report['flops_per_step']}  load {report['machine']['loadavg']}")
+    if "paper_scale" in report:
+        print(f"paper scale: {report['paper_scale']}")
+    for name, g in report["goals"].items():
+        print(f"  {name:<42} {g['value']:>12,.2f}  goal {g['goal']:>8,}  {'met' if g['met'] else 'NOT met'}")
+    return 0
