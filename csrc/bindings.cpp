@@ -4,6 +4,7 @@
 
 #ifdef SPEECHMAX_WITH_CUDA
 void register_cuda_ops(pybind11::module& m);
+void register_maximize_cuda(pybind11::module& m);  // cuda/maximize_binding.cpp
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -28,6 +29,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;
   register_cuda_ops(m);
+  register_maximize_cuda(m);
 #else
   m.attr("with_cuda") = false;
 #endif

@@ -24,7 +24,7 @@ from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, as
 log = logging.getLogger(__name__)
 
 MODES = ("features", "latent")
-PATHS = ("auto", "autograd", "cpu", "triton")
+PATHS = ("auto", "autograd", "cpu", "cuda", "triton")
 # The seed paper's procedure: softmax probability, gradient / (rms + 1e-5), 20 steps of 0.01 on features or
 # 0.1 on latents, starts from N(0, 0.1^2), no regularizer.
 PAPER = dict(objective="prob", optimizer="rms-normalized", steps=20, lr={"features": 0.01, "latent": 0.1},
@@ -148,9 +148,10 @@ def _pick_path(path, classifier, prior, objective, regularizers):
     why = fused_unsupported(classifier, prior, objective, regularizers)
     runs = available_backends()
     if path == "auto":
-        if why is None and runs["cpu"]:
-            return ascent_step, "cpu", None
-        return ascent_step_ref, "autograd", why or "the C++ extension is not built"
+        kernel = "cuda" if classifier.norm.mean.is_cuda else "cpu"
+        if why is None and runs[kernel]:
+            return ascent_step, kernel, None
+        return ascent_step_ref, "autograd", why or f"the {kernel} kernels do not run here"
     if why is not None:
         raise FusedUnsupported(f"path {path!r}: the fused kernels do not cover {why}")
     return ascent_step, path, None
@@ -233,6 +234,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 63))
     step_fn, path_name, why = _pick_path(path, classifier, prior, objective, regularizers)
+    device = classifier.norm.mean.device
     if why:
         log.info("maximize: autograd path (%s)", why)
     jitter = next((r.frames for r in regularizers if isinstance(r, Jitter)), 0)
@@ -241,7 +243,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     starts, shifts = _draws(start_seeds(seed, n), shape, init_std, steps, jitter, noise=clips is None)
     if clips is not None:
         with torch.no_grad():
-            starts = torch.cat([prior.encode(clips[i:i + chunk])[0] for i in range(0, n, chunk)]) \
+            starts = torch.cat([prior.encode(clips[i:i + chunk].to(device))[0].cpu() for i in range(0, n, chunk)]) \
                 if prior is not None else clips
     N = n * len(tidx)
     targets_t = torch.tensor(tidx, dtype=torch.int64).repeat_interleave(n)
@@ -266,16 +268,21 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     try:
         for c0 in range(0, N, chunk):
             c1 = min(N, c0 + chunk)
-            x0 = starts[start_t[c0:c1]].clone().contiguous()
+            x0 = starts[start_t[c0:c1]].to(device).contiguous()
             if clamp is not None and prior is None:
                 with torch.no_grad():
                     clamp_features(x0, classifier, clamp)
             x = x0.clone()
-            traj, stopped = res.trajectory[c0:c1], res.stopped_at[c0:c1]
-            _ascend(step_fn, classifier, prior, x, targets_t[c0:c1], objective, optimizer, lr, regularizers,
-                    None if shifts is None else shifts[start_t[c0:c1]], steps, threads, traj, stopped, tick)
-            sc = _scores(classifier, separate, prior, clamp, x0, x, targets_t[c0:c1], objective)
-            traj[:, -1] = torch.where(stopped < 0, sc["final"], traj[:, -1])
+            traj = torch.full((c1 - c0, steps + 1), float("nan"), device=device)
+            stopped = torch.full((c1 - c0,), -1, dtype=torch.int64, device=device)
+            tg = targets_t[c0:c1].to(device)
+            _ascend(step_fn, classifier, prior, x, tg, objective, optimizer, lr, regularizers,
+                    None if shifts is None else shifts[start_t[c0:c1]].to(device), steps, threads, traj, stopped, tick,
+                    path_name)
+            sc = {k: v.cpu() for k, v in _scores(classifier, separate, prior, clamp, x0, x, tg, objective).items()}
+            traj[:, -1] = torch.where(stopped < 0, sc["final"].to(device), traj[:, -1])
+            res.trajectory[c0:c1], res.stopped_at[c0:c1] = traj.cpu(), stopped.cpu()
+            x0, x = x0.cpu(), x.cpu()
             res.probs_before[c0:c1], res.probs_after[c0:c1] = sc["pb"], sc["pa"]
             if separate is not None:
                 res.separate_before[c0:c1], res.separate_after[c0:c1] = sc["sb"], sc["sa"]
@@ -303,13 +310,13 @@ def _progress(progress, total):
 
 
 def _ascend(step_fn, classifier, prior, x, targets, objective, optimizer, lr, regularizers, shifts, steps, threads,
-            traj, stopped, tick):
+            traj, stopped, tick, path="cpu"):
     """``steps`` ascent steps on one chunk x in place; a start whose objective, gradient or x turns non-finite
     is put back to its last finite x, marked in ``stopped`` and left out of the remaining steps."""
     state = AdamState.zeros_like(x) if optimizer == "adam" else None
     kw = dict(objective=objective, optimizer=optimizer, lr=lr, regularizers=regularizers)
     if step_fn is ascent_step:
-        kw["threads"] = threads
+        kw.update(threads=threads, backend=path)
     active = torch.arange(len(x))
     for k in range(steps):
         if len(active) == 0:

@@ -8,7 +8,8 @@ moves the input up the gradient in place. Both functions share one signature and
   objective and regularizer. The reference, and the fallback for whatever the kernels do not cover.
 - :func:`ascent_step` -- the hand-written kernels: ``cpu`` (csrc/maximize_cpu.cpp, one C++ call per step:
   per sample, forward and backward through decoder and classifier with all activations in a per-thread
-  scratch buffer, OpenMP over samples) and ``triton`` (kernels/maximize.py, a GPU or the interpreter).
+  scratch buffer, OpenMP over samples), ``cuda`` (csrc/cuda/maximize.cu, a thread block per sample) and
+  ``triton`` (kernels/maximize.py, a GPU or the interpreter).
   They cover the shipped default architectures: the ``tcres`` classifier and the ``vae`` prior's frame-wise
   conv decoder, with batch norm, the prior's de-normalisation and the classifier's input normalisation
   folded into the weights. :func:`fused_unsupported` says why a configuration is not covered.
@@ -151,7 +152,7 @@ def objective_value(classifier, feats, targets, objective):
 
 def _jitter(feats, shifts):
     T = feats.shape[-1]
-    idx = (torch.arange(T)[None] - shifts[:, None]) % T
+    idx = (torch.arange(T, device=feats.device)[None] - shifts.to(feats.device)[:, None]) % T
     return feats.gather(2, idx[:, None].expand(-1, feats.shape[1], -1))
 
 
@@ -160,7 +161,8 @@ def _bounds(classifier, clamp: Clamp):
         lo, hi = classifier_feature_range(classifier)
     else:
         lo, hi = clamp.low, clamp.high
-    band = lambda b: None if b is None else torch.as_tensor(b, dtype=torch.float32).reshape(-1, 1)  # noqa: E731
+    dev = classifier.norm.mean.device
+    band = lambda b: None if b is None else torch.as_tensor(b, dtype=torch.float32, device=dev).reshape(-1, 1)  # noqa: E731
     return band(lo), band(hi)
 
 
@@ -208,7 +210,7 @@ def ascent_step_ref(classifier, prior, x, targets, *, objective="prob", optimize
     with torch.enable_grad():
         v = x.detach().clone().requires_grad_(True)
         feats = prior.decode(v) if prior is not None else v
-        penalty = torch.zeros(x.shape[0], dtype=x.dtype)
+        penalty = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for r in regularizers:
             if isinstance(r, TotalVariation):
                 penalty = penalty + r.time * (feats[:, :, 1:] - feats[:, :, :-1]).abs().flatten(1).mean(1)
@@ -306,6 +308,17 @@ class PackedMaximizer:
     dims: list
     norm: torch.Tensor
     mats: dict = field(default_factory=dict)   # name -> (weight (cout, cin, taps) float64, bias, pad), for Triton
+    _on: dict = field(default_factory=dict, repr=False)
+
+    def to(self, device) -> "PackedMaximizer":
+        """The same packing with weights and norm on ``device`` (cached per device)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        if device not in self._on:
+            self._on[device] = PackedMaximizer(self.weights.to(device), self.desc, self.dims, self.norm.to(device),
+                                               self.mats)
+        return self._on[device]
 
 
 def _pad16(n: int) -> int:
@@ -427,15 +440,15 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
 # --- the fused step ---------------------------------------------------------------------------------------
 
 def fused_backends() -> dict[str, bool]:
-    """Which fused backends run here: cpu with the C++ extension, triton on a GPU or in the interpreter."""
-    avail = available_backends()
-    return {"cpu": avail["cpu"], "triton": avail["triton"]}
+    """Which fused backends run here: cpu with the C++ extension, triton on a GPU or in the interpreter, cuda
+    with the CUDA build and a GPU."""
+    return available_backends()
 
 
 def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="rms-normalized", lr=0.1,
                 state: AdamState | None = None, regularizers=(), shifts=None, update=True, return_grad=False,
                 backend="cpu", threads=None):
-    """One ascent step on x, in place (fused kernels; ``backend`` cpu|triton, ``threads`` for cpu).
+    """One ascent step on x, in place (fused kernels; ``backend`` cpu|cuda|triton, ``threads`` for cpu).
 
     classifier: a :class:`~speechmax.models.classifier.Classifier` in eval mode.
     prior: a :class:`~speechmax.models.prior.Prior` in eval mode (latent mode) or None (features mode).
@@ -456,8 +469,8 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     why = fused_unsupported(classifier, prior, objective, regularizers)
     if why:
         raise FusedUnsupported(f"the fused kernels do not cover {why}")
-    if backend not in ("cpu", "triton"):
-        raise ValueError(f"unknown fused backend {backend!r}; expected cpu or triton")
+    if backend not in ("cpu", "triton", "cuda"):
+        raise ValueError(f"unknown fused backend {backend!r}; expected cpu, triton or cuda")
     require_backend(backend)
     if x.dtype != torch.float32 or not x.is_contiguous():
         raise ValueError("x must be a contiguous float32 tensor (it is updated in place)")
@@ -465,7 +478,7 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     kind, level, unit = objective_code(classifier, objective)
     l2 = sum(r.weight for r in regularizers if isinstance(r, L2))
     targets = targets.to(torch.int64).contiguous()
-    obj = torch.empty(x.shape[0])
+    obj = torch.empty(x.shape[0], device=x.device)
     grad = torch.empty_like(x) if return_grad else None
     adam = optimizer == "adam"
     if adam and update:
@@ -474,7 +487,11 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
                   adam_m=state.m if adam else None, adam_v=state.v if adam else None,
                   adam_step=state.step if adam else 0, beta1=state.beta1 if adam else 0.9,
                   beta2=state.beta2 if adam else 0.999, eps=state.eps if adam else 1e-8)
-    if backend == "cpu":
+    if backend == "cuda":
+        gp = packed.to(x.device)
+        extension().maximize_step_cuda(gp.weights, gp.desc, gp.dims, gp.norm, x, targets, objective_out=obj,
+                                       grad_out=grad, update=update, **common)
+    elif backend == "cpu":
         extension().maximize_step(packed.weights, packed.desc, packed.dims, packed.norm, x, targets,
                                   objective_out=obj, grad_out=grad, update=update,
                                   threads=int(threads or torch.get_num_threads()),
