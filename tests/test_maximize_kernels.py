@@ -102,3 +102,38 @@ def test_cuda_scratch_size(emulated):
     n = emulated.speechmax_maximize_scratch_floats(_ptr(dims), ctypes.c_int(len(dims)))
     assert 10_000 < n < 1_000_000
     assert emulated.speechmax_maximize_scratch_floats(_ptr(dims), ctypes.c_int(3)) == 0
+
+
+needs_triton = pytest.mark.skipif(not available_backends()["triton"], reason="Triton cannot run here (no GPU, no interpreter)")
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ["features", "latent"])
+def test_triton_gradient_equals_autograd(mode):
+    clf = tiny_classifier(channels=(8, 8, 12), kernel=3)
+    prior = tiny_prior(latent=6, channels=8, kernel=3) if mode == "latent" else None
+    x, t = inputs(prior, 2)
+    for objective in ["prob", Unit("block1", 1), Unit("logits", 3)]:
+        o_ref, g_ref = ref64(clf, prior, x, t, objective=objective, regularizers=[L2(0.05)])
+        o, g = ascent_step(clf, prior, x.clone(), t, objective=objective, update=False, return_grad=True,
+                           regularizers=[L2(0.05)], backend="triton")
+        torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-6)
+        assert rel_err(g, g_ref) < 1e-4, objective
+
+
+@needs_triton
+@pytest.mark.parametrize("optimizer", ["rms-normalized", "adam"])
+def test_triton_update_equals_cpu_kernel(optimizer):
+    if not available_backends()["cpu"]:
+        pytest.skip("speechmax._C is not built")
+    clf = tiny_classifier(channels=(8, 12), kernel=3)
+    prior = tiny_prior(latent=6, channels=8, kernel=3)
+    x, t = inputs(prior, 3)
+    xt, xc = x.clone(), x.clone()
+    st = AdamState.zeros_like(x) if optimizer == "adam" else None
+    sc = AdamState.zeros_like(x) if optimizer == "adam" else None
+    for _ in range(2):
+        ot = ascent_step(clf, prior, xt, t, optimizer=optimizer, lr=0.05, state=st, backend="triton")
+        oc = ascent_step(clf, prior, xc, t, optimizer=optimizer, lr=0.05, state=sc)
+        torch.testing.assert_close(ot, oc, rtol=1e-4, atol=1e-6)
+    assert rel_err(xt - x, xc - x) < 1e-4
