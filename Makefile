@@ -54,7 +54,8 @@ VOCDATA := data/voc
 EPOCHS_CLASSIFIER ?= 12
 EPOCHS_SEPARATE ?= 8
 EPOCHS_PAPER ?= 12
-EPOCHS_PRIOR ?= 12
+EPOCHS_PRIOR ?= 10
+EPOCHS_PRIOR_PAPER ?= 6
 THREADS ?= 1
 .PHONY: corpora train-models train-vocoder ship-vocoder
 corpora:
@@ -67,7 +68,7 @@ train-models:
 	$(SM) train classifier --data $(CORPUS) --out runs/classifier-separate --preset classifier-separate --epochs $(EPOCHS_SEPARATE) --seed 2 --threads $(THREADS)
 	$(SM) train classifier --data $(CORPUS) --out runs/classifier-paper --preset classifier-paper --epochs $(EPOCHS_PAPER) --seed 3 --threads $(THREADS)
 	$(SM) train prior --data $(CORPUS) --out runs/prior --preset prior --epochs $(EPOCHS_PRIOR) --seed 4 --classifier runs/classifier/model --threads $(THREADS)
-	$(SM) train prior --data $(CORPUS) --out runs/prior-paper --preset prior-paper --epochs $(EPOCHS_PRIOR) --seed 5 --classifier runs/classifier/model --threads $(THREADS)
+	$(SM) train prior --data $(CORPUS) --out runs/prior-paper --preset prior-paper --epochs $(EPOCHS_PRIOR_PAPER) --seed 5 --classifier runs/classifier/model --threads $(THREADS)
 	for m in classifier classifier-separate classifier-paper prior prior-paper; do \
 	  cp runs/$$m/model.safetensors speechmax/assets/$$m.safetensors; cp runs/$$m/model.json speechmax/assets/$$m.json; \
 	  [ ! -f runs/$$m/confusion.png ] || cp runs/$$m/confusion.png speechmax/assets/$$m-confusion.png; done

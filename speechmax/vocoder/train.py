@@ -38,7 +38,7 @@ class VocoderTrainConfig:
     max_word_clips: int = 12_000    # word clips used (the continuous corpus is always used whole)
     segment_seconds: float = 2.0
     silent_keep: float = 0.1        # probability of keeping a near-silent window
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     validate_every: int = 1000
     snapshot_every: int = 5000
     bf16: bool = False
