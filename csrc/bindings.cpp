@@ -24,7 +24,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("objective"), py::arg("level"), py::arg("unit"), py::arg("optimizer"), py::arg("lr"),
         py::arg("l2"), py::arg("adam_m"), py::arg("adam_v"), py::arg("adam_step"), py::arg("beta1"),
         py::arg("beta2"), py::arg("eps"), py::arg("objective_out"), py::arg("grad_out"), py::arg("update"),
-        py::arg("threads"), py::arg("isa"));
+        py::arg("threads"), py::arg("isa"), py::arg("wino_weights") = py::none(), py::arg("wino_desc") = py::none(),
+        py::arg("wino_tf") = py::none());
   m.def("maximize_cpu_isas", &speechmax::maximize_cpu_isas, "instruction sets the fused maximization step can use here");
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;

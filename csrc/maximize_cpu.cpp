@@ -32,7 +32,7 @@ namespace {
 constexpr int kPanel = 32;    // outputs per weight panel (speechmax/ops/maximize.py packs with the same width)
 constexpr int kMaxTile = 12;  // output rows per microkernel call at most
 constexpr int kGroup = 8;     // samples per call of the decoder's first layer (latent mode)
-constexpr int kPad = 4;       // zero rows before and after every activation (>= every conv's padding)
+constexpr int kPad = 8;       // zero rows before and after every activation (>= what any conv reads past its rows)
 constexpr int kDescCols = 6;  // per matrix: weight offset, bias offset (-1: none), cin, coutp, taps, pad
 
 int pad16(int n) { return (n + 15) / 16 * 16; }
@@ -42,6 +42,15 @@ struct Mat {
   const float* w = nullptr;
   const float* b = nullptr;
   int cin = 0, coutp = 0, taps = 0, pad = 0;
+  const float* ww = nullptr;  // Winograd weights: 5 blocks (one per transform point) of S-tap panels, or null
+  int S = 0;
+  long astride = 0;
+};
+
+// Winograd F(3, 3) transforms (speechmax/ops/maximize.py: _winograd_matrices).
+struct Wino {
+  float bt[5][5];
+  float at[3][5];
 };
 
 // The packed decoder + classifier, as raw pointers into the tensors of a PackedMaximizer.
@@ -56,6 +65,8 @@ struct Net {
   std::vector<Mat> b1, b1T, b2, b2T, pj, pjT;
   const float* mean;              // the classifier's input normalisation (features mode)
   const float* istd;
+  Wino wino;
+  bool use_wino = false;
 };
 
 // One step for a batch: what to climb, how to step, where the results go.
@@ -80,7 +91,8 @@ struct Work {
   std::vector<float> mem;
   std::vector<long> layout;
   float *h0g = nullptr, *dh0g = nullptr, *gz = nullptr, *h1 = nullptr, *dh1 = nullptr, *h2 = nullptr, *dh2 = nullptr;
-  float *xn, *dxn, *gx, *pool, *dpool, *logits, *dlogits, *obj;
+  float *xn, *dxn, *gx, *pool, *dpool, *logits, *dlogits, *obj, *wd, *wm;
+  const Wino* wino = nullptr;  // set when the step runs convolutions by Winograd
   std::vector<float*> act;   // stem, then (mid, out) per block
   float* grad[3];
 
@@ -105,6 +117,11 @@ struct Work {
     for (float** p : {&pool, &dpool}) slots.push_back({p, (long)n.cmp, 0});
     for (float** p : {&logits, &dlogits}) slots.push_back({p, (long)n.NCp, 0});
     slots.push_back({&obj, (long)kGroup, 0});
+    const long tiles = (rows + 2) / 3 + 4;
+    const long cw = std::max(std::max(n.Cp, n.C2p), std::max(n.Mp, n.cmp));
+    slots.push_back({&wd, 5 * tiles * cw, 0});
+    slots.push_back({&wm, 5 * tiles * cw, 0});
+    wino = n.use_wino ? &n.wino : nullptr;
     std::vector<long> want{n.latent, n.L, n.Cp, n.C2p, n.T0, n.Mp, n.T, n.nb, n.NCp, n.cmp};
     long total = 16;  // room to align the base to 64 bytes
     for (auto& s : slots) total += (s.floats + 15) / 16 * 16;
@@ -208,7 +225,8 @@ void check_f32(const torch::Tensor& t, const char* name) {
 
 // dims: latent?, L, C, C2, T0, M, T, nb, NC, then nb + 1 channel counts, then nb projection flags.
 Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
-             const torch::Tensor& norm) {
+             const torch::Tensor& norm, const c10::optional<torch::Tensor>& wino_weights,
+             const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
   TORCH_CHECK(dims.size() >= 9, "maximize_step: dims too short");
   Net n;
   n.latent = dims[0] != 0;
@@ -228,14 +246,29 @@ Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std:
   const float* w = weights.data_ptr<float>();
   const int64_t* d = desc.data_ptr<int64_t>();
   const int nmat = (int)desc.size(0);
+  n.use_wino = wino_weights.has_value() && wino_desc.has_value() && wino_tf.has_value();
+  const float* ww = nullptr;
+  const int64_t* wd = nullptr;
+  if (n.use_wino) {
+    check_f32(*wino_weights, "wino_weights");
+    check_f32(*wino_tf, "wino_tf");
+    TORCH_CHECK(wino_tf->numel() == 40, "maximize_step: wino_tf must hold BT (5x5) and AT (3x5)");
+    TORCH_CHECK(wino_desc->scalar_type() == torch::kInt64 && wino_desc->is_contiguous() && wino_desc->dim() == 2 &&
+                wino_desc->size(0) == nmat && wino_desc->size(1) == 3, "maximize_step: wino_desc must be (", nmat, ", 3) int64");
+    ww = wino_weights->data_ptr<float>();
+    wd = wino_desc->data_ptr<int64_t>();
+    std::memcpy(&n.wino, wino_tf->data_ptr<float>(), sizeof(Wino));
+  }
   int next = 0;
   auto take = [&]() {
     TORCH_CHECK(next < nmat, "maximize_step: desc has too few matrices");
-    const int64_t* r = d + kDescCols * next++;
+    const int64_t* r = d + kDescCols * next;
     Mat m;
     m.w = w + r[0];
     m.b = r[1] >= 0 ? w + r[1] : nullptr;
     m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
+    if (ww && wd[3 * next] >= 0) m.ww = ww + wd[3 * next], m.S = (int)wd[3 * next + 1], m.astride = wd[3 * next + 2];
+    ++next;
     TORCH_CHECK(m.pad <= kPad, "maximize_step: padding ", m.pad, " exceeds ", kPad);
     TORCH_CHECK(m.coutp % 16 == 0, "maximize_step: outputs must be padded to 16");
     return m;
@@ -267,7 +300,8 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
                        const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
                        int64_t adam_step, double beta1, double beta2, double eps, torch::Tensor& obj_out,
                        const c10::optional<torch::Tensor>& grad_out, bool update, int64_t threads,
-                       const std::string& isa) {
+                       const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
+                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
   check_f32(weights, "weights");
   check_f32(norm, "norm");
   check_f32(x, "x");
@@ -275,7 +309,7 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
   TORCH_CHECK(desc.scalar_type() == torch::kInt64 && desc.is_contiguous() && desc.dim() == 2 &&
               desc.size(1) == kDescCols, "maximize_step: desc must be (n, 6) int64");
   TORCH_CHECK(targets.scalar_type() == torch::kInt64 && targets.is_contiguous(), "maximize_step: targets must be int64");
-  Net n = make_net(weights, desc, dims, norm);
+  Net n = make_net(weights, desc, dims, norm, wino_weights, wino_desc, wino_tf);
   const long B = x.size(0);
   const long nvar = B ? x.numel() / B : 0;
   TORCH_CHECK(nvar == (n.latent ? n.L : (long)n.M * n.T), "maximize_step: x has ", nvar,

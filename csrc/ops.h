@@ -23,6 +23,7 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
                        const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
                        int64_t adam_step, double beta1, double beta2, double eps, torch::Tensor& obj_out,
                        const c10::optional<torch::Tensor>& grad_out, bool update, int64_t threads,
-                       const std::string& isa);
+                       const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
+                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf);
 std::vector<std::string> maximize_cpu_isas();
 }  // namespace speechmax

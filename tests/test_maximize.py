@@ -90,8 +90,10 @@ OBJECTIVES = ["prob", "logit", Unit("stem", 1), Unit("block1", 2), Unit("pool", 
 @pytest.mark.parametrize("mode", ["features", "latent"])
 @pytest.mark.parametrize("batch", [1, 11])
 @pytest.mark.parametrize("isa", ["avx2", "auto"])
-def test_fused_gradient_equals_autograd(shape, mode, batch, isa, monkeypatch):
+@pytest.mark.parametrize("winograd", ["0", "1"])
+def test_fused_gradient_equals_autograd(shape, mode, batch, isa, winograd, monkeypatch):
     monkeypatch.setenv("SPEECHMAX_CPU_ISA", isa)
+    monkeypatch.setenv("SPEECHMAX_MAXIMIZE_WINOGRAD", winograd)
     clf = tiny_classifier(**SHAPES[shape]["clf"])
     prior = tiny_prior(**SHAPES[shape]["prior"]) if mode == "latent" else None
     x, t = inputs(prior, batch)
@@ -105,7 +107,9 @@ def test_fused_gradient_equals_autograd(shape, mode, batch, isa, monkeypatch):
 
 @needs_cpu
 @pytest.mark.parametrize("mode", ["features", "latent"])
-def test_fused_gradient_at_shipped_shapes(mode):
+@pytest.mark.parametrize("winograd", ["0", "1"])
+def test_fused_gradient_at_shipped_shapes(mode, winograd, monkeypatch):
+    monkeypatch.setenv("SPEECHMAX_MAXIMIZE_WINOGRAD", winograd)
     from speechmax.models.classifier import PRESETS as CP
     from speechmax.models.prior import PRESETS as PP
 

@@ -14,7 +14,8 @@ moves the input up the gradient in place. Both functions share one signature and
   conv decoder, with batch norm, the prior's de-normalisation and the classifier's input normalisation
   folded into the weights. :func:`fused_unsupported` says why a configuration is not covered.
 
-``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here).
+``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here);
+``SPEECHMAX_MAXIMIZE_WINOGRAD=0`` makes it run every convolution directly instead of by Winograd F(3, 3).
 """
 from __future__ import annotations
 
@@ -308,6 +309,8 @@ class PackedMaximizer:
     dims: list
     norm: torch.Tensor
     mats: dict = field(default_factory=dict)   # name -> (weight (cout, cin, taps) float64, bias, pad), for Triton
+    wino_weights: torch.Tensor | None = None   # the CPU kernel's Winograd weights (see _winograd_matrices)
+    wino_desc: torch.Tensor | None = None      # (n_matrices, 3): offset (-1: direct only), sub-filters S, stride per a
     _on: dict = field(default_factory=dict, repr=False)
 
     def to(self, device) -> "PackedMaximizer":
@@ -323,6 +326,33 @@ class PackedMaximizer:
 
 def _pad16(n: int) -> int:
     return (n + 15) // 16 * 16
+
+
+def _panels(w, coutp):
+    """(cout, cin, taps) -> flat float64 panels of PANEL outputs, input-major inside a panel (row j * cin + c)."""
+    cout, cin, taps = w.shape
+    wp = torch.zeros(coutp, cin, taps, dtype=torch.float64)
+    wp[:cout] = w
+    kmaj = wp.permute(2, 1, 0).reshape(taps * cin, coutp)
+    return torch.cat([kmaj[:, p0:p0 + PANEL].reshape(-1) for p0 in range(0, coutp, PANEL)])
+
+
+def _winograd_matrices(points=(0.0, 1.0, -1.0, 2.0)):
+    """Winograd F(3, 3) from Toom-Cook points (and infinity): y = AT [(G g) * (BT d)] is the correlation
+    y_v = sum_u g_u d_{v+u} of a 3-tap filter g with 5 inputs d. The CPU kernel runs every convolution of 3 or
+    more taps as S = ceil(taps / 3) such filters over tiles of 3 outputs, sharing each tile's transformed
+    input: 5 S multiplies per 3 outputs instead of 9 S (1.8x fewer)."""
+    def vander(n):
+        rows = [[p ** k for k in range(n)] for p in points] + [[0.0] * (n - 1) + [1.0]]
+        return torch.tensor(rows, dtype=torch.float64)
+    bt = torch.linalg.inv(vander(5)).t()
+    bt[bt.abs() < 1e-12] = 0.0
+    return bt, vander(3), vander(3).t()
+
+
+WINO_ALPHA = 5
+WINO_BT, WINO_G, WINO_AT = _winograd_matrices()
+WINO_TF = torch.cat([WINO_BT.flatten(), WINO_AT.flatten()]).float()   # as csrc/maximize_cpu.cpp's Wino reads it
 
 
 def _fold_bn(w, bn):
@@ -392,14 +422,13 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
         [n for i in range(len(net.blocks)) for n in (f"b{i}_1", f"b{i}_2", f"b{i}_p") if n in mats] + ["head"]
     flat, desc, off = [], [], 0
 
+    wflat, wdesc, woff = [], [], 0
+
     def emit(w, b, pad):
-        nonlocal off
+        nonlocal off, woff
         cout, cin, taps = w.shape
         coutp = _pad16(cout)
-        wp = torch.zeros(coutp, cin, taps, dtype=torch.float64)
-        wp[:cout] = w
-        kmaj = wp.permute(2, 1, 0).reshape(taps * cin, coutp)   # row j * cin + c
-        panels = torch.cat([kmaj[:, p0:p0 + PANEL].reshape(-1) for p0 in range(0, coutp, PANEL)])
+        panels = _panels(w, coutp)
         row = [off, -1, cin, coutp, taps, pad]
         flat.append(panels)
         off += panels.numel()
@@ -410,6 +439,18 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
             flat.append(bp)
             off += coutp
         desc.append(row)
+        if taps < 3:
+            wdesc.append([-1, 0, 0])
+            return
+        # Winograd: taps padded to 3 S, sub-filter s = taps 3s..3s+2; U[a][s] = sum_u G[a][u] W[3s + u]
+        S = (taps + 2) // 3
+        w3 = torch.zeros(cout, cin, 3 * S, dtype=torch.float64)
+        w3[:, :, :taps] = w
+        u = torch.einsum("au,oisu->aois", WINO_G, w3.reshape(cout, cin, S, 3))
+        blocks = [_panels(u[a], coutp) for a in range(WINO_ALPHA)]
+        wdesc.append([woff, S, blocks[0].numel()])
+        wflat.extend(blocks)
+        woff += sum(bl.numel() for bl in blocks)
 
     groups = [("c1_0", "c1_1"), ("c2_0", "c2_1")]
     done = set()
@@ -432,7 +473,8 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
             prior.cfg.base_frames if prior is not None else 0,
             cc.n_mels, cc.n_frames, len(net.blocks), cc.n_classes] + ch + [int(blk.proj is not None) for blk in net.blocks]
     packed = PackedMaximizer(torch.cat(flat).float().contiguous(), torch.tensor(desc, dtype=torch.int64), dims,
-                             torch.stack([mc, 1 / sc]).float().contiguous(), mats)
+                             torch.stack([mc, 1 / sc]).float().contiguous(), mats,
+                             torch.cat(wflat).float().contiguous(), torch.tensor(wdesc, dtype=torch.int64))
     cache[id(prior)] = (key, packed)
     return packed
 
@@ -492,10 +534,14 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
         extension().maximize_step_cuda(gp.weights, gp.desc, gp.dims, gp.norm, x, targets, objective_out=obj,
                                        grad_out=grad, update=update, **common)
     elif backend == "cpu":
+        wino = os.environ.get("SPEECHMAX_MAXIMIZE_WINOGRAD", "1") != "0"
         extension().maximize_step(packed.weights, packed.desc, packed.dims, packed.norm, x, targets,
                                   objective_out=obj, grad_out=grad, update=update,
                                   threads=int(threads or torch.get_num_threads()),
-                                  isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"), **common)
+                                  isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"),
+                                  wino_weights=packed.wino_weights if wino else None,
+                                  wino_desc=packed.wino_desc if wino else None,
+                                  wino_tf=WINO_TF if wino else None, **common)
     else:
         from speechmax.kernels.maximize import maximize_step_triton
 
