@@ -345,15 +345,20 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
   job.update = update;
   const RunFn run = pick_run(isa);
   if (B == 0) return;
-  const int want = (int)std::max<int64_t>(1, std::min<int64_t>(threads, B));
   pybind11::gil_scoped_release no_gil;
+  // Samples are handed out dynamically -- single ones in features mode, groups of up to kGroup in latent mode
+  // (the decoder's first layer runs per group) -- since on these shared cores one thread is often slowed by
+  // another process, and a static split would make the whole step wait for it.
+  const int t_max = (int)std::max<int64_t>(1, threads);
+  const long per = std::max<long>(1, std::min<long>(n.latent ? kGroup : 1, (B + t_max - 1) / t_max));
+  const long groups = (B + per - 1) / per;
+  const int want = (int)std::min<long>(t_max, groups);
 #pragma omp parallel num_threads(want)
   {
     static thread_local Work work;
-    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const long s0 = B * id / nt, s1 = B * (id + 1) / nt;
     work.carve(n);
-    if (s1 > s0) run(n, job, s0, s1, work);
+#pragma omp for schedule(dynamic, 1)
+    for (long g = 0; g < groups; ++g) run(n, job, g * per, std::min(B, (g + 1) * per), work);
   }
 }
 
