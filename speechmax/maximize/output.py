@@ -53,13 +53,13 @@ def plot_before_after(path, before, after, title: str, left: str, right: str) ->
     lo = float(min(before.min(), after.min()))
     hi = float(max(before.max(), after.max()))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.14, top=0.82, wspace=0.05)
+    fig.subplots_adjust(left=0.06, right=0.87, bottom=0.14, top=0.82, wspace=0.05)
     for ax, m, sub in zip(axes, (before, after), (left, right)):
         im = ax.imshow(np.asarray(m), origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
         ax.set_title(sub, fontsize=9)
         ax.set_xlabel("frame (10 ms)")
     axes[0].set_ylabel("mel band")
-    fig.colorbar(im, cax=fig.add_axes([0.92, 0.14, 0.015, 0.68]), label="log-mel")
+    fig.colorbar(im, cax=fig.add_axes([0.89, 0.14, 0.015, 0.68]), label="log-mel")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -106,11 +106,11 @@ def write_samples(res: MaximizeResult, out, *, vocoder: str = "auto", feature_co
             wav = f"{stem}.wav"
         title = f"target: {tname}   start {int(res.start[i])}"
         if target >= 0:
-            title += f"   P({tname}): classifier {float(res.probs_before[i, target]):.2f} -> " \
-                     f"{float(res.probs_after[i, target]):.2f}"
+            title += f"   P({tname}): classifier {float(res.probs_before[i, target]):.3f} -> " \
+                     f"{float(res.probs_after[i, target]):.3f}"
             if res.separate_after is not None:
-                title += f", separate {float(res.separate_before[i, target]):.2f} -> " \
-                         f"{float(res.separate_after[i, target]):.2f}"
+                title += f", separate {float(res.separate_before[i, target]):.3f} -> " \
+                         f"{float(res.separate_after[i, target]):.3f}"
         if stopped >= 0:
             title += f"   (stopped at step {stopped}: non-finite)"
         plot_before_after(out / f"{stem}.png", res.features_before[i], feats, title, _caption(res, i, "before"),
