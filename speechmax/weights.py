@@ -93,3 +93,22 @@ def load_weights(path: str | os.PathLike, kind: str | None = None, device="cpu")
         raise WeightsError(f"{wpath}: sha256 {digest[:12]}... does not match the card's "
                            f"{str(card.get('sha256'))[:12]}... (file changed or corrupted)")
     return load_file(str(wpath), device=str(device)), card
+
+
+def save_model(model, path: str | os.PathLike, kind: str, **card) -> Path:
+    """Save a speechmax model (anything with ``cfg`` and ``feature_config``) with its card."""
+    return save_weights(path, model.state_dict(), dict(card, kind=kind, config=model.cfg.to_dict(),
+                                                        feature_config=model.feature_config.to_dict()))
+
+
+def load_model_from_card(path: str | os.PathLike, kind: str, build, device="cpu"):
+    """Load weights saved by :func:`save_model`: ``build(card)`` makes the empty model, whose shapes must
+    match the weights exactly; sha256 and ``kind`` are checked. Returns the model in eval mode, card attached."""
+    tensors, card = load_weights(path, kind=kind, device=device)
+    try:
+        model = build(card)
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise WeightsError(f"{path}: {kind} card does not match its weights ({str(e).splitlines()[0]})") from None
+    model.card = card
+    return model.eval()

@@ -200,21 +200,15 @@ PRESETS = {
 
 
 def save_classifier(model: Classifier, path, **card) -> None:
-    from ..weights import save_weights
+    """Write ``path.safetensors`` + card (kind "classifier", config, feature_config, plus ``card`` fields)."""
+    from ..weights import save_model
 
-    save_weights(path, model.state_dict(), dict(card, kind="classifier", config=model.cfg.to_dict(),
-                                                 feature_config=model.feature_config.to_dict()))
+    save_model(model, path, "classifier", **card)
 
 
 def load_classifier(path, device="cpu") -> Classifier:
     """Load a classifier saved by :func:`save_classifier` (sha256, kind and shapes checked)."""
-    from ..weights import WeightsError, load_weights
+    from ..weights import load_model_from_card
 
-    tensors, card = load_weights(path, kind="classifier", device=device)
-    try:
-        model = Classifier(ClassifierConfig.from_dict(card["config"]), FeatureConfig.from_dict(card["feature_config"]))
-        model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise WeightsError(f"{path}: classifier card does not match its weights ({str(e).splitlines()[0]})") from None
-    model.card = card
-    return model.eval()
+    return load_model_from_card(path, "classifier", lambda card: Classifier(ClassifierConfig.from_dict(card["config"]),
+                                                                  FeatureConfig.from_dict(card["feature_config"])), device)

@@ -188,21 +188,15 @@ PRESETS = {
 
 
 def save_prior(model: Prior, path, **card) -> None:
-    from ..weights import save_weights
+    """Write ``path.safetensors`` + card (kind "prior", config, feature_config, plus ``card`` fields)."""
+    from ..weights import save_model
 
-    save_weights(path, model.state_dict(), dict(card, kind="prior", config=model.cfg.to_dict(),
-                                                 feature_config=model.feature_config.to_dict()))
+    save_model(model, path, "prior", **card)
 
 
 def load_prior(path, device="cpu") -> Prior:
     """Load a prior saved by :func:`save_prior` (sha256, kind and shapes checked)."""
-    from ..weights import WeightsError, load_weights
+    from ..weights import load_model_from_card
 
-    tensors, card = load_weights(path, kind="prior", device=device)
-    try:
-        model = Prior(PriorConfig.from_dict(card["config"]), FeatureConfig.from_dict(card["feature_config"]))
-        model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise WeightsError(f"{path}: prior card does not match its weights ({str(e).splitlines()[0]})") from None
-    model.card = card
-    return model.eval()
+    return load_model_from_card(path, "prior", lambda card: Prior(PriorConfig.from_dict(card["config"]),
+                                                                  FeatureConfig.from_dict(card["feature_config"])), device)

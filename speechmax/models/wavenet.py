@@ -148,21 +148,14 @@ class WaveNet(nn.Module):
 
 def save_wavenet(model: WaveNet, path, **card) -> None:
     """Write ``path.safetensors`` + card (kind "vocoder", config, feature_config, plus ``card`` fields)."""
-    from ..weights import save_weights
+    from ..weights import save_model
 
-    save_weights(path, model.state_dict(), dict(card, kind="vocoder", config=model.cfg.to_dict(),
-                                                 feature_config=model.feature_config.to_dict()))
+    save_model(model, path, "vocoder", **card)
 
 
 def load_wavenet(path, device="cpu") -> WaveNet:
     """Load a vocoder saved by :func:`save_wavenet`; sha256, kind and weight shapes are checked against the card."""
-    from ..weights import WeightsError, load_weights
+    from ..weights import load_model_from_card
 
-    tensors, card = load_weights(path, kind="vocoder", device=device)
-    try:
-        model = WaveNet(WaveNetConfig.from_dict(card["config"]), FeatureConfig.from_dict(card["feature_config"]))
-        model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise WeightsError(f"{path}: vocoder card does not match its weights ({str(e).splitlines()[0]})") from None
-    model.card = card
-    return model.eval()
+    return load_model_from_card(path, "vocoder", lambda card: WaveNet(WaveNetConfig.from_dict(card["config"]),
+                                                                  FeatureConfig.from_dict(card["feature_config"])), device)
