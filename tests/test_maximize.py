@@ -172,7 +172,7 @@ def test_fused_coverage_and_errors():
     clf = tiny_classifier()
     assert fused_unsupported(clf, tiny_prior()) is None
     assert "cnn2d" in fused_unsupported(tiny_classifier(arch="cnn2d", channels=(4, 8)))
-    assert "paper" in fused_unsupported(clf, tiny_prior(arch="paper", latent=16))
+    assert fused_unsupported(clf, tiny_prior(arch="paper", latent=16)) is None   # classifier in the kernels
     assert "TotalVariation" in fused_unsupported(clf, None, regularizers=[TotalVariation()])
     assert "latent" in fused_unsupported(clf, tiny_prior(), regularizers=[Clamp()])
     x, t = inputs(None, 2)
@@ -293,10 +293,31 @@ def test_fallback_for_models_the_kernels_do_not_cover():
     res = maximize(clf, "yes", n=2, steps=2, seed=0)
     assert res.settings["path"] == "autograd" and "cnn2d" in res.settings["fallback_reason"]
     paper = tiny_prior(arch="paper", latent=16)
-    res = maximize(tiny_classifier(), "no", mode="latent", prior=paper, n=2, steps=2, seed=0)
+    res = maximize(tiny_classifier(), "no", mode="latent", prior=paper, n=2, steps=2, seed=0, path="autograd")
     assert res.settings["path"] == "autograd" and res.latents.shape == (2, 16)
-    with pytest.raises(FusedUnsupported, match="paper"):
-        maximize(tiny_classifier(), "no", mode="latent", prior=paper, n=2, steps=2, path="cpu")
+    with pytest.raises(FusedUnsupported, match="cnn2d"):
+        maximize(clf, "no", n=2, steps=2, path="cpu")
+
+
+@needs_cpu
+@pytest.mark.parametrize("optimizer", ["rms-normalized", "adam"])
+def test_paper_prior_runs_its_decoder_through_autograd_around_the_kernel(optimizer):
+    clf, paper = tiny_classifier(), tiny_prior(arch="paper", latent=16)
+    x, t = inputs(paper, 3)
+    for objective in ["prob", Unit("block1", 2)]:
+        o_ref, g_ref = ref64(clf, paper, x, t, objective=objective, regularizers=[L2(0.05)])
+        o, g = ascent_step(clf, paper, x.clone(), t, objective=objective, update=False, return_grad=True,
+                           regularizers=[L2(0.05)])
+        torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-6)
+        assert rel_err(g, g_ref) < 1e-4
+    xr, xf = x.clone(), x.clone()
+    sr, sf = (AdamState.zeros_like(x), AdamState.zeros_like(x)) if optimizer == "adam" else (None, None)
+    for _ in range(3):
+        ascent_step_ref(clf, paper, xr, t, optimizer=optimizer, lr=0.05, state=sr)
+        ascent_step(clf, paper, xf, t, optimizer=optimizer, lr=0.05, state=sf)
+    assert rel_err(xf - x, xr - x) < 1e-4
+    res = maximize(clf, "no", mode="latent", prior=paper, n=2, steps=2, seed=0)
+    assert res.settings["path"] == "cpu" and res.settings["decoder"] == "autograd"
 
 
 def test_bad_input_is_a_clear_error():

@@ -19,7 +19,7 @@ from ..data.words import WORDS
 from ..features import check_compatible
 from ..ops.backends import available_backends
 from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
-                            clamp_features, fused_unsupported, objective_code, objective_value)
+                            clamp_features, fused_decoder, fused_unsupported, objective_code, objective_value)
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         settings=dict(mode=mode, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
                       init_std=init_std if clips is None else None, n=n, seed=seed, path=path_name,
+                      decoder=None if prior is None else ("kernels" if path_name != "autograd" and
+                                                          fused_decoder(prior) else "autograd"),
                       fallback_reason=why, chunk=chunk))
     bar, tick = _progress(progress, N * steps)
     try:

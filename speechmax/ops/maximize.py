@@ -12,7 +12,8 @@ moves the input up the gradient in place. Both functions share one signature and
   ``triton`` (kernels/maximize.py, a GPU or the interpreter).
   They cover the shipped default architectures: the ``tcres`` classifier and the ``vae`` prior's frame-wise
   conv decoder, with batch norm, the prior's de-normalisation and the classifier's input normalisation
-  folded into the weights. :func:`fused_unsupported` says why a configuration is not covered.
+  folded into the weights; another prior's decoder (the paper's conv AE) runs through autograd around the
+  kernel's classifier gradient. :func:`fused_unsupported` says why a configuration is not covered.
 
 ``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here);
 ``SPEECHMAX_MAXIMIZE_WINOGRAD=0`` makes it run every convolution directly instead of by Winograd F(3, 3).
@@ -29,7 +30,7 @@ from .backends import available_backends, extension, require_backend
 
 __all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState", "OPTIMIZERS", "PackedMaximizer",
            "pack_maximizer", "ascent_step", "ascent_step_ref", "fused_unsupported", "FusedUnsupported",
-           "objective_code", "objective_value", "clamp_features", "classifier_feature_range"]
+           "objective_code", "objective_value", "clamp_features", "classifier_feature_range", "fused_decoder"]
 
 OPTIMIZERS = ("rms-normalized", "adam")
 PANEL = 32      # outputs per weight panel; csrc/maximize_cpu.cpp (kPanel) reads the same layout
@@ -266,6 +267,13 @@ class FusedUnsupported(ValueError):
     """The fused kernels do not cover this model / objective / regularizer; use the autograd reference."""
 
 
+def fused_decoder(prior) -> bool:
+    """Whether the kernels run ``prior``'s decoder too (the vae's frame-wise conv decoder). Any other prior
+    runs through autograd with the classifier in the kernels: the kernel's features-mode gradient is pulled
+    back through the decoder by one vector-Jacobian product."""
+    return prior is None or (prior.cfg.arch == "vae" and prior.cfg.kernel % 2 == 1 and prior.cfg.kernel <= 9)
+
+
 def fused_unsupported(classifier, prior=None, objective="prob", regularizers=()) -> str | None:
     """Why the fused kernels cannot run this configuration (a sentence), or None when they can."""
     cfg = classifier.cfg
@@ -273,12 +281,6 @@ def fused_unsupported(classifier, prior=None, objective="prob", regularizers=())
         return f"classifier arch {cfg.arch!r} (the kernels cover tcres)"
     if cfg.kernel % 2 == 0 or cfg.kernel // 2 > MAX_PAD:
         return f"classifier kernel {cfg.kernel} (the kernels cover odd kernels up to {2 * MAX_PAD + 1})"
-    if prior is not None:
-        pc = prior.cfg
-        if pc.arch != "vae":
-            return f"prior arch {pc.arch!r} (the kernels cover the vae's frame-wise conv decoder)"
-        if pc.kernel % 2 == 0 or pc.kernel > 9:
-            return f"prior decoder kernel {pc.kernel} (the kernels cover odd kernels up to 9)"
     for r in regularizers:
         if isinstance(r, (TotalVariation, Jitter)) or (isinstance(r, Clamp) and prior is not None):
             return f"regularizer {type(r).__name__}{' in latent mode' if isinstance(r, Clamp) else ''} " \
@@ -379,7 +381,8 @@ def _phases(w, b):
 def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
     """Fold and pack ``classifier`` (tcres) and ``prior`` (vae, or None for features mode) for the kernels;
     cached on the classifier until a parameter or buffer of either model changes."""
-    why = fused_unsupported(classifier, prior)
+    why = fused_unsupported(classifier, prior) or (None if fused_decoder(prior) else
+                                                   f"prior arch {prior.cfg.arch!r} in the kernels (pack it with prior=None)")
     if why:
         raise FusedUnsupported(f"the fused kernels do not cover {why}")
     tensors = list(classifier.state_dict().values()) + (list(prior.state_dict().values()) if prior is not None else [])
@@ -481,6 +484,29 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
 
 # --- the fused step ---------------------------------------------------------------------------------------
 
+def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, lr, state, regularizers, update,
+                          return_grad, backend, threads):
+    """A prior whose decoder the kernels do not run (the paper's conv AE): decode with autograd, let the kernel
+    take the classifier's gradient at the decoded features, pull it back to z with one vector-Jacobian
+    product, then update z as the reference does."""
+    with torch.enable_grad():
+        v = z.detach().requires_grad_(True)
+        feats = prior.decode(v)
+    f = feats.detach().contiguous()
+    obj, gf = ascent_step(classifier, None, f, targets, objective=objective, update=False, return_grad=True,
+                          backend=backend, threads=threads)
+    g, = torch.autograd.grad(feats, v, grad_outputs=torch.nan_to_num(gf))
+    for r in regularizers:
+        if isinstance(r, L2):
+            g = g - 2 * r.weight * z / z.shape[1]
+    ok = torch.isfinite(obj) & torch.isfinite(gf.flatten(1)).all(1) & torch.isfinite(g).all(1)
+    obj = torch.where(ok, obj, torch.full_like(obj, float("nan")))
+    if update:
+        with torch.no_grad():
+            _apply_update(z, g, ok, optimizer, lr, state)
+    return (obj, g) if return_grad else obj
+
+
 def fused_backends() -> dict[str, bool]:
     """Which fused backends run here: cpu with the C++ extension, triton on a GPU or in the interpreter, cuda
     with the CUDA build and a GPU."""
@@ -516,6 +542,9 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     require_backend(backend)
     if x.dtype != torch.float32 or not x.is_contiguous():
         raise ValueError("x must be a contiguous float32 tensor (it is updated in place)")
+    if not fused_decoder(prior):
+        return _step_through_decoder(classifier, prior, x, targets, objective, optimizer, lr, state, regularizers,
+                                     update, return_grad, backend, threads)
     packed = pack_maximizer(classifier, prior)
     kind, level, unit = objective_code(classifier, objective)
     l2 = sum(r.weight for r in regularizers if isinstance(r, L2))
