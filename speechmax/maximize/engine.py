@@ -125,17 +125,18 @@ def _draws(seeds, shape, std, steps, jitter_frames, noise=True):
 
 
 @torch.no_grad()
-def _scores(classifier, separate, prior, clamp, x_before, x_after, targets, objective):
-    """Features before/after (decoded in latent mode; clamped where the classifier saw them clamped), both
-    classifiers' softmax on each, and the objective after."""
-    fb = prior.decode(x_before) if prior is not None else x_before
-    fa = prior.decode(x_after) if prior is not None else x_after
+def _score(classifier, separate, prior, clamp, x, keep_features=True):
+    """Features of x (decoded in latent mode; clamped where the classifier saw them clamped; "f"), the
+    classifier's logits ("l") and softmax ("p"), the separate classifier's softmax ("s"), on the CPU."""
+    f = prior.decode(x) if prior is not None else x
     if clamp is not None and prior is not None:
-        clamp_features(fa, classifier, clamp)
-    out = dict(fb=fb, fa=fa, pb=torch.softmax(classifier(fb), -1), pa=torch.softmax(classifier(fa), -1),
-               final=objective_value(classifier, fa, targets.clamp_min(0), objective))
+        clamp_features(f, classifier, clamp)
+    logits = classifier(f)
+    out = dict(l=logits.cpu(), p=torch.softmax(logits, -1).cpu(), dev_f=f)
+    if keep_features:
+        out["f"] = f.cpu()
     if separate is not None:
-        out.update(sb=torch.softmax(separate(fb), -1), sa=torch.softmax(separate(fa), -1))
+        out["s"] = torch.softmax(separate(f), -1).cpu()
     return out
 
 
@@ -266,6 +267,11 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
                       decoder=None if prior is None else ("kernels" if path_name != "autograd" and
                                                           fused_decoder(prior) else "autograd"),
                       fallback_reason=why, chunk=chunk))
+    # Scores before the ascent, once per distinct start (start j is shared by every target).
+    device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731
+    before = [_score(classifier, separate, prior, None, device_starts(a, min(n, a + chunk)), keep_features)
+              for a in range(0, n, chunk)]
+    before = {k: torch.cat([b[k] for b in before]) for k in before[0] if k != "dev_f"}
     bar, tick = _progress(progress, N * steps)
     try:
         for c0 in range(0, N, chunk):
@@ -281,15 +287,20 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
             _ascend(step_fn, classifier, prior, x, tg, objective, optimizer, lr, regularizers,
                     None if shifts is None else shifts[start_t[c0:c1]].to(device), steps, threads, traj, stopped, tick,
                     path_name)
-            sc = {k: v.cpu() for k, v in _scores(classifier, separate, prior, clamp, x0, x, tg, objective).items()}
-            traj[:, -1] = torch.where(stopped < 0, sc["final"].to(device), traj[:, -1])
+            after = _score(classifier, separate, prior, clamp, x, keep_features)
+            if objective in ("prob", "logit"):
+                final = after["p" if objective == "prob" else "l"].gather(1, targets_t[c0:c1, None])[:, 0]
+            else:
+                with torch.no_grad():
+                    final = objective_value(classifier, after["dev_f"], tg.clamp_min(0), objective).cpu()
+            traj[:, -1] = torch.where(stopped < 0, final.to(device), traj[:, -1])
             res.trajectory[c0:c1], res.stopped_at[c0:c1] = traj.cpu(), stopped.cpu()
-            x0, x = x0.cpu(), x.cpu()
-            res.probs_before[c0:c1], res.probs_after[c0:c1] = sc["pb"], sc["pa"]
+            x0, x, js = x0.cpu(), x.cpu(), start_t[c0:c1]
+            res.probs_before[c0:c1], res.probs_after[c0:c1] = before["p"][js], after["p"]
             if separate is not None:
-                res.separate_before[c0:c1], res.separate_after[c0:c1] = sc["sb"], sc["sa"]
+                res.separate_before[c0:c1], res.separate_after[c0:c1] = before["s"][js], after["s"]
             if keep_features:
-                res.features_before[c0:c1], res.features[c0:c1] = sc["fb"], sc["fa"]
+                res.features_before[c0:c1], res.features[c0:c1] = before["f"][js], after["f"]
             if prior is not None:
                 res.latents_before[c0:c1], res.latents[c0:c1] = x0, x
     finally:
