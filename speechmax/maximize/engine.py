@@ -8,7 +8,6 @@ the separate classifier before and after.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 

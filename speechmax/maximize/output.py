@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import torch
 
 from ..features import FeatureConfig, save_audio
 from .engine import MaximizeResult
-
-log = logging.getLogger(__name__)
 
 
 def load_vocoder(name: str = "auto"):

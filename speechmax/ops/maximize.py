@@ -24,7 +24,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .backends import available_backends, extension, require_backend
 
@@ -34,7 +33,7 @@ __all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState", "OPTI
 
 OPTIMIZERS = ("rms-normalized", "adam")
 PANEL = 32      # outputs per weight panel; csrc/maximize_cpu.cpp (kPanel) reads the same layout
-MAX_PAD = 4     # zero rows around every activation in the kernels (kPad)
+MAX_PAD = 4     # largest convolution padding the kernels cover (kernels up to 9 taps; the CUDA kernel's kPad)
 RMS_EPS = 1e-5  # the seed paper's g / (rms(g) + 1e-5)
 
 
