@@ -17,6 +17,10 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
   using R = typename V::reg;
   constexpr int W = V::W;
   constexpr int NA = NB == 1 ? 2 : 1;
+  const float* xp[NB];  // one pointer per item: broadcasts become base + k, no index arithmetic per load
+#pragma GCC unroll 8
+  for (int b = 0; b < NB; ++b) xp[b] = X + (size_t)b * ldx;
+  const size_t stride = (size_t)P;
   R acc[NA][NV][NB];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
@@ -29,13 +33,13 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
   }
   if constexpr (BF16) {
     const uint16_t* w = static_cast<const uint16_t*>(wp);
-    for (int k = 0; k < Kp; k += 2) {  // Kp is even; the pair row k/2 starts at (k/2) * 2P = k * P
+    for (size_t k = 0; k < (size_t)Kp; k += 2) {  // Kp is even; the pair row k/2 starts at (k/2) * 2P = k * P
       R lo[NV], hi[NV];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) V::bf16_pair(w + (size_t)k * P + 2 * v * W, lo[v], hi[v]);
+      for (int v = 0; v < NV; ++v) V::bf16_pair(w + k * stride + 2 * v * W, lo[v], hi[v]);
 #pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) {
-        const R x0 = V::set1(X[b * ldx + k]), x1 = V::set1(X[b * ldx + k + 1]);
+        const R x0 = V::set1(xp[b][k]), x1 = V::set1(xp[b][k + 1]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
           acc[0][v][b] = V::fma(lo[v], x0, acc[0][v][b]);
@@ -45,27 +49,27 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
     }
   } else {
     const float* w = static_cast<const float*>(wp);
-    int k = 0;
-    for (; k + 1 < Kp; k += 2) {
+    size_t k = 0;
+    for (; k + 1 < (size_t)Kp; k += 2) {
 #pragma GCC unroll 2
       for (int u = 0; u < 2; ++u) {
         R wv[NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) wv[v] = V::load(w + (size_t)(k + u) * P + v * W);
+        for (int v = 0; v < NV; ++v) wv[v] = V::load(w + (k + u) * stride + v * W);
 #pragma GCC unroll 8
         for (int b = 0; b < NB; ++b) {
-          const R xb = V::set1(X[b * ldx + k + u]);
+          const R xb = V::set1(xp[b][k + u]);
 #pragma GCC unroll 8
           for (int v = 0; v < NV; ++v) acc[u % NA][v][b] = V::fma(wv[v], xb, acc[u % NA][v][b]);
         }
       }
     }
-    if (k < Kp) {
+    if (k < (size_t)Kp) {
 #pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) {
-        const R xb = V::set1(X[b * ldx + k]);
+        const R xb = V::set1(xp[b][k]);
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) acc[0][v][b] = V::fma(V::load(w + (size_t)k * P + v * W), xb, acc[0][v][b]);
+        for (int v = 0; v < NV; ++v) acc[0][v][b] = V::fma(V::load(w + k * stride + v * W), xb, acc[0][v][b]);
       }
     }
   }
@@ -122,6 +126,11 @@ static void gemm(const Model& m, int mat, const float* X, int ldx, const float* 
   }
 }
 
+// Item b's ring row for layer l, slot `slot` (= wn::ring_slot(step, d)): R floats.
+static float* ring_row(const Model& m, const Job& job, int b, int l, int slot) {
+  return job.rings + ((size_t)b * m.ring_len + m.ring_off[l] + slot) * m.R;
+}
+
 // The whole autoregressive loop for items [b0, b1) of the job: every step runs all layers and the head,
 // then draws. Conditioning is projected for all layers when a step enters a new frame.
 template <bool BF16>
@@ -151,12 +160,17 @@ static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_
     for (int l = 0; l < L; ++l) {
       const int slot = wn::ring_slot(step, m.dil[l]);
       for (int b = 0; b < n; ++b) {
-        float* ring = job.rings + ((size_t)(b0 + b) * m.ring_len + m.ring_off[l] + slot) * R;
+        float* ring = ring_row(m, job, b0 + b, l, slot);
         float* xin = ws.xin + (size_t)b * 2 * Rp;
-        for (int r = 0; r < R; ++r) {
-          xin[r] = ring[r];
-          ring[r] = xin[Rp + r];
-        }
+        std::memcpy(xin, ring, R * sizeof(float));
+        std::memcpy(ring, xin + Rp, R * sizeof(float));
+      }
+      // The rings of a large batch outgrow L2 (4 MB at batch 64) and slot step % d was last touched d steps
+      // ago: fetch the next layer's slots now, while this layer's GEMMs run.
+      const int next_slot = wn::ring_slot(l + 1 < L ? step : step + 1, m.dil[(l + 1) % L]);
+      for (int b = 0; b < n; ++b) {
+        const char* next = reinterpret_cast<const char*>(ring_row(m, job, b0 + b, (l + 1) % L, next_slot));
+        for (int off = 0; off < R * (int)sizeof(float); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
       }
       gemm<BF16>(m, Model::gate(l), ws.xin, 2 * Rp, ws.cond + l * 2 * Ghp, lcond, ws.h, 2 * Ghp, n);
       for (int b = 0; b < n; ++b) {
