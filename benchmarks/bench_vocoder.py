@@ -1,0 +1,58 @@
+"""Vocoder sampling speed: samples/s of the reference and the fused samplers on the default WaveNet config
+(random weights: speed does not depend on their values), batch 1 and 64, 1 and 2 threads, and sgemm GFLOP/s
+in the same run -- the figures `speechmax bench vocoder --json` prints, as a pytest-benchmark suite.
+
+    .venv/bin/pytest benchmarks/bench_vocoder.py --benchmark-only
+
+Read ``extra_info.samples_per_s`` (median round) and ``extra_info.gflops``; ``extra_info.loadavg`` tells
+whether the machine was idle (it must be, for the figures to mean anything).
+"""
+import os
+
+import pytest
+import torch
+
+from speechmax.models.wavenet import WaveNet, WaveNetConfig
+from speechmax.ops.wavenet import sample_wavenet, wavenet_backends
+from speechmax.vocoder.bench import sgemm_gflops
+
+# Frames per item: enough samples that a round lasts ~0.3-1 s (the reference runs ~1,000 steps/s).
+FRAMES = {"reference": 3, "cpu": 41, "cpu-bf16": 41}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return WaveNet(WaveNetConfig()).eval()
+
+
+@pytest.fixture
+def threads_set():
+    saved = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cpu-bf16"])
+def test_vocoder_samples_per_s(benchmark, model, threads_set, backend, batch, threads):
+    if not wavenet_backends()[backend]:
+        pytest.skip(f"backend {backend} does not run here")
+    threads_set(threads)
+    g = torch.Generator().manual_seed(0)
+    frames = FRAMES[backend]
+    mel = torch.randn(batch, 80, frames, generator=g) - 5
+    u = torch.rand(batch, (frames - 1) * model.cfg.hop_length, generator=g)
+    benchmark.pedantic(lambda: sample_wavenet(model, mel, u, backend=backend, threads=threads),
+                       rounds=3, iterations=1, warmup_rounds=1)
+    rate = u.numel() / benchmark.stats.stats.median
+    benchmark.extra_info.update({"samples_per_s": round(rate, 1), "flops_per_sample": model.cfg.flops_per_sample(),
+                                 "gflops": round(rate * model.cfg.flops_per_sample() / 1e9, 2),
+                                 "loadavg": [round(x, 2) for x in os.getloadavg()]})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgemm_gflops(benchmark, threads):
+    gflops = benchmark.pedantic(lambda: sgemm_gflops(threads, seconds=0.3), rounds=3, iterations=1)
+    benchmark.extra_info.update({"sgemm_gflops": round(gflops, 1), "loadavg": [round(x, 2) for x in os.getloadavg()]})
