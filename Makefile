@@ -66,7 +66,7 @@ corpora:
 train-models:
 	$(SM) train classifier --data $(CORPUS) --out runs/classifier --preset classifier --epochs $(EPOCHS_CLASSIFIER) --seed 1 --threads $(THREADS)
 	$(SM) train classifier --data $(CORPUS) --out runs/classifier-separate --preset classifier-separate --epochs $(EPOCHS_SEPARATE) --seed 2 --threads $(THREADS)
-	$(SM) train classifier --data $(CORPUS) --out runs/classifier-paper --preset classifier-paper --epochs $(EPOCHS_PAPER) --seed 3 --threads $(THREADS)
+	$(SM) train classifier --data $(CORPUS) --out runs/classifier-paper --preset classifier-paper --epochs $(EPOCHS_PAPER) --seed 3 --no-augment --threads $(THREADS)
 	$(SM) train prior --data $(CORPUS) --out runs/prior --preset prior --epochs $(EPOCHS_PRIOR) --seed 4 --classifier runs/classifier/model --threads $(THREADS)
 	$(SM) train prior --data $(CORPUS) --out runs/prior-paper --preset prior-paper --epochs $(EPOCHS_PRIOR_PAPER) --seed 5 --classifier runs/classifier/model --threads $(THREADS)
 	for m in classifier classifier-separate classifier-paper prior prior-paper; do \
