@@ -53,6 +53,9 @@ def load_split(root, split: str, cfg: FeatureConfig = FeatureConfig(), progress:
 
     ds = SpeechCommands(root, split, cfg, progress=progress)
     x, y, speakers = ds.tensors()
+    if len(y) == 0:
+        raise ValueError(f"the {split} split of {root} is empty: the corpus needs more speakers "
+                         "(splits are by speaker, about 80/10/10)")
     return Split(x.float(), y.long(), list(speakers))
 
 
