@@ -27,6 +27,12 @@ namespace {
 
 constexpr int kPanel = 64;     // outputs per weight panel (speechmax/ops/wavenet.py packs with the same width)
 constexpr int kDescCols = 6;   // per matrix: element offset, M, Mp, K, Kp, bias offset
+constexpr int kF32 = 0, kBF16 = 1, kBF16Dot = 2;   // weight modes, see wavenet_cpu_isa.h
+
+template <int, class T>
+struct Dependent {  // names T in a way that depends on a template parameter: lookup waits for instantiation
+  using type = T;
+};
 
 struct MatrixDesc {
   size_t off;
@@ -81,12 +87,14 @@ struct Job {
 
 // Per-thread scratch for n items, every row a multiple of 16 floats (64 bytes).
 struct Workspace {
-  float *xc, *cond, *xin, *h, *z, *skip, *r, *h1, *logits, *scratch;
+  float *xc, *cond, *xin, *h, *z, *skip, *r, *h1, *logits, *scratch, *pairs;
   int* prev;
 
+  // widest GEMM input row (kBF16Dot rounds each input to half as many 32-bit pairs)
+  static int widest_input(const Model& m) { return std::max({m.Cp, 2 * m.Rp, m.Ghp, m.Sp, m.Op}); }
   static size_t floats(const Model& m, int n) {
     return (size_t)n * (m.Cp + m.L * 2 * m.Ghp + 2 * m.Rp + 2 * m.Ghp + m.Ghp + m.Sp + m.Rp + m.Op + m.NCp) +
-           m.NCp + ((n + 15) / 16) * 16;
+           m.NCp + (size_t)n * widest_input(m) / 2 + ((n + 15) / 16) * 16;
   }
   static Workspace carve(const Model& m, int n, float* p) {
     Workspace w;
@@ -101,6 +109,7 @@ struct Workspace {
     w.h1 = take((size_t)n * m.Op);
     w.logits = take((size_t)n * m.NCp);
     w.scratch = take(m.NCp);
+    w.pairs = take((size_t)n * widest_input(m) / 2);
     w.prev = reinterpret_cast<int*>(p);
     return w;
   }
@@ -129,8 +138,7 @@ struct V {
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
-namespace isa_avx512 {
-struct V {
+struct V512 {
   using reg = __m512;
   static constexpr int W = 16;
   static constexpr int NBMAX = 6;  // 4 vectors x 6 items = 24 accumulators + 4 weights of 32 zmm registers
@@ -145,26 +153,65 @@ struct V {
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
     hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
   }
+  static void split(reg v, reg& lo, reg& hi) {
+    const __m512i r = _mm512_castps_si512(v);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
+    hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
+  }
 };
+namespace isa_avx512 {
+using V = V512;
 #include "wavenet_cpu_isa.h"
 }  // namespace isa_avx512
+// vdpbf16ps emulated exactly (the bf16 x bf16 products are exact in fp32; the instruction adds the odd
+// pair's product, then the even one's, each rounded to nearest): the kBF16Dot path tested on CPUs without it.
+namespace isa_avx512bf16_emulated {
+struct V : V512 {
+  static reg dot(reg acc, reg w, reg x) {
+    reg wl, wh, xl, xh;
+    split(w, wl, wh);
+    split(x, xl, xh);
+    return fma(wl, xl, fma(wh, xh, acc));
+  }
+};
+#include "wavenet_cpu_isa.h"
+}  // namespace isa_avx512bf16_emulated
 #pragma GCC pop_options
 
-bool cpu_has_avx512() {
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bf16")
+namespace isa_avx512bf16 {
+struct V : V512 {
+  static reg dot(reg acc, reg w, reg x) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(w), (__m512bh)_mm512_castps_si512(x));
+  }
+};
+#include "wavenet_cpu_isa.h"
+}  // namespace isa_avx512bf16
+#pragma GCC pop_options
+
+bool cpu_has(const char* what) {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
+  if (std::string(what) == "avx512f") return __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 }
 
 using RunFn = void (*)(const Model&, const Job&, int, int, float*);
 
+// isa: auto (the widest this CPU has), avx2, avx512, avx512bf16 (bf16 weights only: vdpbf16ps, inputs rounded
+// to bf16), avx512bf16-emulated (the same arithmetic without the instruction, for tests).
 RunFn pick_kernel(const std::string& isa, bool bf16) {
-  const bool has512 = cpu_has_avx512();
-  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2",
-              "wavenet_sample: unknown isa '", isa, "'; expected auto, avx512 or avx2");
-  TORCH_CHECK(isa != "avx512" || has512, "wavenet_sample: isa 'avx512' asked for, but this CPU has no AVX-512F");
-  if (isa == "avx512" || (isa == "auto" && has512))
-    return bf16 ? isa_avx512::run_items<true> : isa_avx512::run_items<false>;
-  return bf16 ? isa_avx2::run_items<true> : isa_avx2::run_items<false>;
+  const bool has512 = cpu_has("avx512f"), has_bf16 = cpu_has("avx512bf16");
+  TORCH_CHECK(isa == "auto" || isa == "avx2" || isa == "avx512" || isa == "avx512bf16" || isa == "avx512bf16-emulated",
+              "wavenet_sample: unknown isa '", isa, "'; expected auto, avx2, avx512, avx512bf16 or avx512bf16-emulated");
+  TORCH_CHECK(isa == "auto" || isa == "avx2" || has512, "wavenet_sample: isa '", isa, "' asked for, but this CPU has no AVX-512F");
+  TORCH_CHECK(isa != "avx512bf16" || has_bf16, "wavenet_sample: isa 'avx512bf16' asked for, but this CPU has no AVX512-BF16");
+  if (isa == "avx2" || (isa == "auto" && !has512))
+    return bf16 ? isa_avx2::run_items<kBF16> : isa_avx2::run_items<kF32>;
+  if (!bf16) return isa_avx512::run_items<kF32>;
+  if (isa == "avx512bf16" || (isa == "auto" && has_bf16)) return isa_avx512bf16::run_items<kBF16Dot>;
+  if (isa == "avx512bf16-emulated") return isa_avx512bf16_emulated::run_items<kBF16Dot>;
+  return isa_avx512::run_items<kBF16>;
 }
 
 void check(const torch::Tensor& t, torch::ScalarType dt, const char* name, bool rows = false) {
@@ -182,7 +229,10 @@ void check(const torch::Tensor& t, torch::ScalarType dt, const char* name, bool 
 }  // namespace
 
 std::vector<std::string> wavenet_cpu_isas() {
-  return cpu_has_avx512() ? std::vector<std::string>{"avx2", "avx512"} : std::vector<std::string>{"avx2"};
+  std::vector<std::string> isas{"avx2"};
+  if (cpu_has("avx512f")) isas.insert(isas.end(), {"avx512", "avx512bf16-emulated"});
+  if (cpu_has("avx512bf16")) isas.push_back("avx512bf16");
+  return isas;
 }
 
 void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biases, const torch::Tensor& desc,

@@ -8,13 +8,19 @@
 // by speechmax/ops/wavenet.py in panels of up to 64 outputs, input-major inside a panel: row k holds the
 // panel's outputs for input k (fp32), or for the input pair (k, k+1) interleaved (bf16), so one load gives
 // a vector of outputs and each broadcast input is reused across them.
+//
+// Weight modes: kF32; kBF16 (bf16 pairs widened to fp32 in registers, fp32 inputs -- any AVX2 CPU); kBF16Dot
+// (AVX512-BF16 vdpbf16ps: bf16 pairs times the inputs rounded to bf16 pairs, fp32 accumulation -- half the
+// instructions of kBF16, as the CPU has it; V::dot may also be an exact emulation, for testing).
 
 // Y[b] = bias + init[b] + W X[b] for a block of NV vectors of outputs and NB items. With one item, two
-// accumulator sets (even / odd inputs) keep two FMA chains in flight per vector.
-template <int NV, int NB, bool BF16>
+// accumulator sets (even / odd inputs) keep two FMA chains in flight per vector. In kBF16Dot mode X holds
+// bf16 pairs (one 32-bit word per input pair; ldx counts words).
+template <int NV, int NB, int MODE>
 static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, const float* init, int ld_init,
                         const float* bias, float* Y, int ldy) {
   using R = typename V::reg;
+  using VD = typename Dependent<MODE, V>::type;  // V::dot exists only where kBF16Dot is instantiated
   constexpr int W = V::W;
   constexpr int NA = NB == 1 ? 2 : 1;
   const float* xp[NB];  // one pointer per item: broadcasts become base + k, no index arithmetic per load
@@ -31,7 +37,7 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
       if (NA == 2) acc[NA - 1][v][b] = V::zero();
     }
   }
-  if constexpr (BF16) {
+  if constexpr (MODE == kBF16) {
     const uint16_t* w = static_cast<const uint16_t*>(wp);
     for (size_t k = 0; k < (size_t)Kp; k += 2) {  // Kp is even; the pair row k/2 starts at (k/2) * 2P = k * P
       R lo[NV], hi[NV];
@@ -45,6 +51,19 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
           acc[0][v][b] = V::fma(lo[v], x0, acc[0][v][b]);
           acc[NA - 1][v][b] = V::fma(hi[v], x1, acc[NA - 1][v][b]);
         }
+      }
+    }
+  } else if constexpr (MODE == kBF16Dot) {
+    const uint16_t* w = static_cast<const uint16_t*>(wp);
+    for (size_t j = 0; j < (size_t)Kp / 2; ++j) {
+      R wv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) wv[v] = V::load(reinterpret_cast<const float*>(w + 2 * j * stride + 2 * v * W));
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) {
+        const R xb = V::set1(xp[b][j]);  // the pair's 32 bits, broadcast
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[j % NA][v][b] = VD::dot(acc[j % NA][v][b], wv[v], xb);
       }
     }
   } else {
@@ -80,34 +99,51 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
       V::store(Y + b * ldy + v * W, NA == 2 ? V::add(acc[0][v][b], acc[NA - 1][v][b]) : acc[0][v][b]);
 }
 
-template <int NV, bool BF16>
+template <int NV, int MODE>
 static void microkernel_nb(int nb, const void* wp, int P, int Kp, const float* X, int ldx, const float* init,
                            int ld_init, const float* bias, float* Y, int ldy) {
   switch (nb) {
 #define WN_CASE(n)                                                                              \
   case n:                                                                                       \
-    if constexpr (n <= V::NBMAX) microkernel<NV, n, BF16>(wp, P, Kp, X, ldx, init, ld_init, bias, Y, ldy); \
+    if constexpr (n <= V::NBMAX) microkernel<NV, n, MODE>(wp, P, Kp, X, ldx, init, ld_init, bias, Y, ldy); \
     break;
     WN_CASE(1) WN_CASE(2) WN_CASE(3) WN_CASE(4) WN_CASE(5) WN_CASE(6)
 #undef WN_CASE
   }
 }
 
+// float -> bf16, round to nearest even (the rounding vcvtne2ps2bf16 does; no NaN can reach here).
+static uint32_t bf16_bits(float x) {
+  const uint32_t u = __builtin_bit_cast(uint32_t, x);
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
 // Y[b] (ldy) = bias + init[b] (ld_init, may be null) + W X[b] (ldx) for n items; W = matrix `mat` of m.
 // Panel-outer, items-inner: a panel (at most 64 x Kp weights, 32 KB in fp32 for Kp = 128) stays in L1
 // while every block of items uses it. Item blocks are balanced (32 items -> 6,6,5,5,5,5 rather than 6x5+2).
-template <bool BF16>
+// kBF16Dot first rounds X to bf16 pairs in `pairs` (n rows of ldx / 2 words).
+template <int MODE>
 static void gemm(const Model& m, int mat, const float* X, int ldx, const float* init, int ld_init, float* Y,
-                 int ldy, int n) {
+                 int ldy, int n, float* pairs) {
   const MatrixDesc d = m.matrix(mat);
   const float* bias = m.bias + d.bias_off;
+  if constexpr (MODE == kBF16Dot) {
+    for (int b = 0; b < n; ++b) {
+      const float* x = X + (size_t)b * ldx;
+      uint32_t* q = reinterpret_cast<uint32_t*>(pairs) + (size_t)b * (ldx / 2);
+      WN_SIMD
+      for (int j = 0; j < d.Kp / 2; ++j) q[j] = bf16_bits(x[2 * j]) | (bf16_bits(x[2 * j + 1]) << 16);
+    }
+    X = pairs;
+    ldx /= 2;
+  }
   const int nblocks = (n + V::NBMAX - 1) / V::NBMAX;
   for (int p0 = 0; p0 < d.Mp; p0 += kPanel) {
     const int P = d.Mp - p0 < kPanel ? d.Mp - p0 : kPanel;
     const size_t panel = d.off + (size_t)p0 * d.Kp;
     for (int c0 = 0; c0 < P; c0 += 4 * V::W) {
       const int nv = (P - c0) / V::W < 4 ? (P - c0) / V::W : 4;
-      const void* wp = BF16 ? (const void*)(m.w_bf16 + panel + 2 * c0) : (const void*)(m.w_f32 + panel + c0);
+      const void* wp = MODE != kF32 ? (const void*)(m.w_bf16 + panel + 2 * c0) : (const void*)(m.w_f32 + panel + c0);
       const int o = p0 + c0;
       for (int blk = 0, b0 = 0; blk < nblocks; ++blk) {
         const int nb = (n - b0 + (nblocks - blk) - 1) / (nblocks - blk);
@@ -115,10 +151,10 @@ static void gemm(const Model& m, int mat, const float* X, int ldx, const float* 
         const float* x = X + (size_t)b0 * ldx;
         float* y = Y + (size_t)b0 * ldy + o;
         switch (nv) {
-          case 1: microkernel_nb<1, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
-          case 2: microkernel_nb<2, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
-          case 3: microkernel_nb<3, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
-          default: microkernel_nb<4, BF16>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          case 1: microkernel_nb<1, MODE>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          case 2: microkernel_nb<2, MODE>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          case 3: microkernel_nb<3, MODE>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
+          default: microkernel_nb<4, MODE>(nb, wp, P, d.Kp, x, ldx, in, ld_init, bias + o, y, ldy); break;
         }
         b0 += nb;
       }
@@ -133,7 +169,7 @@ static float* ring_row(const Model& m, const Job& job, int b, int l, int slot) {
 
 // The whole autoregressive loop for items [b0, b1) of the job: every step runs all layers and the head,
 // then draws. Conditioning is projected for all layers when a step enters a new frame.
-template <bool BF16>
+template <int MODE>
 static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_base) {
   const int n = b1 - b0;
   const Workspace ws = Workspace::carve(m, n, ws_base);
@@ -150,7 +186,7 @@ static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_
         const float* src = job.feats + ((size_t)(b0 + b) * job.F + f) * m.C;
         for (int c = 0; c < m.C; ++c) ws.xc[b * m.Cp + c] = src[c];
       }
-      gemm<BF16>(m, Model::kCond, ws.xc, m.Cp, nullptr, 0, ws.cond, lcond, n);
+      gemm<MODE>(m, Model::kCond, ws.xc, m.Cp, nullptr, 0, ws.cond, lcond, n, ws.pairs);
     }
     for (int b = 0; b < n; ++b) {
       const float* e = m.embed + (size_t)ws.prev[b] * R;
@@ -172,16 +208,16 @@ static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_
         const char* next = reinterpret_cast<const char*>(ring_row(m, job, b0 + b, (l + 1) % L, next_slot));
         for (int off = 0; off < R * (int)sizeof(float); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
       }
-      gemm<BF16>(m, Model::gate(l), ws.xin, 2 * Rp, ws.cond + l * 2 * Ghp, lcond, ws.h, 2 * Ghp, n);
+      gemm<MODE>(m, Model::gate(l), ws.xin, 2 * Rp, ws.cond + l * 2 * Ghp, lcond, ws.h, 2 * Ghp, n, ws.pairs);
       for (int b = 0; b < n; ++b) {
         const float* h = ws.h + (size_t)b * 2 * Ghp;
         float* z = ws.z + (size_t)b * Ghp;
         WN_SIMD
         for (int j = 0; j < Ghp; ++j) z[j] = wn::gate(h[j], h[Ghp + j]);
       }
-      gemm<BF16>(m, Model::skip(l), ws.z, Ghp, l == 0 ? nullptr : ws.skip, Sp, ws.skip, Sp, n);
+      gemm<MODE>(m, Model::skip(l), ws.z, Ghp, l == 0 ? nullptr : ws.skip, Sp, ws.skip, Sp, n, ws.pairs);
       if (l + 1 < L) {  // the last layer's residual output feeds nothing
-        gemm<BF16>(m, Model::res(l), ws.z, Ghp, nullptr, 0, ws.r, Rp, n);
+        gemm<MODE>(m, Model::res(l), ws.z, Ghp, nullptr, 0, ws.r, Rp, n, ws.pairs);
         for (int b = 0; b < n; ++b) {
           float* x = ws.xin + (size_t)b * 2 * Rp + Rp;
           const float* r = ws.r + (size_t)b * Rp;
@@ -192,10 +228,10 @@ static void run_items(const Model& m, const Job& job, int b0, int b1, float* ws_
     }
     WN_SIMD
     for (int j = 0; j < n * Sp; ++j) ws.skip[j] = ws.skip[j] > 0.0f ? ws.skip[j] : 0.0f;
-    gemm<BF16>(m, Model::head1(L), ws.skip, Sp, nullptr, 0, ws.h1, Op, n);
+    gemm<MODE>(m, Model::head1(L), ws.skip, Sp, nullptr, 0, ws.h1, Op, n, ws.pairs);
     WN_SIMD
     for (int j = 0; j < n * Op; ++j) ws.h1[j] = ws.h1[j] > 0.0f ? ws.h1[j] : 0.0f;
-    gemm<BF16>(m, Model::head2(L), ws.h1, Op, nullptr, 0, ws.logits, NCp, n);
+    gemm<MODE>(m, Model::head2(L), ws.h1, Op, nullptr, 0, ws.logits, NCp, n, ws.pairs);
     for (int b = 0; b < n; ++b) {
       const size_t row = (size_t)(b0 + b);
       const float* logits = ws.logits + (size_t)b * NCp;

@@ -1,7 +1,8 @@
 """Fused WaveNet sampling on every backend, beside its reference twin :func:`sample_wavenet_ref`.
 
 Backends: ``reference`` (PyTorch, speechmax/vocoder/reference.py), ``cpu`` (the fused C++ sampler, fp32),
-``cpu-bf16`` (the same with bf16 weights widened to fp32 in registers, fp32 accumulation), ``triton``
+``cpu-bf16`` (the same with bf16 weights, fp32 accumulation: widened to fp32 in registers, or on CPUs with
+AVX512-BF16 multiplied by the inputs rounded to bf16 with vdpbf16ps), ``triton``
 (kernels/wavenet.py; a GPU, or the interpreter under TRITON_INTERPRET=1) and ``cuda`` (csrc/cuda/wavenet.cu).
 All of them take the same explicit uniforms and draw by inverse CDF, so they agree draw for draw wherever
 their logits do.
@@ -12,7 +13,8 @@ Two entry points:
   utterance, and a caller-owned :class:`RingState` advanced in place by as many samples as there are
   uniforms. Sample ``t = state.step + i`` reads frame ``(t + hop // 2) // hop``.
 
-``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU sampler's instruction set (default: the widest this CPU has).
+``SPEECHMAX_CPU_ISA=avx2|avx512|avx512bf16|avx512bf16-emulated`` forces the CPU sampler's instruction set
+(default: the widest this CPU has; ``speechmax._C.wavenet_cpu_isas()`` lists those that run here).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ __all__ = ["BACKENDS", "RingState", "PackedWaveNet", "pack_wavenet", "sample_wav
            "wavenet_update", "wavenet_backends", "resolve_backend"]
 
 BACKENDS = ("reference", "cpu", "cpu-bf16", "triton", "cuda")
-AUTO_BF16_ITEMS_PER_THREAD = 2  # see resolve_backend; measured with `speechmax bench vocoder`
+AUTO_BF16_ITEMS_PER_THREAD = 32  # see resolve_backend; bf16 measured >= fp32 up to 32 items a thread, equal at 64
 PANEL = 64  # outputs per weight panel; csrc/wavenet_cpu.cpp (kPanel) and csrc/cuda/wavenet.cu read the same layout
 
 
