@@ -98,7 +98,7 @@ def bench_vocoder(quick: bool = False, model: WaveNet | None = None, backends=DE
                     progress(r)
     sgemm = {str(n): round(sgemm_gflops(n, seconds=seconds), 1) for n in threads}
     flops = model.cfg.flops_per_sample()
-    isas = extension().wavenet_cpu_isas() if runs["cpu"] else []
+    isas = [i for i in extension().wavenet_cpu_isas() if not i.endswith("-emulated")] if runs["cpu"] else []
     return {"config": model.cfg.to_dict(), "flops_per_sample": flops, "sgemm_gflops": sgemm, "results": results,
             "machine": {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
                         "cpu_isa": isas[-1] if isas else None},
