@@ -1,11 +1,62 @@
-"""speechmax evaluate: the evaluation report (not built yet)."""
-from speechmax.cli import NotBuiltYet
+"""speechmax evaluate --out DIR [--per-class N] [--quick] [--data DIR]: the evaluation report
+(report.html, metrics.json, figures/, listening/)."""
+import json
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("evaluate", help="the evaluation report [not built yet]")
-    p.set_defaults(func=run, accepts_extra=True)
+    p = sub.add_parser("evaluate", help="the evaluation report: noise->class, vocoder control, class to class, "
+                                        "figures, listening set")
+    p.add_argument("--out", required=True, help="output folder (report.html, metrics.json, figures/, listening/)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="noise starts per class for each recipe and mode (default 10,000 as in the paper; --quick 20)")
+    p.add_argument("--quick", action="store_true", help="a small run (20 starts per class, 8 fresh speakers; minutes)")
+    p.add_argument("--data", default=None, help="corpus whose testing split is used (default: build a fresh corpus "
+                                                "of unseen speakers under --out)")
+    p.add_argument("--speakers", type=int, default=None, help="speakers of the fresh corpus (default 30; quick 8)")
+    p.add_argument("--model", default="classifier", help="classifier to explain (shipped name or PATH)")
+    p.add_argument("--separate", default="classifier-separate", help="separate evaluation classifier")
+    p.add_argument("--prior", default="prior", help="prior of speechmax's latent recipe")
+    p.add_argument("--prior-paper", default="prior-paper", help="prior of the paper preset's latent mode")
+    p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
+    p.add_argument("--listen-per-class", type=int, default=None, help="listening-set clips per word and condition "
+                                                                      "(default 3; quick 1)")
+    p.add_argument("--control-per-class", type=int, default=None, help="vocoder-control samples per word and group "
+                                                                       "(default 10; quick 2)")
+    p.add_argument("--c2c-per-class", type=int, default=None, help="real clips per word climbed toward every word "
+                                                                   "(default 3; quick 1)")
+    p.add_argument("--steps", type=int, default=None, help="ascent steps of speechmax's recipe (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--json", action="store_true", help="print the headline metrics as JSON")
+    p.set_defaults(func=run)
 
 
 def run(args):
-    raise NotBuiltYet("the evaluation report has not landed in this version")
+    from speechmax.evaluate import evaluate, load_models
+
+    for name in ("per_class", "steps", "speakers", "listen_per_class", "control_per_class", "c2c_per_class"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {args.threads}")
+    models = load_models(args.model, args.separate, args.prior, args.prior_paper, args.vocoder)
+    m = evaluate(args.out, per_class=args.per_class, quick=args.quick, data=args.data, models=models,
+                 speakers=args.speakers, seed=args.seed, threads=args.threads,
+                 listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
+                 c2c_per_class=args.c2c_per_class, steps=args.steps)
+    head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
+            "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},
+            "vocoder_control": {g: {k: (v.get(k) or {}).get("rate") for k in ("features", "wavenet", "griffinlim")}
+                                for g, v in m["vocoder_control"]["groups"].items()},
+            "class_to_class": {k: v["success_off_diagonal"] for k, v in m["class_to_class"].items()},
+            "listening_set": m["listening_set"]["path"], "seconds": m["timing"]["total"]}
+    if args.json:
+        print(json.dumps(head, indent=2))
+    else:
+        for line in m["summary"]:
+            print("- " + line)
+        print(f"report: {head['report']}  ({head['seconds']:.0f} s)")
+    return 0

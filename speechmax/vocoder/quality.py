@@ -62,7 +62,8 @@ def vocoder_quality(model, root, separate, per_class: int = 10, seed: int = 0, e
     waves, y, names = pick_test_clips(root, per_class, seed)
     mel = log_mel(waves, cfg).float()
     wn = synthesize_wavenet(model, mel, seed, progress=progress)
-    gl = np.stack([griffinlim_synthesize(m, cfg, n_iter=griffinlim_iters, seed=seed) for m in mel])
+    gl = np.concatenate([griffinlim_synthesize(mel[i:i + 32], cfg, n_iter=griffinlim_iters, seed=seed)
+                         for i in range(0, len(mel), 32)])
 
     @torch.no_grad()
     def accuracy(audio) -> float:
