@@ -1,17 +1,13 @@
-"""The main job on the shipped defaults, as `make demo` runs it.
-
-While later stages are landing it does what exists: speak a word with espeak-ng, compute its log-mel and
-plot it, and report the kernel backends. Returns what it wrote; the CLI does the printing.
+"""The main job on the shipped defaults, as `make demo` runs it: a quick evaluation (``speechmax evaluate
+--quick``: noise -> class with both recipes and modes, the vocoder control, class to class, figures, a
+listening set) and a few maximized, vocoded samples per class. Returns what it wrote; the CLI prints it.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
-
-from .features import FeatureConfig, load_audio, log_mel, save_audio
 
 
 def speak_espeak(word: str, path: Path, voice: str = "en-us") -> None:
@@ -21,40 +17,28 @@ def speak_espeak(word: str, path: Path, voice: str = "en-us") -> None:
     subprocess.run([exe, "-v", voice, "-w", str(path), word], check=True, capture_output=True)
 
 
-def plot_log_mel(lm, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    im = ax.imshow(lm, origin="lower", aspect="auto", cmap="magma")
-    ax.set(title=title, xlabel="frame (10 ms)", ylabel="mel band")
-    fig.colorbar(im, ax=ax, label="log magnitude")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def run_demo(out: str | Path, word: str = "speech") -> dict:
-    from .ops import available_backends
+def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: int | None = None, quiet: bool = False,
+             **evaluate_kwargs) -> dict:
+    """``out/report`` (report.html, metrics.json, figures, listening set) and ``out/samples`` (``samples_per_class``
+    latent-mode samples per word: .npy, .wav, before/after .png, manifest.json)."""
+    from .evaluate import RECIPES, evaluate, load_models
+    from .maximize import maximize
+    from .maximize.output import write_samples
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = FeatureConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.wav"
-        speak_espeak(word, raw)
-        wave = load_audio(raw, cfg.sample_rate)
-    wav_path, png_path, npy_path = out / f"{word}.wav", out / f"{word}_logmel.png", out / f"{word}_logmel.npy"
-    save_audio(wav_path, wave, cfg.sample_rate)
-    lm = log_mel(wave, cfg).numpy()
-    import numpy as np
-
-    np.save(npy_path, lm)
-    plot_log_mel(lm, png_path, f"log-mel of {word!r} (espeak-ng)")
-    summary = {"word": word, "seconds": len(wave) / cfg.sample_rate, "log_mel_shape": list(lm.shape),
-               "backends": available_backends(), "files": [str(wav_path), str(npy_path), str(png_path)]}
+    models = models or load_models()
+    metrics = evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet, **evaluate_kwargs)
+    recipe = dict(RECIPES["speechmax"])
+    if evaluate_kwargs.get("steps"):
+        recipe["steps"] = evaluate_kwargs["steps"]
+    res = maximize(models.classifier, "all", mode="latent", prior=models.prior, n=samples_per_class, seed=1,
+                   separate=models.separate, threads=threads, **recipe)
+    manifest = write_samples(res, out / "samples", vocoder=models.vocoder, seed=1)
+    summary = {"report": str(out / "report" / "report.html"), "metrics": str(out / "report" / "metrics.json"),
+               "listening_set": metrics["listening_set"]["path"], "samples": str(out / "samples"),
+               "manifest": str(manifest), "n_samples": len(res.targets),
+               "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
+               "vocoder": models.names["vocoder"],
+               "summary": metrics["summary"], "seconds": metrics["timing"]["total"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    summary["files"].append(str(out / "summary.json"))
     return summary

@@ -1,19 +1,28 @@
-"""speechmax demo --out DIR: the main job on the shipped defaults (what `make demo` runs)."""
+"""speechmax demo --out DIR: the main job on the shipped defaults (what `make demo` runs): a quick evaluation
+report and a few maximized, vocoded samples per class."""
 
 
 def register(sub):
-    p = sub.add_parser("demo", help="run the main job on the shipped defaults and write its outputs")
+    p = sub.add_parser("demo", help="quick evaluation report + maximized, vocoded samples on the shipped defaults")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--per-class", type=int, default=2, help="maximized samples per word in OUT/samples (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.set_defaults(func=run)
 
 
 def run(args):
+    from speechmax.cli import CommandError
     from speechmax.demo import run_demo
 
-    summary = run_demo(args.out)
-    print(f"demo: spoke {summary['word']!r} ({summary['seconds']:.2f} s), log-mel {summary['log_mel_shape']}")
-    print("backends: " + ", ".join(k for k, v in summary["backends"].items() if v))
-    print("wrote:")
-    for f in summary["files"]:
-        print(f"  {f}")
+    if args.per_class < 1:
+        raise CommandError(f"--per-class must be >= 1, got {args.per_class}")
+    s = run_demo(args.out, samples_per_class=args.per_class, threads=args.threads)
+    print("debugging summary (quick evaluation of the shipped classifier):")
+    for line in s["summary"]:
+        print("  - " + line)
+    hr = s["hit_rate"]
+    print(f"samples: {s['n_samples']} maximized (latent mode) and vocoded by {s['vocoder']} in {s['samples']} "
+          f"(target hit rate: classifier {100 * hr['classifier']:.0f}%, separate {100 * hr['separate']:.0f}%)")
+    print(f"listening set: {s['listening_set']}  (serve: speechmax listen --set {s['listening_set']} --db answers.db)")
+    print(f"report: {s['report']}  ({s['seconds']:.0f} s)")
     return 0

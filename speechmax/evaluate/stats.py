@@ -84,7 +84,7 @@ def top_confusions(heatmap: np.ndarray, labels, k: int = 5) -> list[dict]:
     h = np.array(heatmap, dtype=np.float64)
     np.fill_diagonal(h, -np.inf)
     h[~np.isfinite(h)] = -np.inf
-    order = np.argsort(h, axis=None)[::-1][:k]
+    order = np.argsort(-h, axis=None, kind="stable")[:k]   # ties in row-major order
     out = []
     for flat in order:
         t, c = divmod(int(flat), h.shape[1])

@@ -73,12 +73,13 @@ def _caption(res: MaximizeResult, i: int, when: str) -> str:
     return text
 
 
-def write_samples(res: MaximizeResult, out, *, vocoder: str = "auto", feature_config: FeatureConfig | None = None,
+def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: FeatureConfig | None = None,
                   seed: int = 0, progress=None) -> Path:
     """Write every sample of ``res`` under ``out`` and return the manifest's path.
 
     Files per sample k: ``{k:05d}_{target}_s{start}.npy`` (log-mel (n_mels, frames) after the ascent),
-    ``.wav`` (through ``vocoder``: auto = the shipped WaveNet vocoder, else Griffin-Lim), ``.png`` (before |
+    ``.wav`` (through ``vocoder``: auto = the shipped WaveNet vocoder, else Griffin-Lim; griffinlim; a name or
+    path; or a loaded :class:`speechmax.Vocoder`), ``.png`` (before |
     after spectrograms, titled with the target and both classifiers' top label and probability).
     ``progress``: optional callable(n), called once per sample written.
     """
@@ -86,7 +87,10 @@ def write_samples(res: MaximizeResult, out, *, vocoder: str = "auto", feature_co
         raise ValueError("the result has no features (maximize(..., keep_features=False)); nothing to write")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    voc, backend, why = load_vocoder(vocoder)
+    if isinstance(vocoder, str):
+        voc, backend, why = load_vocoder(vocoder)
+    else:   # a speechmax.Vocoder already loaded
+        voc, backend, why = vocoder, ("auto" if vocoder.model is not None else "griffinlim"), None
     cfg = feature_config or voc.feature_config
     samples = []
     for i in range(len(res.targets)):

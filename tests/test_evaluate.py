@@ -1,0 +1,140 @@
+"""speechmax evaluate: the --quick report on tiny models and a tiny corpus the run builds; the statistics."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from speechmax.cli import main
+from speechmax.data.words import WORDS
+from speechmax.evaluate.stats import bootstrap_rate, mean_softmax, pair_matrix, success_rates, top_confusions
+from speechmax.models.classifier import save_classifier
+from speechmax.models.prior import save_prior
+from speechmax.models.wavenet import WaveNet, WaveNetConfig, save_wavenet
+
+from test_maximize import tiny_classifier, tiny_prior
+
+C = len(WORDS)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval-models")
+    save_classifier(tiny_classifier(), d / "clf")
+    save_classifier(tiny_classifier(arch="cnn2d", channels=(4, 8), seed=3), d / "sep")
+    save_prior(tiny_prior(), d / "prior")
+    save_prior(tiny_prior(arch="paper", seed=1), d / "pp")
+    torch.manual_seed(0)
+    save_wavenet(WaveNet(WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16, out_channels=16,
+                                       n_layers=4, dilation_cycle=2, cond_channels=8)).eval(), d / "voc")
+    return {k: str(d / k) for k in ("clf", "sep", "prior", "pp", "voc")}
+
+
+def test_quick_report_on_tiny_models(models, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "report"
+    argv = ["evaluate", "--quick", "--out", str(out), "--model", models["clf"], "--separate", models["sep"],
+            "--prior", models["prior"], "--prior-paper", models["pp"], "--vocoder", models["voc"],
+            "--speakers", "2", "--per-class", "3", "--steps", "3", "--control-per-class", "1", "--threads", "1",
+            "--json"]
+    assert main(argv) == 0
+    head = json.loads(capsys.readouterr().out)
+    assert set(head["success"]) == {"paper/features", "paper/latent", "speechmax/features", "speechmax/latent"}
+
+    m = json.loads((out / "metrics.json").read_text())
+    for name, run in m["noise_to_class"].items():
+        heat = np.array(run["heatmap_separate"], dtype=float)
+        assert heat.shape == (C, C) and np.allclose(heat.sum(1), 1, atol=1e-3), name   # mean softmax rows
+        assert np.array(run["heatmap_classifier"], dtype=float).shape == (C, C)
+        o = run["overall"]
+        assert o["n"] == 3 * C and o["lo"] <= o["rate"] <= o["hi"]
+        assert set(run["per_class"]) == set(WORDS)
+        assert all(v["lo"] <= v["rate"] <= v["hi"] and v["n"] == 3 for v in run["per_class"].values())
+    assert m["noise_to_class"]["paper/latent"]["settings"]["steps"] == 20
+    assert m["noise_to_class"]["speechmax/latent"]["settings"]["steps"] == 3
+    vc = m["vocoder_control"]
+    assert vc["wavenet_available"] and set(vc["groups"]) == {"real clips", "features mode", "latent mode"}
+    for g in vc["groups"].values():
+        assert g["n"] == C and {"features", "wavenet", "griffinlim"} <= set(g)
+        assert 0 <= g["wavenet"]["agrees_with_features"] <= 1 and len(g["per_class"]) == C
+    for mode in ("features", "latent"):
+        assert np.array(m["class_to_class"][mode]["matrix"], dtype=float).shape == (C, C)
+        assert m["class_to_class"][mode]["starts"] == C * C
+    assert m["data"]["clips"] == 2 * C and m["data"]["speakers"] == 2
+    assert m["timing"]["total"] > 0 and len(m["summary"]) >= 5
+
+    html = (out / "report.html").read_text()
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert len(figures) == 12
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', html)) == len(figures)
+    assert "Debugging summary" in html and "Vocoder control" in html and "Class to class" in html
+
+    from speechmax.listen.sets import load_listening_set
+
+    ls = load_listening_set(out / "listening")
+    roles = {c.role for c in ls.clips.values()}
+    conditions = {c.condition for c in ls.clips.values()}
+    assert roles == {"test", "reference", "anchor"}
+    assert conditions == {"features/noise", "latent/noise", "features/real-before", "features/real-after",
+                          "latent/real-before", "latent/real-after", "reference", "anchor"}
+    assert sum(c.condition == "latent/real-after" for c in ls.clips.values()) == C   # 1 per class in quick
+    import soundfile as sf
+
+    wave, sr = sf.read(next(iter(ls.clips.values())).path)
+    assert sr == 16000 and len(wave) == 16000
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--per-class", "0"], "--per-class must be >= 1"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--data", "/nonexistent/corpus"], "not a folder"),
+    (["--model", "/nonexistent/model"], "nonexistent"),
+])
+def test_bad_input_is_a_clear_error(models, tmp_path, capsys, extra, message):
+    argv = ["evaluate", "--quick", "--out", str(tmp_path / "o"), "--model", models["clf"], "--separate",
+            models["sep"], "--prior", models["prior"], "--prior-paper", models["pp"], "--vocoder", "griffinlim"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    assert bootstrap_rate([True] * 10, rng) == {"rate": 1.0, "lo": 1.0, "hi": 1.0, "n": 10}
+    assert bootstrap_rate([], rng)["rate"] is None
+    r = bootstrap_rate([True] * 50 + [False] * 50, rng)
+    # normal approximation of a binomial proportion: 0.5 +- 1.96 * 0.05
+    assert r["rate"] == 0.5 and abs(r["lo"] - 0.402) < 0.03 and abs(r["hi"] - 0.598) < 0.03
+
+
+def test_success_rates_heatmap_and_pairs():
+    labels = ("a", "b", "c")
+    t = np.array([0, 0, 1, 1, 2, 2])
+    pc = np.array([0, 0, 1, 2, 2, 2])
+    ps = np.array([0, 1, 1, 2, 2, 2])
+    s = success_rates(t, pc, ps, labels)
+    assert [s["per_class"][w]["rate"] for w in labels] == [0.5, 0.5, 1.0]
+    assert s["overall"]["rate"] == round(2 / 3, 4) and s["hit_rate"] == {"classifier": 0.8333, "separate": 0.6667}
+    probs = np.eye(3)[ps]
+    h = mean_softmax(t, probs, 3)
+    assert np.allclose(h, [[0.5, 0.5, 0], [0, 0.5, 0.5], [0, 0, 1]])
+    assert top_confusions(h, labels, k=2) == [{"target": "a", "heard_as": "b", "mean_prob": 0.5},
+                                               {"target": "b", "heard_as": "c", "mean_prob": 0.5}]
+    pm = pair_matrix([0, 0, 1], [1, 1, 0], [1, 0, 1], 3)
+    assert pm[0, 1] == 0.5 and pm[1, 0] == 1 and np.isnan(pm[2, 2])
+
+
+def test_demo_writes_report_and_samples(models, tmp_path):
+    """run_demo (what `make demo` runs on the shipped defaults), here on the tiny models: report + samples."""
+    pytest.importorskip("sklearn")
+    from speechmax.demo import run_demo
+    from speechmax.evaluate import load_models
+
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], models["voc"])
+    s = run_demo(tmp_path, samples_per_class=1, models=m, threads=1, quiet=True, speakers=1, per_class=1, steps=1,
+                 control_per_class=1)
+    assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "summary.json").is_file()
+    manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
+    assert len(manifest["samples"]) == C and manifest["vocoder"]["backend"] == "auto"
+    assert all((tmp_path / "samples" / e["wav"]).is_file() for e in manifest["samples"])
+    assert s["n_samples"] == C and s["vocoder"] == models["voc"]
