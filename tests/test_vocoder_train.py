@@ -106,3 +106,20 @@ def test_griffinlim_batched_equals_librosa_reference(espeak_wav):
     err = lambda w: float((log_mel(torch.from_numpy(w), cfg) - lm).abs().mean())  # noqa: E731
     fast_err, ref_err = err(griffinlim_synthesize(lm, cfg, n_iter=16)), err(griffinlim_synthesize_ref(lm, cfg, n_iter=16))
     assert abs(fast_err - ref_err) < 0.1 * ref_err
+
+
+def test_conditioning_reads_the_normalised_mel_and_old_cards_keep_raw_input():
+    from speechmax.models.wavenet import WaveNetConfig
+
+    cfg = WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16, out_channels=16, n_layers=2,
+                        cond_channels=8, mel_mean=-5.0, mel_std=2.0)
+    torch.manual_seed(0)
+    m = WaveNet(cfg).eval()
+    mel = torch.randn(2, 80, 5) * 3 - 6
+    plain = torch.nn.Sequential(*m.cond_net)   # the same layers without the normalisation
+    assert torch.allclose(m.cond_net(mel), plain((mel + 5.0) / 2.0), atol=1e-6)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("mel_mean", "mel_std")}
+    assert (WaveNetConfig.from_dict(old).mel_mean, WaveNetConfig.from_dict(old).mel_std) == (0.0, 1.0)
+    assert WaveNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="mel_std"):
+        WaveNetConfig(mel_std=0.0)

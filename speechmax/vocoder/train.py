@@ -220,6 +220,10 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     train = load_or_build_segments(train_files, feature_cfg, tc.segment_seconds, out / "cache" / "train", bar)
     val = load_or_build_segments(val_files or train_files[:50], feature_cfg, tc.segment_seconds, out / "cache" / "val", bar)
 
+    stored = out / "config.json"
+    if stored.exists() and (out / "last.json").exists():   # resuming: the run's own model config wins
+        conf = json.loads(stored.read_text())
+        model_cfg, feature_cfg = WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"])
     torch.manual_seed(tc.seed)
     model = WaveNet(model_cfg, feature_cfg)
     ema = EMA(model, tc.ema_decay)
