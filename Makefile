@@ -40,6 +40,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/speechmax bench vocoder --quick --json
+	$(VENV)/bin/speechmax bench maximize --quick --json
 
 clean:
 	rm -rf build speechmax/_C*.so $(DEMO_OUT) .pytest_cache

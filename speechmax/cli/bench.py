@@ -2,7 +2,6 @@
 import json
 import sys
 
-from speechmax.cli import NotBuiltYet
 
 
 def register(sub):
