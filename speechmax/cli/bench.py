@@ -3,7 +3,6 @@ import json
 import sys
 
 
-
 def register(sub):
     p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize")
     bsub = p.add_subparsers(dest="what", metavar="WHAT")
