@@ -31,15 +31,26 @@ def models(tmp_path_factory):
     return {k: str(d / k) for k in ("clf", "sep", "prior", "pp", "voc")}
 
 
-def test_quick_report_on_tiny_models(models, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def quick_report(models, tmp_path_factory):
+    """`speechmax evaluate --quick` on the tiny models (2 fresh speakers, 3 starts per class, 3 steps)."""
     pytest.importorskip("sklearn")
-    out = tmp_path / "report"
+    out = tmp_path_factory.mktemp("quick") / "report"
     argv = ["evaluate", "--quick", "--out", str(out), "--model", models["clf"], "--separate", models["sep"],
             "--prior", models["prior"], "--prior-paper", models["pp"], "--vocoder", models["voc"],
             "--speakers", "2", "--per-class", "3", "--steps", "3", "--control-per-class", "1", "--threads", "1",
             "--json"]
-    assert main(argv) == 0
-    head = json.loads(capsys.readouterr().out)
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    return out, json.loads(buf.getvalue())
+
+
+def test_quick_report_on_tiny_models(quick_report):
+    out, head = quick_report
     assert set(head["success"]) == {"paper/features", "paper/latent", "speechmax/features", "speechmax/latent"}
 
     m = json.loads((out / "metrics.json").read_text())
@@ -138,3 +149,28 @@ def test_demo_writes_report_and_samples(models, tmp_path):
     assert len(manifest["samples"]) == C and manifest["vocoder"]["backend"] == "auto"
     assert all((tmp_path / "samples" / e["wav"]).is_file() for e in manifest["samples"])
     assert s["n_samples"] == C and s["vocoder"] == models["voc"]
+
+
+def test_report_opens_in_a_browser_with_every_figure(quick_report):
+    import os
+
+    chromium = "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip(f"{chromium} is absent (Debian package chromium; `make setup` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    out, _ = quick_report
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((out / "report.html").resolve().as_uri())
+            sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+            assert len(sizes) == 12 and all(c and w > 300 and h > 200 for c, w, h in sizes), sizes
+            assert page.title() == "speechmax evaluation" and not errors
+            assert page.locator("h2").count() >= 6
+        finally:
+            browser.close()
