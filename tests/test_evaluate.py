@@ -174,3 +174,23 @@ def test_report_opens_in_a_browser_with_every_figure(quick_report):
             assert page.locator("h2").count() >= 6
         finally:
             browser.close()
+
+
+def test_finished_noise_runs_are_kept_and_resumed(models, tmp_path, quick_report):
+    """A long evaluation keeps each finished noise run in out/partial/ and a rerun with the same models and
+    settings takes it from there; other settings or other weights do not."""
+    from speechmax.evaluate import load_models
+    from speechmax.evaluate.run import _load_partial, _run_key, _save_partial
+
+    out, _ = quick_report
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
+    key = _run_key(m, "speechmax", "latent", 3, 0, 3, 1)
+    summary, kept = _load_partial(out, "speechmax/latent", key, True)     # written by the quick run
+    first = json.loads((out / "metrics.json").read_text())["noise_to_class"]["speechmax/latent"]
+    assert summary == first and kept["after"].shape == (C, 80, 101) and list(kept["targets"]) == list(range(C))
+    assert _load_partial(out, "speechmax/latent", _run_key(m, "speechmax", "latent", 4, 0, 3, 1), True) is None
+    other = load_models(models["sep"], models["clf"], models["prior"], models["pp"], "griffinlim")
+    assert _run_key(other, "speechmax", "latent", 3, 0, 3, 1) != key
+    _save_partial(tmp_path, "paper/features", "k1", {"overall": {"rate": 0.5}}, None)
+    assert _load_partial(tmp_path, "paper/features", "k1", False) == ({"overall": {"rate": 0.5}}, None)
+    assert _load_partial(tmp_path, "paper/features", "k2", False) is None

@@ -286,18 +286,27 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                            "separate_accuracy": round(float((_predict(models.separate, clips.mels) ==
                                                              clips.labels).mean()), 4)}
 
-    # 1. noise -> class
+    # 1. noise -> class; each finished run is kept in out/partial/, so an interrupted long run resumes
     noise, keep = {}, {}
     k_keep = max(listen_k, control_k)
     for recipe in RECIPES:
         for mode in MODES:
             name = f"{recipe}/{mode}"
+            key = _run_key(models, recipe, mode, per_class, seed, steps, k_keep)
+            cached = _load_partial(out, name, key, recipe == "speechmax")
+            if cached is not None:
+                noise[name], kept = cached
+                if kept is not None:
+                    keep[mode] = kept
+                timing[f"noise {name}"] = noise[name]["seconds"]
+                if not quiet:
+                    print(f"[evaluate] noise {name}: resumed from {out / 'partial'}", file=sys.stderr, flush=True)
+                continue
             with Stage(timing, f"noise {name}", quiet):
                 big = per_class * C > KEEP_LIMIT
                 res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed,
                                 keep_features=not big)
                 noise[name] = _run_summary(res, labels, seed)
-                noise[name]["seconds"] = None   # filled below
                 if recipe == "speechmax":
                     small = res if not big else _maximize(models, mode, recipe, threads, False, steps,
                                                           n=min(k_keep, per_class), seed=seed)
@@ -306,6 +315,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                                       targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
                 del res
             noise[name]["seconds"] = timing[f"noise {name}"]
+            _save_partial(out, name, key, noise[name], keep.get(mode) if recipe == "speechmax" else None)
     metrics["noise_to_class"] = noise
 
     # 3. class to class (speechmax recipe, both modes) -- before the vocoder, which needs its samples
@@ -372,6 +382,52 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     write_report(out / "report.html", metrics, figs)
     return metrics
+
+
+def _run_key(models: EvalModels, recipe, mode, per_class, seed, steps, k_keep) -> str:
+    """What a noise run's result depends on: the models' weights, the recipe and the sizes."""
+    import hashlib
+
+    weights = [getattr(m, "card", {}).get("sha256") or name for name, m in (
+        ("classifier", models.classifier), ("separate", models.separate),
+        ("prior", models.prior if recipe == "speechmax" else models.prior_paper))]
+    spec = json.dumps([weights, recipe, mode, per_class, seed, steps, k_keep, RECIPES[recipe]], sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _partial_paths(out: Path, name: str):
+    stem = out / "partial" / f"noise-{name.replace('/', '-')}"
+    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+
+
+def _save_partial(out: Path, name: str, key: str, summary: dict, kept: dict | None) -> None:
+    from safetensors.torch import save_file
+
+    js, st = _partial_paths(out, name)
+    js.parent.mkdir(exist_ok=True)
+    if kept is not None:
+        save_file({"before": kept["before"].contiguous(), "after": kept["after"].contiguous(),
+                   "targets": torch.from_numpy(kept["targets"]), "start": torch.from_numpy(kept["start"])}, str(st))
+    tmp = js.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "summary": summary, "kept": kept is not None}))
+    tmp.replace(js)   # the JSON lands last: a run counts as done only once everything is on disk
+
+
+def _load_partial(out: Path, name: str, key: str, want_kept: bool):
+    from safetensors.torch import load_file
+
+    js, st = _partial_paths(out, name)
+    try:
+        d = json.loads(js.read_text())
+    except (OSError, ValueError):
+        return None
+    if d.get("key") != key or (want_kept and not (d.get("kept") and st.is_file())):
+        return None
+    kept = None
+    if want_kept:
+        t = load_file(str(st))
+        kept = dict(before=t["before"], after=t["after"], targets=t["targets"].numpy(), start=t["start"].numpy())
+    return d["summary"], kept
 
 
 def _version() -> str:
