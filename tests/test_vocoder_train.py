@@ -123,3 +123,30 @@ def test_conditioning_reads_the_normalised_mel_and_old_cards_keep_raw_input():
     assert WaveNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="mel_std"):
         WaveNetConfig(mel_std=0.0)
+
+
+def test_training_logs_the_quality_curve_and_audio_snapshots(tmp_path):
+    """On a word corpus with a test split, training measures the separate classifier's accuracy and STOI at
+    intervals (the curve the card reports) and writes resynthesized snapshots."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from speechmax.data import build_corpus
+    from speechmax.models.registry import load_model
+
+    if load_model("classifier-separate", kind="classifier", missing_ok=True) is None:
+        pytest.skip("the shipped separate classifier is missing")
+    root = tmp_path / "words"
+    build_corpus(root, speakers=2, seed=3, workers=2, engines=["espeak-ng"])
+    spk = sorted(p.name.split("_nohash_")[0] for p in (root / "yes").glob("*.wav"))
+    (root / "testing_list.txt").write_text("".join(f"{p.parent.name}/{p.name}\n" for p in sorted(root.glob(f"*/{spk[0]}_*.wav"))))
+    (root / "validation_list.txt").write_text("")
+    tc = VocoderTrainConfig(batch=2, window=800, steps=10, checkpoint_every=10, validate_every=10, quality_every=5,
+                            snapshot_every=10, silent_keep=1.0)
+    train_vocoder([root], tmp_path / "run", tc, model_cfg=TINY, progress=False)
+    q = [e for e in JsonLog(tmp_path / "run" / "log.jsonl").read() if e["event"] == "quality"]
+    assert [e["step"] for e in q] == [5, 10] and all(e["clips"] == 35 for e in q)
+    assert all(0 <= e["separate_accuracy"]["wavenet"] <= 1 and 0 < e["stoi"]["griffinlim"] <= 1 for e in q)
+    assert len(list((tmp_path / "run" / "snapshots" / "step0000010").glob("*.wav"))) == 9
+    assert not (tmp_path / "run" / "snapshots" / "step0000005").exists()
+    export_vocoder(tmp_path / "run", tmp_path / "voc")
+    assert [p["step"] for p in load_wavenet(tmp_path / "voc").card["training"]["quality_curve"]] == [5, 10]

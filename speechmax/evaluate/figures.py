@@ -50,7 +50,7 @@ def success_chart(path: Path, runs: dict, labels, title: str) -> Path:
     ax.set_xticks(x, labels, rotation=90, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set(ylabel="success rate (95% CI)", title=title)
-    ax.legend(fontsize=8, ncol=min(4, len(runs)), loc="upper right")
+    ax.legend(fontsize=8, ncol=min(4, len(runs)), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -40,7 +40,9 @@ class VocoderTrainConfig:
     silent_keep: float = 0.1        # probability of keeping a near-silent window
     checkpoint_every: int = 100
     validate_every: int = 1000
-    snapshot_every: int = 5000
+    quality_every: int = 1000       # separate-classifier accuracy + STOI on a few test words (the curve)
+    quality_per_class: int = 1
+    snapshot_every: int = 5000      # resynthesized test words written to OUT/snapshots/stepNNNNNNN/
     bf16: bool = False
     seed: int = 0
 
@@ -240,6 +242,7 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     end = tc.steps if max_steps_this_run is None else min(tc.steps, step + max_steps_this_run)
     pbar = tqdm(total=tc.steps, initial=step, desc="vocoder", unit="step", mininterval=30, disable=not progress)
     last_loss = float(state.get("loss", "nan")) if state else float("nan")
+    quality = _quality_probe(data_dirs, tc)
     model.train()
     while step < end:
         t0 = time.perf_counter()
@@ -266,10 +269,37 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
         if step % tc.validate_every == 0 or step == end:
             nll = validation_nll(ema.model, val_batches)
             log.write(event="validate", step=step, val_nll=round(nll, 4), train_hours=round(seconds / 3600, 4))
+        if tc.quality_every and step % tc.quality_every == 0 and quality is not None:
+            snap = out / "snapshots" / f"step{step:07d}" if tc.snapshot_every and step % tc.snapshot_every == 0 else None
+            q = quality(ema.model, snap)
+            log.write(event="quality", step=step, train_hours=round(seconds / 3600, 4),
+                      separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"])
+            model.train()
         if step % tc.checkpoint_every == 0 or step == end:
             save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
     pbar.close()
     return {"step": step, "train_hours": seconds / 3600, "loss": last_loss, "checkpoint": str(out / "last.json")}
+
+
+def _quality_probe(data_dirs, tc: VocoderTrainConfig):
+    """A callable(model, snapshot_dir) measuring the curve's points on the first word corpus among
+    ``data_dirs`` (its test split) with the shipped separate classifier; None when either is missing."""
+    from ..data.words import WORDS
+    from ..models.registry import load_model
+
+    root = next((Path(d) for d in data_dirs if any((Path(d) / w).is_dir() for w in WORDS)), None)
+    separate = load_model("classifier-separate", kind="classifier", missing_ok=True)
+    if root is None or separate is None or not tc.quality_every:
+        return None
+
+    def probe(model, snapshot_dir):
+        from .quality import vocoder_quality
+
+        model.eval()
+        return vocoder_quality(model, root, separate, per_class=tc.quality_per_class, examples_dir=snapshot_dir,
+                               n_examples=3)
+
+    return probe
 
 
 def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | None = None,
@@ -290,6 +320,10 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
     card = {"training": {"steps": state["step"], "train_hours": round(state["train_seconds"] / 3600, 2),
                          "config": conf["train"], "val_nll_curve": [(e["step"], e["train_hours"], e["val_nll"]) for e in val]},
             "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
+    curve = [e for e in JsonLog(run_dir / "log.jsonl").read() if e.get("event") == "quality"]
+    card["training"]["quality_curve"] = [
+        {"step": e["step"], "train_hours": e["train_hours"], "separate_accuracy": e["separate_accuracy"],
+         "stoi": e["stoi"], "clips": e["clips"]} for e in curve]
     card.update(extra_card or {})
     if measure is not None:
         from .quality import vocoder_quality
