@@ -38,7 +38,8 @@ def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: 
                "listening_set": metrics["listening_set"]["path"], "samples": str(out / "samples"),
                "manifest": str(manifest), "n_samples": len(res.targets),
                "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
-               "vocoder": models.names["vocoder"],
+               "vocoder": "griffinlim" if models.vocoder.preferred_backend == "griffinlim" else models.names["vocoder"],
+               "vocoder_note": models.vocoder.preference_note,
                "summary": metrics["summary"], "seconds": metrics["timing"]["total"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -75,6 +75,33 @@ def test_griffinlim_control_needs_no_wavenet():
 
 
 @needs_cpu
+
+@pytest.mark.parametrize("wavenet_acc, expected", [(0.30, "griffinlim"), (0.99, "auto")])
+def test_auto_prefers_griffinlim_when_the_card_measures_the_wavenet_below_it(tmp_path, monkeypatch, wavenet_acc,
+                                                                           expected):
+    """Tools that write audio for people (maximize, demo, listening set) read the card's measured quality:
+    `auto` keeps the WaveNet loaded (for the vocoder control) but vocodes through Griffin-Lim when the WaveNet
+    measured less intelligible; a vocoder named explicitly is used as it is."""
+    from speechmax.maximize.output import load_vocoder
+
+    torch.manual_seed(0)
+    path = tmp_path / "measured"
+    save_wavenet(WaveNet(TINY), path, metrics={"clips": 350, "separate_accuracy": {
+        "original": 0.98, "wavenet": wavenet_acc, "griffinlim": 0.97}})
+    real = speechmax.Vocoder.from_pretrained.__func__
+    monkeypatch.setattr(speechmax.Vocoder, "from_pretrained",
+                        classmethod(lambda cls, name="default", device="cpu": real(cls, path if name == "default"
+                                                                                   else name, device)))
+    voc, backend, why = load_vocoder("auto")
+    assert voc.model is not None and backend == expected and voc.preferred_backend == expected
+    if expected == "griffinlim":
+        assert "below Griffin-Lim" in why and "30.0% vs 97.0%" in why
+    else:
+        assert why is None
+    voc, backend, why = load_vocoder(str(path))     # named: used as it is
+    assert backend == "auto" and why is None
+    assert load_vocoder("griffinlim")[1] == "griffinlim"
+
 def test_resynthesize(voc, tmp_path):
     path = tmp_path / "tone.wav"
     save_audio(path, 0.3 * np.sin(np.arange(4000) * 0.05))

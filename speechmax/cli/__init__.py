@@ -14,10 +14,6 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-class NotBuiltYet(CommandError):
-    """A subcommand whose stage has not landed yet."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from speechmax import __version__
 
@@ -37,9 +33,6 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
-    except NotBuiltYet as e:
-        print(f"speechmax {args.command}: not built yet: {e}", file=sys.stderr)
-        return 3
     except (CommandError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"speechmax {args.command}: error: {e}", file=sys.stderr)
         return 2

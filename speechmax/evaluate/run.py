@@ -475,7 +475,8 @@ def _vocoder_control(models, clips: Clips, keep, k: int, labels, seed, threads, 
         gl = _synthesize(models, mels, seed, threads, False, f"Griffin-Lim {g}", quiet)
         audio[g] = dict(wavenet=wn, griffinlim=gl, index=index[g])
         result[g] = _control_group(models, mels, np.asarray(words), wn, gl, labels, seed)
-    note = None if models.wavenet else f"no WaveNet vocoder ({models.vocoder_note}): Griffin-Lim only"
+    note = f"no WaveNet vocoder ({models.vocoder_note}): Griffin-Lim only" if not models.wavenet else \
+        (f"listening set and samples through Griffin-Lim: {models.vocoder_note}" if models.vocoder_note else None)
     return {"groups": result, "wavenet_available": models.wavenet, "note": note}, audio
 
 
@@ -485,7 +486,7 @@ def _listening_set(models, clips: Clips, keep, c2c_res, src, audio, k: int, labe
     (real clips resynthesized, known word) and low-quality anchors; manifest in speechmax.listen's format."""
     root.mkdir(parents=True, exist_ok=True)
     sr = models.vocoder.sample_rate
-    primary = "wavenet" if models.wavenet else "griffinlim"
+    primary = "wavenet" if models.wavenet and models.vocoder.preferred_backend != "griffinlim" else "griffinlim"
     entries, pending = [], []   # pending: (id, mel) still to vocode
 
     def add(cid, condition, word, role, wave=None, mel=None, **extra):
@@ -526,10 +527,11 @@ def _listening_set(models, clips: Clips, keep, c2c_res, src, audio, k: int, labe
             add(f"anchor-{labels[w]}-{n}", "anchor", w, "anchor", wave=_anchor(clips.waves[i].numpy(), sr, rng))
     if pending:
         mels = torch.stack([m for _, m in pending])
-        waves = _synthesize(models, mels, seed + 3, threads, models.wavenet, "listening set", quiet)
+        waves = _synthesize(models, mels, seed + 3, threads, primary == "wavenet", "listening set", quiet)
         for (cid, _), w in zip(pending, waves):
             save_audio(root / f"{cid}.wav", w, sr)
-    manifest = {"name": "speechmax-evaluate", "vocoder": models.names["vocoder"], "clips": entries}
+    manifest = {"name": "speechmax-evaluate", "vocoder": models.names["vocoder"] if primary == "wavenet" else
+                "griffinlim", "clips": entries}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     counts: dict = {}
     for e in entries:

@@ -14,18 +14,24 @@ from .engine import MaximizeResult
 
 
 def load_vocoder(name: str = "auto"):
-    """(vocoder, backend, why): ``auto`` takes the shipped WaveNet vocoder when there is one and falls back to
-    Griffin-Lim (``why`` says why); ``griffinlim`` forces the fallback; anything else is a vocoder name/path."""
+    """(vocoder, backend, why): ``auto`` takes the shipped WaveNet vocoder when there is one and its card does not
+    measure it below Griffin-Lim, else Griffin-Lim (``why`` says why; the WaveNet stays loaded, for controls);
+    ``griffinlim`` forces the fallback; anything else is a vocoder name/path, used as it is."""
     from ..vocoder.vocoder import Vocoder
 
     if name == "griffinlim":
-        return Vocoder(None, name="griffinlim"), "griffinlim", "asked for"
-    try:
-        return Vocoder.from_pretrained("default" if name == "auto" else name), "auto", None
-    except FileNotFoundError as e:
-        if name != "auto":
-            raise
-        return Vocoder(None, name="griffinlim"), "griffinlim", str(e)
+        voc, why = Vocoder(None, name="griffinlim"), "asked for"
+    else:
+        try:
+            voc = Vocoder.from_pretrained("default" if name == "auto" else name)
+            why = voc.below_griffinlim() if name == "auto" else None
+        except FileNotFoundError as e:
+            if name != "auto":
+                raise
+            voc, why = Vocoder(None, name="griffinlim"), str(e)
+    if why is not None:
+        voc.preferred_backend, voc.preference_note = "griffinlim", why
+    return voc, voc.preferred_backend, why
 
 
 def _top(probs: torch.Tensor, labels) -> dict:
@@ -90,7 +96,7 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     if isinstance(vocoder, str):
         voc, backend, why = load_vocoder(vocoder)
     else:   # a speechmax.Vocoder already loaded
-        voc, backend, why = vocoder, ("auto" if vocoder.model is not None else "griffinlim"), None
+        voc, backend, why = vocoder, vocoder.preferred_backend, vocoder.preference_note
     cfg = feature_config or voc.feature_config
     samples = []
     for i in range(len(res.targets)):

@@ -28,6 +28,23 @@ class Vocoder:
         self.model = model.eval() if model is not None else None
         self.name = name
         self._feature_config = model.feature_config if model is not None else (feature_config or FeatureConfig())
+        # what tools that write audio for people (maximize, the demo, the listening set) should use, and why
+        self.preferred_backend = "auto" if model is not None else "griffinlim"
+        self.preference_note: str | None = None
+
+    def below_griffinlim(self) -> str | None:
+        """Why this WaveNet's card says it is less intelligible than Griffin-Lim, or None (it is not, or its card
+        has no quality measurement). Measured by ``speechmax train vocoder --export ... --measure``: the separate
+        classifier's accuracy on the same test clips after each vocoder."""
+        card = getattr(self.model, "card", None) or {}
+        metrics = card.get("metrics") or {}
+        acc = metrics.get("separate_accuracy") or {}
+        wn, gl = acc.get("wavenet"), acc.get("griffinlim")
+        if self.model is None or wn is None or gl is None or wn >= gl:
+            return None
+        return (f"the WaveNet {self.name!r} measured below Griffin-Lim on {metrics.get('clips', '?')} test clips "
+                f"(separate classifier {wn:.1%} vs {gl:.1%}, original {acc.get('original', float('nan')):.1%}): "
+                "Griffin-Lim is used; name the vocoder (e.g. 'default') to use the WaveNet anyway")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "default", device="cpu") -> "Vocoder":
