@@ -25,6 +25,7 @@
 
 #include "maximize_math.h"
 #include "ops.h"
+#include "simd.h"
 
 namespace speechmax {
 namespace {
@@ -161,16 +162,8 @@ void finish_sample(const Job& job, long s, float obj, const float* g) {
 }
 
 namespace isa_avx2 {
-struct V {
-  using reg = __m256;
-  static constexpr int W = 8;
+struct V : simd::Avx2 {
   static constexpr int NREG = 16;
-  static reg zero() { return _mm256_setzero_ps(); }
-  static reg load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static reg set1(float x) { return _mm256_set1_ps(x); }
-  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg relu(reg a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
   static reg keep_where_positive(reg a, reg m) {
     return _mm256_and_ps(a, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
@@ -182,16 +175,8 @@ struct V {
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 namespace isa_avx512 {
-struct V {
-  using reg = __m512;
-  static constexpr int W = 16;
+struct V : simd::Avx512 {
   static constexpr int NREG = 32;
-  static reg zero() { return _mm512_setzero_ps(); }
-  static reg load(const float* p) { return _mm512_loadu_ps(p); }
-  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
-  static reg set1(float x) { return _mm512_set1_ps(x); }
-  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
-  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg relu(reg a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
   static reg keep_where_positive(reg a, reg m) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), a);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "simd.h"
 #include "wavenet_step.h"
 
 namespace speechmax {
@@ -116,16 +117,8 @@ struct Workspace {
 };
 
 namespace isa_avx2 {
-struct V {
-  using reg = __m256;
-  static constexpr int W = 8;
+struct V : simd::Avx2 {
   static constexpr int NBMAX = 2;  // 4 vectors x 2 items = 8 accumulators + 4 weights of 16 ymm registers
-  static reg zero() { return _mm256_setzero_ps(); }
-  static reg load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static reg set1(float x) { return _mm256_set1_ps(x); }
-  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   // 8 (w[o][k], w[o][k+1]) bf16 pairs -> w[.][k] and w[.][k+1] as fp32: bf16 is the top half of an fp32.
   static void bf16_pair(const uint16_t* p, reg& lo, reg& hi) {
     const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -138,16 +131,8 @@ struct V {
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
-struct V512 {
-  using reg = __m512;
-  static constexpr int W = 16;
+struct V512 : simd::Avx512 {
   static constexpr int NBMAX = 6;  // 4 vectors x 6 items = 24 accumulators + 4 weights of 32 zmm registers
-  static reg zero() { return _mm512_setzero_ps(); }
-  static reg load(const float* p) { return _mm512_loadu_ps(p); }
-  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
-  static reg set1(float x) { return _mm512_set1_ps(x); }
-  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
-  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static void bf16_pair(const uint16_t* p, reg& lo, reg& hi) {
     const __m512i r = _mm512_loadu_si512(p);
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
