@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from speechmax.cli import main
 from speechmax.models.registry import load_model
@@ -42,6 +43,13 @@ def test_train_classifier_and_prior_on_a_tiny_corpus(corpus, tmp_path, capsys):
     assert (run / "confusion.png").stat().st_size > 10_000 and (run / "last.safetensors").is_file()
     clf = load_model(run / "model", kind="classifier")
     assert clf.cfg.n_classes == 35
+    # the training features' per-band range, which maximize's Clamp keeps samples in
+    from speechmax.ops.maximize import classifier_feature_range
+
+    low, high = classifier_feature_range(clf)
+    assert low.shape == high.shape == (80,) and (low < high).all()
+    assert torch.equal(low, torch.tensor(card["feature_range"]["low"]))
+    assert low.min() >= clf.feature_config.log_min - 1e-4
 
     # resume: one more epoch continues from epoch 3 rather than starting again
     assert main(["train", "classifier", *common, "--out", str(run), "--epochs", "4", "--no-augment"]) == 0

@@ -223,6 +223,14 @@ def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val
     return best
 
 
+def feature_range(x: torch.Tensor) -> dict:
+    """Per-band min and max of training features x: (N, n_mels, frames), as the card's ``feature_range`` (the
+    bounds maximize's Clamp keeps the features in)."""
+    return {"low": [round(float(v), 4) for v in x.amin(dim=(0, 2))],
+            "high": [round(float(v), 4) for v in x.amax(dim=(0, 2))],
+            "what": f"per-band min/max of the log-mel over the {len(x)} training clips"}
+
+
 def train_classifier(data, out, preset: str = "classifier", arch: str | None = None, fc: FitConfig = FitConfig(),
                      feature_cfg: FeatureConfig = FeatureConfig(), progress: bool = True, threads: int | None = None) -> dict:
     """Train a classifier preset (classifier | classifier-separate | classifier-paper) on ``data``; write
@@ -261,7 +269,7 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
             "training_data": dict(_corpus_info(data), train_clips=len(train.x), val_clips=len(val.x), test_clips=len(test.x)),
             "metrics": {"test_accuracy": metrics["accuracy"], "val_accuracy": best, "test_clips": metrics["n"],
                         "per_class_accuracy": metrics["per_class_accuracy"]},
-            "confusion_png": "confusion.png"}
+            "confusion_png": "confusion.png", "feature_range": feature_range(train.x)}
     save_classifier(model, out / "model", **card)
     (out / "confusion.json").write_text(json.dumps(metrics["confusion"]))
     return card["metrics"]
