@@ -6,24 +6,40 @@ default classifier on the fused CPU kernels, scored by both classifiers.
 
 Prints (and writes) the measured wall time, start-steps per second, hit rates and peak memory. Run it on an
 idle machine: it keeps both cores busy for over an hour at N = 10000."""
-import json, sys, time, torch
-from speechmax.models.registry import load_model as L
+import json
+import resource
+import sys
+import time
+
+import torch
+
 from speechmax.maximize import maximize
-if len(sys.argv) != 4:
-    sys.exit(__doc__)
-n = int(sys.argv[1]); threads = int(sys.argv[2]); out = sys.argv[3]
-torch.set_num_threads(threads)
-clf, sep, prior = L('classifier'), L('classifier-separate'), L('prior')
-t0 = time.time()
-res = maximize(clf, 'all', mode='latent', prior=prior, n=n, preset='paper', seed=0, separate=sep, threads=threads,
-               keep_features=False, progress=True)
-dt = time.time() - t0
-N = len(res.targets)
-both = ((res.probs_after.argmax(-1) == res.targets) & (res.separate_after.argmax(-1) == res.targets)).float().mean()
-r = {"n_per_class": n, "starts": N, "steps": res.settings["steps"], "start_steps": N * res.settings["steps"],
-     "seconds": round(dt, 1), "start_steps_per_s": round(N * res.settings["steps"] / dt, 1), "threads": threads,
-     "path": res.settings["path"], "decoder": res.settings["decoder"],
-     "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
-     "both": round(float(both), 4), "nan_stopped": len(res.nan_stopped),
-     "peak_rss_mb": round(__import__('resource').getrusage(__import__('resource').RUSAGE_SELF).ru_maxrss / 1024)}
-print(json.dumps(r, indent=1)); open(out, 'w').write(json.dumps(r, indent=1))
+from speechmax.models.registry import load_model
+
+
+def main(n: int, threads: int, out: str) -> dict:
+    torch.set_num_threads(threads)
+    clf, sep, prior = load_model("classifier"), load_model("classifier-separate"), load_model("prior")
+    t0 = time.time()
+    res = maximize(clf, "all", mode="latent", prior=prior, n=n, preset="paper", seed=0, separate=sep,
+                   threads=threads, keep_features=False, progress=True)
+    dt = time.time() - t0
+    starts, steps = len(res.targets), res.settings["steps"]
+    both = ((res.probs_after.argmax(-1) == res.targets) & (res.separate_after.argmax(-1) == res.targets)).float().mean()
+    r = {"n_per_class": n, "starts": starts, "steps": steps, "start_steps": starts * steps, "seconds": round(dt, 1),
+         "start_steps_per_s": round(starts * steps / dt, 1), "threads": threads, "path": res.settings["path"],
+         "decoder": res.settings["decoder"],
+         "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
+         "both": round(float(both), 4), "nan_stopped": len(res.nan_stopped),
+         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    text = json.dumps(r, indent=1)
+    print(text)
+    with open(out, "w") as f:
+        f.write(text)
+    return r
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

@@ -316,14 +316,14 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
     state = load_checkpoint(run_dir, model, None, ema)
     if state is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
-    val = [e for e in JsonLog(run_dir / "log.jsonl").read() if e.get("event") == "validate"]
+    events = JsonLog(run_dir / "log.jsonl").read()
+    val = [e for e in events if e.get("event") == "validate"]
     card = {"training": {"steps": state["step"], "train_hours": round(state["train_seconds"] / 3600, 2),
                          "config": conf["train"], "val_nll_curve": [(e["step"], e["train_hours"], e["val_nll"]) for e in val]},
             "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
-    curve = [e for e in JsonLog(run_dir / "log.jsonl").read() if e.get("event") == "quality"]
     card["training"]["quality_curve"] = [
         {"step": e["step"], "train_hours": e["train_hours"], "separate_accuracy": e["separate_accuracy"],
-         "stoi": e["stoi"], "clips": e["clips"]} for e in curve]
+         "stoi": e["stoi"], "clips": e["clips"]} for e in events if e.get("event") == "quality"]
     card.update(extra_card or {})
     if measure is not None:
         from .quality import vocoder_quality
