@@ -136,6 +136,35 @@ class WaveNet(nn.Module):
         inputs: (batch, samples) int64 mu-law classes of the *previous* samples (inputs[:, t] = sample t-1).
         mel: (batch, n_mels, frames) for the whole clip; the window's first sample sits on frame
         ``frame_offset`` (an int or a (batch,) tensor). Returns (batch, n_classes, samples).
+
+        The residual stack runs time-major as one autograd node (:class:`_ResidualStack`: matrix products and
+        a hand-written backward, about 2x faster to train on CPU than :meth:`forward_ref`, equal to it within
+        float rounding).
+        """
+        B, T = inputs.shape
+        cfg = self.cfg
+        G, L, R, hop = cfg.gate_channels, cfg.n_layers, cfg.residual_channels, cfg.hop_length
+        nf = frames_needed(T, hop)
+        fidx = torch.arange(nf, device=inputs.device)[None] + torch.as_tensor(frame_offset, device=inputs.device).view(-1, 1)
+        fidx = fidx.expand(B, nf)
+        if int(fidx.max()) >= mel.shape[-1] or int(fidx.min()) < 0:
+            raise ValueError(f"a window of {T} samples at frame offset {frame_offset} needs frames "
+                             f"{int(fidx.min())}..{int(fidx.max())}, but the mel has {mel.shape[-1]} frames")
+        cond = self.conditioning(mel)                                            # (B, L*G, F)
+        cf = torch.gather(cond, 2, fidx[:, None, :].expand(B, L * G, nf))        # the window's frames only
+        cf = (cf.permute(2, 0, 1) + self.b_gate.reshape(1, 1, L * G)).contiguous()  # (nf, B, L*G)
+        x0 = self.embed(inputs.t().reshape(-1))                                  # (T*B, R), row t*B + b
+        skip = _ResidualStack.apply(x0, cf, self.w_past, self.w_cur, self.w_skip, self.w_res, self.b_res,
+                                    tuple(cfg.dilations), B, hop)
+        logits = self.head(skip + self.b_skip.sum(0))                            # (T*B, C)
+        return logits.view(T, B, -1).permute(1, 2, 0)
+
+    def forward_ref(self, inputs: torch.Tensor, mel: torch.Tensor, frame_offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """Teacher-forced logits, the plain autograd twin of :meth:`forward` (same arguments, same result).
+
+        inputs: (batch, samples) int64 mu-law classes of the *previous* samples (inputs[:, t] = sample t-1).
+        mel: (batch, n_mels, frames) for the whole clip; the window's first sample sits on frame
+        ``frame_offset`` (an int or a (batch,) tensor). Returns (batch, n_classes, samples).
         """
         B, T = inputs.shape
         cfg = self.cfg
@@ -164,6 +193,99 @@ class WaveNet(nn.Module):
     def head(self, skip: torch.Tensor) -> torch.Tensor:
         """skip: (..., S) -> logits (..., n_classes)."""
         return self.out2(F.relu(self.out1(F.relu(skip))))
+
+
+def _frames_to_samples(c: torch.Tensor, hop: int, out: torch.Tensor) -> None:
+    """out[t] = c[(t + hop//2) // hop] for t < len(out): c (frames, ...) -> out (samples, ...), in place."""
+    T, first = out.shape[0], hop - hop // 2
+    out[:first] = c[0]
+    k = max(T - first, 0) // hop
+    if k:
+        out[first:first + k * hop].view(k, hop, *out.shape[1:]).copy_(c[1:k + 1, None].expand(k, hop, *c.shape[1:]))
+    if first + k * hop < T:
+        out[first + k * hop:] = c[k + 1]
+
+
+def _samples_to_frames(g: torch.Tensor, nf: int, hop: int) -> torch.Tensor:
+    """The adjoint of :func:`_frames_to_samples`: sums the samples of each frame, (samples, ...) -> (nf, ...)."""
+    T, first = g.shape[0], hop - hop // 2
+    out = g.new_zeros(nf, *g.shape[1:])
+    out[0] = g[:first].sum(0)
+    k = max(T - first, 0) // hop
+    if k:
+        out[1:k + 1] = g[first:first + k * hop].view(k, hop, *g.shape[1:]).sum(1)
+    if first + k * hop < T:
+        out[k + 1] = g[first + k * hop:].sum(0)
+    return out
+
+
+class _ResidualStack(torch.autograd.Function):
+    """WaveNet's residual stack for training, time-major ((samples * batch, channels), row t*B + b, so a
+    dilation d is a shift of d*B rows and every product is one GEMM on contiguous memory). Returns the skip sum
+    without its biases. The last layer's residual output is never read, so it is not computed (its weights'
+    gradients are zero, as in :meth:`WaveNet.forward_ref`). Saves x, tanh and sigmoid per layer."""
+
+    @staticmethod
+    def forward(ctx, x0, cf, w_past, w_cur, w_skip, w_res, b_res, dilations, B, hop):
+        TB, R = x0.shape
+        T, L, G = TB // B, w_cur.shape[0], w_cur.shape[1]
+        H = G // 2
+        skip = x0.new_zeros(TB, w_skip.shape[1])
+        saved, x = [], x0
+        for l, d in enumerate(dilations):
+            h = x.new_empty(TB, G)
+            _frames_to_samples(cf[:, :, l * G:(l + 1) * G], hop, h.view(T, B, G))
+            h.addmm_(x, w_cur[l].t())
+            if d < T:
+                h[d * B:].addmm_(x[:(T - d) * B], w_past[l].t())
+            t, s = torch.tanh(h[:, :H]), torch.sigmoid(h[:, H:])
+            z = t * s
+            skip.addmm_(z, w_skip[l].t())
+            saved.append((x, t, s))
+            if l < L - 1:
+                x = torch.addmm(b_res[l], z, w_res[l].t()).add_(x).mul_(RES_SCALE)
+        ctx.saved, ctx.dilations, ctx.B, ctx.hop, ctx.nf = saved, dilations, B, hop, cf.shape[0]
+        ctx.save_for_backward(w_past, w_cur, w_skip, w_res)
+        return skip
+
+    @staticmethod
+    def backward(ctx, g_skip):
+        w_past, w_cur, w_skip, w_res = ctx.saved_tensors
+        B, hop, nf = ctx.B, ctx.hop, ctx.nf
+        L, G = w_cur.shape[0], w_cur.shape[1]
+        H = G // 2
+        g_skip = g_skip.contiguous()
+        TB = g_skip.shape[0]
+        T = TB // B
+        gw_past, gw_cur = torch.zeros_like(w_past), torch.zeros_like(w_cur)
+        gw_skip, gw_res = torch.zeros_like(w_skip), torch.zeros_like(w_res)
+        gb_res = w_res.new_zeros(L, w_res.shape[1])
+        g_cf = g_skip.new_empty(nf, B, L * G)
+        g_h, tmp = g_skip.new_empty(TB, G), g_skip.new_empty(TB, H)
+        g_x = None                                   # gradient w.r.t. the output x of layer l
+        for l in range(L - 1, -1, -1):
+            d = ctx.dilations[l]
+            x, t, s = ctx.saved[l]
+            z = t * s
+            g_z = torch.mm(g_skip, w_skip[l])
+            torch.mm(g_skip.t(), z, out=gw_skip[l])
+            if g_x is not None:                      # x_out = (x + W_res z + b_res) * RES_SCALE
+                g_z.addmm_(g_x, w_res[l], alpha=RES_SCALE)
+                torch.mm(g_x.t(), z, out=gw_res[l]).mul_(RES_SCALE)
+                torch.sum(g_x, 0, out=gb_res[l]).mul_(RES_SCALE)
+            torch.mul(g_z, s, out=tmp)
+            torch.ops.aten.tanh_backward.grad_input(tmp, t, grad_input=g_h[:, :H])
+            torch.mul(g_z, t, out=tmp)
+            torch.ops.aten.sigmoid_backward.grad_input(tmp, s, grad_input=g_h[:, H:])
+            g_cf[:, :, l * G:(l + 1) * G] = _samples_to_frames(g_h.view(T, B, G), nf, hop)
+            torch.mm(g_h.t(), x, out=gw_cur[l])
+            g_in = torch.mm(g_h, w_cur[l]) if g_x is None else torch.addmm(g_x, g_h, w_cur[l], beta=RES_SCALE)
+            if d < T:
+                torch.mm(g_h[d * B:].t(), x[:(T - d) * B], out=gw_past[l])
+                g_in[:(T - d) * B].addmm_(g_h[d * B:], w_past[l])
+            g_x = g_in
+        ctx.saved = None
+        return g_x, g_cf, gw_past, gw_cur, gw_skip, gw_res, gb_res, None, None, None
 
 
 def save_wavenet(model: WaveNet, path, **card) -> None:
