@@ -185,3 +185,12 @@ def test_fused_forward_rejects_a_window_past_the_mel():
     model = WaveNet(TINY)
     with pytest.raises(ValueError, match="frames"):
         model(torch.zeros(1, 800, dtype=torch.long), torch.zeros(1, 80, 3), 0)
+
+
+def test_training_forward_under_bf16_autocast():
+    model = WaveNet(TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randint(0, 256, (2, 800)), torch.zeros(2, 80, 8) - 5)
+    assert logits.dtype == torch.bfloat16 and logits.shape == (2, 256, 800)
+    logits.float().logsumexp(1).mean().backward()
+    assert model.w_cur.grad is not None and model.w_cur.grad.abs().max() > 0

@@ -139,8 +139,10 @@ class WaveNet(nn.Module):
 
         The residual stack runs time-major as one autograd node (:class:`_ResidualStack`: matrix products and
         a hand-written backward, about 2x faster to train on CPU than :meth:`forward_ref`, equal to it within
-        float rounding).
+        float rounding). Under autocast (``bf16`` training) it runs :meth:`forward_ref`.
         """
+        if torch.is_autocast_enabled(inputs.device.type):   # mixed precision: let autocast choose per op
+            return self.forward_ref(inputs, mel, frame_offset)
         B, T = inputs.shape
         cfg = self.cfg
         G, L, R, hop = cfg.gate_channels, cfg.n_layers, cfg.residual_channels, cfg.hop_length
