@@ -10,6 +10,12 @@ void register_maximize_cuda(pybind11::module& m);  // cuda/maximize_binding.cpp
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "speechmax C++ kernels (CPU; CUDA where torch has it)";
   m.def("gated_activation", &speechmax::gated_activation_cpu, "tanh(a) * sigmoid(b) (CPU)");
+  m.def("gate_train_forward", &speechmax::gate_train_forward_cpu,
+        "WaveNet gate for training: h (N, G) = [a | b] -> [z, tanh(a), sigmoid(b)] (CPU, one pass)",
+        py::arg("h"), py::arg("isa") = "auto");
+  m.def("gate_train_backward", &speechmax::gate_train_backward_cpu,
+        "Backward of gate_train_forward: g_z, tanh, sigmoid -> g_h (N, G), written in place (CPU, one pass)",
+        py::arg("g_z"), py::arg("t"), py::arg("s"), py::arg("g_h"), py::arg("isa") = "auto");
   m.def("cpu_features", &speechmax::cpu_features, "ISA extensions this CPU offers, as seen at run time");
   m.def("wavenet_sample", &speechmax::wavenet_sample_cpu,
         "Fused WaveNet sampler (CPU, OpenMP over the batch, GIL released); updates rings/prev in place",

@@ -4,6 +4,10 @@
 
 namespace speechmax {
 torch::Tensor gated_activation_cpu(const torch::Tensor& a, const torch::Tensor& b);
+// The gate for training, fused (gate_train.cpp): h (N, G) -> {z, tanh, sigmoid}; and its backward into g_h.
+std::vector<torch::Tensor> gate_train_forward_cpu(const torch::Tensor& h, const std::string& isa);
+void gate_train_backward_cpu(const torch::Tensor& g_z, const torch::Tensor& t, const torch::Tensor& s,
+                             torch::Tensor& g_h, const std::string& isa);
 
 // Fused WaveNet sampler (wavenet_cpu.cpp); speechmax/ops/wavenet.py packs the weights and documents shapes.
 void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biases, const torch::Tensor& desc,

@@ -81,6 +81,7 @@ def test_shipped_vocoder_resynthesizes_a_word(unseen_words):
     metrics = read_card(ASSETS["vocoder"].path)["metrics"]
     assert set(metrics["separate_accuracy"]) == {"original", "wavenet", "griffinlim"}
     assert set(metrics["stoi"]) == {"wavenet", "griffinlim"} and metrics["clips"] >= 350
+    assert 200 <= metrics["stoi_clips"] <= metrics["clips"]      # the clips long enough for STOI
     voc = speechmax.Vocoder.from_pretrained("default")
     x, _ = unseen_words
     mel = x[0, :, :51]   # half a second

@@ -145,7 +145,9 @@ def test_training_logs_the_quality_curve_and_audio_snapshots(tmp_path):
     train_vocoder([root], tmp_path / "run", tc, model_cfg=TINY, progress=False)
     q = [e for e in JsonLog(tmp_path / "run" / "log.jsonl").read() if e["event"] == "quality"]
     assert [e["step"] for e in q] == [5, 10] and all(e["clips"] == 35 for e in q)
-    assert all(0 <= e["separate_accuracy"]["wavenet"] <= 1 and 0 < e["stoi"]["griffinlim"] <= 1 for e in q)
+    assert all(0 <= e["separate_accuracy"]["wavenet"] <= 1 for e in q)
+    assert all(0 <= e["stoi_clips"] <= 35 and (e["stoi"]["griffinlim"] is None) == (e["stoi_clips"] == 0) for e in q)
+    assert all(0 < e["stoi"]["griffinlim"] <= 1 for e in q if e["stoi_clips"])
     assert len(list((tmp_path / "run" / "snapshots" / "step0000010").glob("*.wav"))) == 9
     assert not (tmp_path / "run" / "snapshots" / "step0000005").exists()
     export_vocoder(tmp_path / "run", tmp_path / "voc")
@@ -194,3 +196,41 @@ def test_training_forward_under_bf16_autocast():
     assert logits.dtype == torch.bfloat16 and logits.shape == (2, 256, 800)
     logits.float().logsumexp(1).mean().backward()
     assert model.w_cur.grad is not None and model.w_cur.grad.abs().max() > 0
+
+
+def test_fused_training_forward_float32_with_the_cpu_gate():
+    """float32 runs the C++ gate kernel (float64 above takes its torch twin): still equal to forward_ref."""
+    torch.manual_seed(1)
+    model = WaveNet(TINY)
+    inputs, targets, mel = torch.randint(0, 256, (2, 1600)), torch.randint(0, 256, (2, 1600)), torch.randn(2, 80, 14) - 5
+    grads = []
+    for forward in (model.forward, model.forward_ref):
+        model.zero_grad()
+        logits = forward(inputs, mel, torch.tensor([0, 3]))
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-4)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_stoi_scores_only_clips_with_enough_speech():
+    """pystoi gives 1e-5 to a clip with under 30 frames (384 ms) of non-silent audio, whatever it is compared
+    with; such clips are left out of the STOI means instead of counting as zeros."""
+    import warnings
+
+    from pystoi import stoi
+
+    from speechmax.vocoder.quality import stoi_scored_clips
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) * 0.3   # modulated, like a vowel
+    short, long = np.zeros(16000), np.zeros(16000)
+    short[6000:8500] = tone[:2500]          # 156 ms of sound
+    long[2000:14000] = tone[:12000]         # 750 ms
+    clips = np.stack([short, long, long + 0.01 * rng.standard_normal(16000)])
+    assert stoi_scored_clips(clips, 16000) == [1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert stoi(short, short, 16000) < 1e-3 and stoi(long, long, 16000) > 0.99

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..features import FeatureConfig
+from ..ops.gated import gate_backward, gate_forward
 
 RES_SCALE = math.sqrt(0.5)
 
@@ -225,13 +226,13 @@ class _ResidualStack(torch.autograd.Function):
     """WaveNet's residual stack for training, time-major ((samples * batch, channels), row t*B + b, so a
     dilation d is a shift of d*B rows and every product is one GEMM on contiguous memory). Returns the skip sum
     without its biases. The last layer's residual output is never read, so it is not computed (its weights'
-    gradients are zero, as in :meth:`WaveNet.forward_ref`). Saves x, tanh and sigmoid per layer."""
+    gradients are zero, as in :meth:`WaveNet.forward_ref`). Saves x, tanh, sigmoid and the gate per layer; the
+    gate's forward and backward are one pass each (speechmax.ops.gated.gate_forward / gate_backward)."""
 
     @staticmethod
     def forward(ctx, x0, cf, w_past, w_cur, w_skip, w_res, b_res, dilations, B, hop):
         TB, R = x0.shape
         T, L, G = TB // B, w_cur.shape[0], w_cur.shape[1]
-        H = G // 2
         skip = x0.new_zeros(TB, w_skip.shape[1])
         saved, x = [], x0
         for l, d in enumerate(dilations):
@@ -240,10 +241,9 @@ class _ResidualStack(torch.autograd.Function):
             h.addmm_(x, w_cur[l].t())
             if d < T:
                 h[d * B:].addmm_(x[:(T - d) * B], w_past[l].t())
-            t, s = torch.tanh(h[:, :H]), torch.sigmoid(h[:, H:])
-            z = t * s
+            z, t, s = gate_forward(h)
             skip.addmm_(z, w_skip[l].t())
-            saved.append((x, t, s))
+            saved.append((x, t, s, z))
             if l < L - 1:
                 x = torch.addmm(b_res[l], z, w_res[l].t()).add_(x).mul_(RES_SCALE)
         ctx.saved, ctx.dilations, ctx.B, ctx.hop, ctx.nf = saved, dilations, B, hop, cf.shape[0]
@@ -255,7 +255,6 @@ class _ResidualStack(torch.autograd.Function):
         w_past, w_cur, w_skip, w_res = ctx.saved_tensors
         B, hop, nf = ctx.B, ctx.hop, ctx.nf
         L, G = w_cur.shape[0], w_cur.shape[1]
-        H = G // 2
         g_skip = g_skip.contiguous()
         TB = g_skip.shape[0]
         T = TB // B
@@ -263,22 +262,18 @@ class _ResidualStack(torch.autograd.Function):
         gw_skip, gw_res = torch.zeros_like(w_skip), torch.zeros_like(w_res)
         gb_res = w_res.new_zeros(L, w_res.shape[1])
         g_cf = g_skip.new_empty(nf, B, L * G)
-        g_h, tmp = g_skip.new_empty(TB, G), g_skip.new_empty(TB, H)
+        g_h = g_skip.new_empty(TB, G)
         g_x = None                                   # gradient w.r.t. the output x of layer l
         for l in range(L - 1, -1, -1):
             d = ctx.dilations[l]
-            x, t, s = ctx.saved[l]
-            z = t * s
+            x, t, s, z = ctx.saved[l]
             g_z = torch.mm(g_skip, w_skip[l])
             torch.mm(g_skip.t(), z, out=gw_skip[l])
             if g_x is not None:                      # x_out = (x + W_res z + b_res) * RES_SCALE
                 g_z.addmm_(g_x, w_res[l], alpha=RES_SCALE)
                 torch.mm(g_x.t(), z, out=gw_res[l]).mul_(RES_SCALE)
                 torch.sum(g_x, 0, out=gb_res[l]).mul_(RES_SCALE)
-            torch.mul(g_z, s, out=tmp)
-            torch.ops.aten.tanh_backward.grad_input(tmp, t, grad_input=g_h[:, :H])
-            torch.mul(g_z, t, out=tmp)
-            torch.ops.aten.sigmoid_backward.grad_input(tmp, s, grad_input=g_h[:, H:])
+            gate_backward(g_z, t, s, out=g_h)
             g_cf[:, :, l * G:(l + 1) * G] = _samples_to_frames(g_h.view(T, B, G), nf, hop)
             torch.mm(g_h.t(), x, out=gw_cur[l])
             g_in = torch.mm(g_h, w_cur[l]) if g_x is None else torch.addmm(g_x, g_h, w_cur[l], beta=RES_SCALE)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .backends import extension, require_backend
+from .backends import available_backends, extension, require_backend
 
 
 def gated_activation_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -23,3 +23,44 @@ def gated_activation(a: torch.Tensor, b: torch.Tensor, backend: str = "cpu") -> 
     from speechmax.kernels.gated import gated_activation as triton_gated
 
     return triton_gated(a, b)
+
+
+def gate_forward_ref(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h: (N, G) rows [a | b] -> (z, tanh(a), sigmoid(b)), each (N, G/2): the training gate, in torch ops."""
+    half = h.shape[-1] // 2
+    t, s = torch.tanh(h[:, :half]), torch.sigmoid(h[:, half:])
+    return t * s, t, s
+
+
+def gate_backward_ref(g_z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The gradient of :func:`gate_forward_ref` w.r.t. h: (N, G) = [g_z s (1 - t^2) | g_z t s (1 - s)]."""
+    gs = g_z * s
+    g_h = torch.cat([gs * (1 - t * t), gs * t * (1 - s)], 1)
+    return g_h if out is None else out.copy_(g_h)
+
+
+def _fused(*xs: torch.Tensor) -> bool:
+    return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in xs) \
+        and available_backends()["cpu"]
+
+
+def gate_forward(h: torch.Tensor, isa: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`gate_forward_ref` in one pass (C++, vectorized exp) for contiguous float32 CPU tensors; other
+    tensors (float64, GPU) take the reference."""
+    if h.dim() != 2 or h.shape[1] % 2:
+        raise ValueError(f"gate_forward: h must be (rows, even gate width), got {tuple(h.shape)}")
+    if not _fused(h):
+        return gate_forward_ref(h)
+    z, t, s = extension().gate_train_forward(h, isa)
+    return z, t, s
+
+
+def gate_backward(g_z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, out: torch.Tensor | None = None,
+                  isa: str = "auto") -> torch.Tensor:
+    """:func:`gate_backward_ref` in one pass (C++), written into ``out`` ((N, G), made if None)."""
+    if out is None:
+        out = g_z.new_empty(g_z.shape[0], 2 * g_z.shape[1])
+    if not _fused(g_z, t, s, out):
+        return gate_backward_ref(g_z, t, s, out)
+    extension().gate_train_backward(g_z, t, s, out, isa)
+    return out

@@ -273,7 +273,8 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
             snap = out / "snapshots" / f"step{step:07d}" if tc.snapshot_every and step % tc.snapshot_every == 0 else None
             q = quality(ema.model, snap)
             log.write(event="quality", step=step, train_hours=round(seconds / 3600, 4),
-                      separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"])
+                      separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"],
+                      stoi_clips=q["stoi_clips"])
             model.train()
         if step % tc.checkpoint_every == 0 or step == end:
             save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
@@ -323,7 +324,8 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
             "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
     card["training"]["quality_curve"] = [
         {"step": e["step"], "train_hours": e["train_hours"], "separate_accuracy": e["separate_accuracy"],
-         "stoi": e["stoi"], "clips": e["clips"]} for e in events if e.get("event") == "quality"]
+         "stoi": e["stoi"], "clips": e["clips"], "stoi_clips": e.get("stoi_clips")}
+        for e in events if e.get("event") == "quality"]
     card.update(extra_card or {})
     if measure is not None:
         from .quality import vocoder_quality
