@@ -194,3 +194,52 @@ def test_finished_noise_runs_are_kept_and_resumed(models, tmp_path, quick_report
     _save_partial(tmp_path, "paper/features", "k1", {"overall": {"rate": 0.5}}, None)
     assert _load_partial(tmp_path, "paper/features", "k1", False) == ({"overall": {"rate": 0.5}}, None)
     assert _load_partial(tmp_path, "paper/features", "k2", False) is None
+
+
+def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path):
+    """Runs too big to keep features for (the full N = 10,000) go one target at a time, each target's outcome
+    saved as it finishes: the pieces equal the run done at once, and a rerun after an interruption redoes only
+    the missing targets."""
+    from speechmax.evaluate import load_models
+    from speechmax.evaluate.run import _maximize, _maximize_by_target, _run_summary
+
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
+    labels = tuple(m.classifier.cfg.labels)
+    whole = _run_summary(_maximize(m, "latent", "speechmax", 1, False, 2, n=3, seed=5), labels, 5)
+    merged, seconds = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
+                                          3, 5, C, True)
+    assert _run_summary(merged, labels, 5) == whole and seconds > 0
+    folder = tmp_path / "partial" / "noise-speechmax-latent-k"
+    pieces = sorted(folder.glob("target*.safetensors"))
+    assert len(pieces) == C and not list(folder.glob("*.tmp"))
+    pieces[3].unlink()
+    pieces[-1].unlink()
+    stamp = {p: p.stat().st_mtime_ns for p in pieces if p.exists()}
+    again, seconds2 = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
+                                          3, 5, C, True)
+    assert _run_summary(again, labels, 5) == whole and seconds2 > 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()) and pieces[3].exists() and pieces[-1].exists()
+
+
+def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
+    """The whole evaluation on the by-target path (made to apply at 3 starts per class): it finishes, every
+    target of every noise run is on disk, and each run's seconds are the sum its pieces measured."""
+    pytest.importorskip("sklearn")
+    from safetensors import safe_open
+
+    import speechmax.evaluate.run as run
+    from speechmax.evaluate import load_models
+
+    monkeypatch.setattr(run, "KEEP_LIMIT", 50)
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
+    metrics = run.evaluate(tmp_path, per_class=3, models=m, speakers=2, steps=2, listen_per_class=1,
+                           control_per_class=1, c2c_per_class=1, threads=1, quiet=True)
+    for name, r in metrics["noise_to_class"].items():
+        pieces = sorted((tmp_path / "partial").glob(f"noise-{name.replace('/', '-')}-*/target*.safetensors"))
+        assert len(pieces) == C, name
+        seconds = 0.0
+        for piece in pieces:
+            with safe_open(str(piece), "pt") as f:
+                seconds += json.loads(f.get_tensor("meta").numpy().tobytes().decode())["seconds"]
+        assert r["seconds"] == pytest.approx(seconds, abs=0.05) and r["seconds"] > 0, name
+        assert np.allclose(np.array(r["heatmap_separate"], dtype=float).sum(1), 1, atol=1e-3), name

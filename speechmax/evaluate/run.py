@@ -151,15 +151,70 @@ def _run_summary(res, labels, seed: int) -> dict:
     return out
 
 
-def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, steps=None, **kw):
+def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, steps=None, targets="all", **kw):
     from ..maximize import maximize
 
     prior = None if mode == "features" else (models.prior_paper if recipe == "paper" else models.prior)
     settings = dict(RECIPES[recipe])
     if steps is not None and recipe == "speechmax":
         settings["steps"] = steps
-    return maximize(models.classifier, "all", mode=mode, prior=prior, separate=models.separate, threads=threads,
+    return maximize(models.classifier, targets, mode=mode, prior=prior, separate=models.separate, threads=threads,
                     progress=progress, **settings, **kw)
+
+
+@dataclass
+class _Merged:
+    """What :func:`_run_summary` reads of a maximize() result, gathered from per-target pieces."""
+    targets: torch.Tensor
+    probs_after: torch.Tensor
+    separate_after: torch.Tensor
+    trajectory: torch.Tensor      # (N, 2): the objective before the first step and after the last
+    stopped_at: torch.Tensor
+    settings: dict
+
+    @property
+    def nan_stopped(self) -> list[int]:
+        return torch.nonzero(self.stopped_at >= 0).flatten().tolist()
+
+
+def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode: str, recipe: str, threads,
+                        progress, steps, per_class: int, seed: int, n_classes: int, quiet: bool):
+    """A noise run done one target at a time, each target's outcome saved in out/partial/ as it finishes
+    (start j's noise depends on the seed and j only, so the pieces equal the run done at once). Returns the
+    merged outcome and the seconds of compute the pieces took, including pieces from earlier sittings."""
+    from safetensors.torch import load_file, save_file
+
+    folder = out / "partial" / f"noise-{name.replace('/', '-')}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts, seconds, resumed = [], 0.0, 0
+    for c in range(n_classes):
+        path = folder / f"target{c:03d}.safetensors"
+        if path.is_file():
+            t = load_file(str(path))
+            meta = json.loads(t.pop("meta").numpy().tobytes().decode())
+            resumed += 1
+        else:
+            t0 = time.perf_counter()
+            res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
+                            keep_features=False)
+            traj = res.trajectory
+            meta = {"seconds": round(time.perf_counter() - t0, 2), "settings": res.settings}
+            t = {"targets": res.targets, "probs_after": res.probs_after, "separate_after": res.separate_after,
+                 "trajectory": torch.stack([traj[:, 0], traj[:, -1]], 1), "stopped_at": res.stopped_at}
+            t = {k: v.contiguous() for k, v in t.items()}
+            tmp = path.with_suffix(".tmp")
+            save_file({**t, "meta": torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)},
+                      str(tmp))
+            tmp.replace(path)
+            del res
+        parts.append((t, meta))
+        seconds += meta["seconds"]
+    if resumed and not quiet:
+        print(f"[evaluate] noise {name}: {resumed} of {n_classes} targets resumed from {folder}", file=sys.stderr,
+              flush=True)
+    cat = lambda k: torch.cat([t[k] for t, _ in parts])  # noqa: E731
+    return _Merged(cat("targets"), cat("probs_after"), cat("separate_after"), cat("trajectory"), cat("stopped_at"),
+                   parts[0][1]["settings"]), round(seconds, 2)
 
 
 def _first_per_target(res, k: int) -> np.ndarray:
@@ -304,8 +359,11 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                 continue
             with Stage(timing, f"noise {name}", quiet):
                 big = per_class * C > KEEP_LIMIT
-                res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed,
-                                keep_features=not big)
+                if big:   # one target at a time, each kept on disk: hours of work resume where they stopped
+                    res, seconds = _maximize_by_target(out, name, key, models, mode, recipe, threads, progress,
+                                                       steps, per_class, seed, C, quiet)
+                else:
+                    res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed)
                 noise[name] = _run_summary(res, labels, seed)
                 if recipe == "speechmax":
                     small = res if not big else _maximize(models, mode, recipe, threads, False, steps,
@@ -314,7 +372,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                     keep[mode] = dict(before=small.features_before[sel], after=small.features[sel],
                                       targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
                 del res
-            noise[name]["seconds"] = timing[f"noise {name}"]
+            # a run done in pieces over several sittings is timed by the compute its pieces measured
+            noise[name]["seconds"] = timing[f"noise {name}"] = seconds if big else timing[f"noise {name}"]
             _save_partial(out, name, key, noise[name], keep.get(mode) if recipe == "speechmax" else None)
     metrics["noise_to_class"] = noise
 
