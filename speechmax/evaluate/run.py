@@ -26,7 +26,7 @@ import torch
 
 from ..features import log_mel, save_audio
 from . import figures
-from .stats import mean_softmax, pair_matrix, rounded, success_rates, top_confusions
+from .stats import pair_matrix, rounded, success_rates, top_confusions
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +136,53 @@ class Stage:
             print(f"[evaluate] {self.name}: {self.timing[self.name]:.1f} s", file=sys.stderr, flush=True)
 
 
+def _run_stats(res, n_classes: int) -> dict:
+    """The part of a maximize() result a noise run's summary needs, small enough to keep on disk (about 40 KB
+    per 10,000 starts): each start's target and both classifiers' top class, per-target sums of both softmaxes,
+    the objective's sums before and after, the number of starts stopped. Stats of pieces add up
+    (:func:`_merge_stats`)."""
+    t = res.targets.numpy()
+    dtype = np.uint8 if n_classes <= 255 else np.int32
+    out = {"targets": t.astype(dtype), "count": np.bincount(t, minlength=n_classes).astype(np.int64)}
+    for key, probs in (("classifier", res.probs_after), ("separate", res.separate_after)):
+        probs = probs.numpy().astype(np.float64)
+        out[f"pred_{key}"] = probs.argmax(-1).astype(dtype)
+        sums = np.zeros((n_classes, n_classes))
+        for c in np.unique(t):
+            sums[c] = probs[t == c].sum(0)
+        out[f"sum_{key}"] = sums
+    traj = res.trajectory.numpy().astype(np.float64)
+    first, last = traj[:, 0], traj[:, -1]
+    out["objective"] = np.array([np.nansum(first), np.isfinite(first).sum(), np.nansum(last), np.isfinite(last).sum()])
+    out["stopped"] = np.array([len(res.nan_stopped)], dtype=np.int64)
+    return out
+
+
+def _merge_stats(parts: list) -> dict:
+    cat = ("targets", "pred_classifier", "pred_separate")
+    return {k: np.concatenate([p[k] for p in parts]) if k in cat else sum(p[k] for p in parts) for k in parts[0]}
+
+
+def _summary(stats: dict, settings: dict, labels, seed: int) -> dict:
+    """A noise run's metrics: success rates with CIs, both mean-softmax heatmaps, the objective, settings."""
+    t = stats["targets"].astype(np.int64)
+    out = success_rates(t, stats["pred_classifier"].astype(np.int64), stats["pred_separate"].astype(np.int64),
+                        labels, seed=seed)
+    n = stats["count"].astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["heatmap_separate"] = rounded(np.where(n > 0, stats["sum_separate"] / n, np.nan))
+        out["heatmap_classifier"] = rounded(np.where(n > 0, stats["sum_classifier"] / n, np.nan))
+    o = stats["objective"]
+    out["objective"] = {"before": round(float(o[0] / o[1]), 4) if o[1] else None,
+                        "after": round(float(o[2] / o[3]), 4) if o[3] else None}
+    out["nan_stopped"] = int(stats["stopped"][0])
+    out["settings"] = {k: v for k, v in settings.items() if k not in ("seed",)}
+    return out
+
+
 def _run_summary(res, labels, seed: int) -> dict:
     """Metrics of one maximize() result with targets."""
-    t = res.targets.numpy()
-    pc, ps = res.probs_after.argmax(-1).numpy(), res.separate_after.argmax(-1).numpy()
-    out = success_rates(t, pc, ps, labels, seed=seed)
-    C = len(labels)
-    out["heatmap_separate"] = rounded(mean_softmax(t, res.separate_after.numpy(), C))
-    out["heatmap_classifier"] = rounded(mean_softmax(t, res.probs_after.numpy(), C))
-    traj = res.trajectory.numpy()
-    out["objective"] = {"before": round(float(np.nanmean(traj[:, 0])), 4), "after": round(float(np.nanmean(traj[:, -1])), 4)}
-    out["nan_stopped"] = len(res.nan_stopped)
-    out["settings"] = {k: v for k, v in res.settings.items() if k not in ("seed",)}
-    return out
+    return _summary(_run_stats(res, len(labels)), res.settings, labels, seed)
 
 
 def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, steps=None, targets="all", **kw):
@@ -162,59 +196,39 @@ def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, ste
                     progress=progress, **settings, **kw)
 
 
-@dataclass
-class _Merged:
-    """What :func:`_run_summary` reads of a maximize() result, gathered from per-target pieces."""
-    targets: torch.Tensor
-    probs_after: torch.Tensor
-    separate_after: torch.Tensor
-    trajectory: torch.Tensor      # (N, 2): the objective before the first step and after the last
-    stopped_at: torch.Tensor
-    settings: dict
-
-    @property
-    def nan_stopped(self) -> list[int]:
-        return torch.nonzero(self.stopped_at >= 0).flatten().tolist()
-
-
 def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode: str, recipe: str, threads,
-                        progress, steps, per_class: int, seed: int, n_classes: int, quiet: bool):
-    """A noise run done one target at a time, each target's outcome saved in out/partial/ as it finishes
-    (start j's noise depends on the seed and j only, so the pieces equal the run done at once). Returns the
-    merged outcome and the seconds of compute the pieces took, including pieces from earlier sittings."""
-    from safetensors.torch import load_file, save_file
+                        progress, steps, per_class: int, seed: int, labels, quiet: bool):
+    """A noise run done one target at a time, each target's :func:`_run_stats` saved in out/partial/ as it
+    finishes (start j's noise depends on the seed and j only, so the pieces equal the run done at once).
+    Returns the run's summary and the seconds of compute its pieces took, including earlier sittings'."""
+    from safetensors.numpy import load_file, save_file
 
     folder = out / "partial" / f"noise-{name.replace('/', '-')}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    parts, seconds, resumed = [], 0.0, 0
-    for c in range(n_classes):
+    parts, seconds, resumed, settings = [], 0.0, 0, None
+    for c in range(len(labels)):
         path = folder / f"target{c:03d}.safetensors"
         if path.is_file():
-            t = load_file(str(path))
-            meta = json.loads(t.pop("meta").numpy().tobytes().decode())
+            stats = load_file(str(path))
+            meta = json.loads(stats.pop("meta").tobytes().decode())
             resumed += 1
         else:
             t0 = time.perf_counter()
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
                             keep_features=False)
-            traj = res.trajectory
+            stats = _run_stats(res, len(labels))
             meta = {"seconds": round(time.perf_counter() - t0, 2), "settings": res.settings}
-            t = {"targets": res.targets, "probs_after": res.probs_after, "separate_after": res.separate_after,
-                 "trajectory": torch.stack([traj[:, 0], traj[:, -1]], 1), "stopped_at": res.stopped_at}
-            t = {k: v.contiguous() for k, v in t.items()}
-            tmp = path.with_suffix(".tmp")
-            save_file({**t, "meta": torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)},
-                      str(tmp))
-            tmp.replace(path)
             del res
-        parts.append((t, meta))
+            tmp = path.with_suffix(".tmp")
+            save_file({**stats, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, str(tmp))
+            tmp.replace(path)
+        parts.append(stats)
         seconds += meta["seconds"]
+        settings = settings or meta["settings"]
     if resumed and not quiet:
-        print(f"[evaluate] noise {name}: {resumed} of {n_classes} targets resumed from {folder}", file=sys.stderr,
+        print(f"[evaluate] noise {name}: {resumed} of {len(labels)} targets resumed from {folder}", file=sys.stderr,
               flush=True)
-    cat = lambda k: torch.cat([t[k] for t, _ in parts])  # noqa: E731
-    return _Merged(cat("targets"), cat("probs_after"), cat("separate_after"), cat("trajectory"), cat("stopped_at"),
-                   parts[0][1]["settings"]), round(seconds, 2)
+    return _summary(_merge_stats(parts), settings, labels, seed), round(seconds, 2)
 
 
 def _first_per_target(res, k: int) -> np.ndarray:
@@ -360,11 +374,12 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             with Stage(timing, f"noise {name}", quiet):
                 big = per_class * C > KEEP_LIMIT
                 if big:   # one target at a time, each kept on disk: hours of work resume where they stopped
-                    res, seconds = _maximize_by_target(out, name, key, models, mode, recipe, threads, progress,
-                                                       steps, per_class, seed, C, quiet)
+                    noise[name], seconds = _maximize_by_target(out, name, key, models, mode, recipe, threads,
+                                                               progress, steps, per_class, seed, labels, quiet)
+                    res = None
                 else:
                     res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed)
-                noise[name] = _run_summary(res, labels, seed)
+                    noise[name] = _run_summary(res, labels, seed)
                 if recipe == "speechmax":
                     small = res if not big else _maximize(models, mode, recipe, threads, False, steps,
                                                           n=min(k_keep, per_class), seed=seed)
