@@ -58,7 +58,7 @@ EPOCHS_PAPER ?= 12
 EPOCHS_PRIOR ?= 10
 EPOCHS_PRIOR_PAPER ?= 6
 THREADS ?= 1
-.PHONY: corpora train-models train-vocoder ship-vocoder
+.PHONY: corpora train-models train-vocoder ship-vocoder evaluate-full
 corpora:
 	[ -f $(CORPUS)/corpus.json ] && grep -q '"complete": true' $(CORPUS)/corpus.json || \
 	  $(SM) corpus build --out $(CORPUS) --speakers 1000 --seed 1000 --workers 2
@@ -77,3 +77,7 @@ train-vocoder:
 	$(SM) train vocoder --data $(CORPUS) --data $(VOCDATA) --out checkpoints/vocoder --threads $(THREADS)
 ship-vocoder:
 	$(SM) train vocoder --data $(CORPUS) --out checkpoints/vocoder --export speechmax/assets/vocoder --measure
+# The paper-scale evaluation (10,000 starts per class, ≈ 9.6 h of both cores): each finished target is kept in
+# checkpoints/evaluate/partial/ (small; committed), so it accumulates over sittings and machines.
+evaluate-full:
+	$(SM) evaluate --out checkpoints/evaluate --threads $(THREADS)
