@@ -326,6 +326,10 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
         {"step": e["step"], "train_hours": e["train_hours"], "separate_accuracy": e["separate_accuracy"],
          "stoi": e["stoi"], "clips": e["clips"], "stoi_clips": e.get("stoi_clips")}
         for e in events if e.get("event") == "quality"]
+    if any(q["stoi_clips"] is None for q in card["training"]["quality_curve"]):
+        card["training"]["quality_curve_note"] = (
+            "points without stoi_clips were measured before STOI skipped the clips it cannot score: their STOI "
+            "averages all clips, counting those as 1e-5 (pystoi's value under 384 ms of speech)")
     card.update(extra_card or {})
     if measure is not None:
         from .quality import vocoder_quality
