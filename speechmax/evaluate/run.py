@@ -137,7 +137,7 @@ class Stage:
 
 
 def _run_stats(res, n_classes: int) -> dict:
-    """The part of a maximize() result a noise run's summary needs, small enough to keep on disk (about 40 KB
+    """The part of a maximize() result a noise run's summary needs, small enough to keep on disk (about 50 KB
     per 10,000 starts): each start's target and both classifiers' top class, per-target sums of both softmaxes,
     the objective's sums before and after, the number of starts stopped. Stats of pieces add up
     (:func:`_merge_stats`)."""
@@ -213,6 +213,9 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
             meta = json.loads(stats.pop("meta").tobytes().decode())
             resumed += 1
         else:
+            if not quiet:
+                print(f"[evaluate] noise {name}: target {c + 1} of {len(labels)} ({labels[c]})", file=sys.stderr,
+                      flush=True)
             t0 = time.perf_counter()
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
                             keep_features=False)
