@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .backends import available_backends, extension, require_backend
+from .backends import _ext, extension, require_backend
 
 
 def gated_activation_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,10 @@ def gate_backward_ref(g_z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, out: 
 
 
 def _fused(*xs: torch.Tensor) -> bool:
+    # on the training hot path (twice per layer and step): only the cached extension lookup, not
+    # available_backends(), which probes Triton and CUDA on every call
     return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in xs) \
-        and available_backends()["cpu"]
+        and _ext() is not None
 
 
 def gate_forward(h: torch.Tensor, isa: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
