@@ -32,6 +32,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("beta2"), py::arg("eps"), py::arg("objective_out"), py::arg("grad_out"), py::arg("update"),
         py::arg("threads"), py::arg("isa"), py::arg("wino_weights") = py::none(), py::arg("wino_desc") = py::none(),
         py::arg("wino_tf") = py::none());
+  m.def("decoder2d_forward", &speechmax::decoder2d_forward_cpu,
+        "The paper prior's 2-D decoder after its linear layer, forward (CPU, OpenMP over samples, GIL released)",
+        py::arg("weights"), py::arg("desc"), py::arg("dims"), py::arg("affine"), py::arg("h0"), py::arg("feats"),
+        py::arg("acts") = py::none(), py::arg("threads") = 1, py::arg("isa") = "auto");
+  m.def("decoder2d_backward", &speechmax::decoder2d_backward_cpu,
+        "Vector-Jacobian product of decoder2d_forward: gradient at feats -> gradient at h0 (ReLU mask applied)",
+        py::arg("weights"), py::arg("desc"), py::arg("dims"), py::arg("affine"), py::arg("h0"), py::arg("acts"),
+        py::arg("gf"), py::arg("g_h0"), py::arg("threads") = 1, py::arg("isa") = "auto");
   m.def("maximize_cpu_isas", &speechmax::maximize_cpu_isas, "instruction sets the fused maximization step can use here");
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;

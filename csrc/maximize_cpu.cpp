@@ -70,6 +70,26 @@ struct Net {
   bool use_wino = false;
 };
 
+// The paper prior's 2-D decoder after its linear layer (decoder2d_isa.h; speechmax/ops/decoder2d.py packs it).
+struct Dec2d {
+  int H0, W0, nl, M, T;            // input image, layers, the crop (mel rows, frames)
+  std::vector<int> ch;             // channels: input, then per layer (the last is 1)
+  std::vector<Mat> fwd, bwd;       // per layer: input -> 16 kernel positions x Cout (bias: the layer's), transpose
+  std::vector<long> act_off;       // per intermediate layer: offset of its output in a sample's activations
+  long acts_floats = 0, cols_floats = 0, gbuf_floats = 0;
+  const float* scale;              // (M) the prior's de-normalisation: feats = out * scale + shift
+  const float* shift;
+};
+
+struct Dec2dJob {
+  bool backward;
+  const float* h0;    // (B, H0 W0 C0) post-ReLU input image
+  float* acts;        // (B, acts_floats) or null (forward: written; backward: read)
+  float* feats;       // forward: (B, M, T)
+  const float* gf;    // backward: (B, M, T)
+  float* g_h0;        // backward: (B, H0 W0 C0)
+};
+
 // One step for a batch: what to climb, how to step, where the results go.
 struct Job {
   float* x;                 // (B, nvar) latents or log-mel (B, M, T), updated in place
@@ -170,6 +190,7 @@ struct V : simd::Avx2 {
   }
 };
 #include "maximize_cpu_isa.h"
+#include "decoder2d_isa.h"
 }  // namespace isa_avx2
 
 #pragma GCC push_options
@@ -183,6 +204,7 @@ struct V : simd::Avx512 {
   }
 };
 #include "maximize_cpu_isa.h"
+#include "decoder2d_isa.h"
 }  // namespace isa_avx512
 #pragma GCC pop_options
 
@@ -193,18 +215,21 @@ bool cpu_has_avx512() {
 
 using RunFn = void (*)(const Net&, const Job&, long, long, Work&);
 
-RunFn pick_run(const std::string& isa) {
+bool pick_avx512(const std::string& isa, const char* op) {
   const bool has512 = cpu_has_avx512();
-  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2",
-              "maximize_step: unknown isa '", isa, "'; expected auto, avx512 or avx2");
-  TORCH_CHECK(isa != "avx512" || has512, "maximize_step: isa 'avx512' asked for, but this CPU has no AVX-512F");
-  if (isa == "avx512" || (isa == "auto" && has512)) return isa_avx512::run_samples;
-  return isa_avx2::run_samples;
+  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2", op, ": unknown isa '", isa,
+              "'; expected auto, avx512 or avx2");
+  TORCH_CHECK(isa != "avx512" || has512, op, ": isa 'avx512' asked for, but this CPU has no AVX-512F");
+  return isa == "avx512" || (isa == "auto" && has512);
 }
 
-void check_f32(const torch::Tensor& t, const char* name) {
+RunFn pick_run(const std::string& isa) {
+  return pick_avx512(isa, "maximize_step") ? isa_avx512::run_samples : isa_avx2::run_samples;
+}
+
+void check_f32(const torch::Tensor& t, const char* name, const char* op = "maximize_step") {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-              "maximize_step: ", name, " must be a contiguous float32 CPU tensor, got ", t.scalar_type(),
+              op, ": ", name, " must be a contiguous float32 CPU tensor, got ", t.scalar_type(),
               t.is_contiguous() ? "" : " (not contiguous)");
 }
 
@@ -273,7 +298,106 @@ Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std:
   return n;
 }
 
+using Dec2dFn = void (*)(const Dec2d&, const Dec2dJob&, long, long, std::vector<float>&);
+
+// dims: H0, W0, layers, M, T, then layers + 1 channel counts; desc: per layer its forward and transposed
+// matrix (rows as maximize_step's); affine: (2, M) scale and shift.
+Dec2d make_dec2d(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                 const torch::Tensor& affine) {
+  check_f32(weights, "weights", "decoder2d");
+  check_f32(affine, "affine", "decoder2d");
+  TORCH_CHECK(dims.size() >= 6 && (int64_t)dims.size() == 6 + dims[2], "decoder2d: dims must be H0, W0, layers, "
+              "M, T and layers + 1 channel counts");
+  Dec2d d;
+  d.H0 = (int)dims[0], d.W0 = (int)dims[1], d.nl = (int)dims[2], d.M = (int)dims[3], d.T = (int)dims[4];
+  d.ch.assign(dims.begin() + 5, dims.end());
+  TORCH_CHECK(d.nl >= 1 && d.H0 >= 1 && d.W0 >= 1 && d.ch.back() == 1, "decoder2d: needs >= 1 layer and a "
+              "1-channel output");
+  for (int l = 0; l < d.nl; ++l)
+    TORCH_CHECK(d.ch[l] >= 16 && d.ch[l] % 16 == 0, "decoder2d: channels must be multiples of 16, got ", d.ch[l]);
+  TORCH_CHECK(d.M >= 1 && d.T >= 1 && d.M <= (d.H0 << d.nl) && d.T <= (d.W0 << d.nl), "decoder2d: crop ", d.M,
+              " x ", d.T, " exceeds the output");
+  TORCH_CHECK(affine.numel() == 2L * d.M, "decoder2d: affine must be (2, ", d.M, ")");
+  TORCH_CHECK(desc.scalar_type() == torch::kInt64 && desc.is_contiguous() && desc.dim() == 2 &&
+              desc.size(0) == 2 * d.nl && desc.size(1) == kDescCols, "decoder2d: desc must be (", 2 * d.nl, ", 6) int64");
+  d.scale = affine.data_ptr<float>(), d.shift = d.scale + d.M;
+  const float* w = weights.data_ptr<float>();
+  const int64_t* r = desc.data_ptr<int64_t>();
+  for (int i = 0; i < 2 * d.nl; ++i, r += kDescCols) {
+    const int l = i / 2, cin = d.ch[l], cout = d.ch[l + 1];
+    const bool fwd = i % 2 == 0;
+    Mat m;
+    m.w = w + r[0], m.b = r[1] >= 0 ? w + r[1] : nullptr;
+    m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
+    TORCH_CHECK(m.taps == 1 && m.pad == 0 && m.cin == (fwd ? cin : 16 * cout) &&
+                m.coutp == (fwd ? pad16(16 * cout) : cin) && (m.b != nullptr) == fwd &&
+                r[0] >= 0 && r[0] + (int64_t)m.cin * m.coutp <= weights.numel() &&
+                (!fwd || r[1] + m.coutp <= weights.numel()),
+                "decoder2d: desc row ", i, " does not match layer ", l);
+    (fwd ? d.fwd : d.bwd).push_back(m);
+  }
+  long H = d.H0, W = d.W0;
+  for (int l = 0; l < d.nl; ++l) {
+    d.cols_floats = std::max(d.cols_floats, H * W * 16 * d.ch[l + 1]);
+    H *= 2, W *= 2;
+    if (l + 1 < d.nl) {
+      d.act_off.push_back(d.acts_floats);
+      d.acts_floats += H * W * d.ch[l + 1];
+      d.gbuf_floats = std::max(d.gbuf_floats, H * W * d.ch[l + 1]);
+    }
+  }
+  return d;
+}
+
+void check_rows(const torch::Tensor& t, const char* name, long B, long per) {
+  check_f32(t, name, "decoder2d");
+  TORCH_CHECK(t.dim() >= 1 && t.size(0) == B && t.numel() == B * per, "decoder2d: ", name, " must hold ", B,
+              " rows of ", per, " floats, got ", t.sizes());
+}
+
+void run_dec2d(const Dec2d& d, const Dec2dJob& job, long B, int64_t threads, const std::string& isa) {
+  const Dec2dFn fn = pick_avx512(isa, "decoder2d") ? isa_avx512::dec2d_run : isa_avx2::dec2d_run;
+  if (B == 0) return;
+  pybind11::gil_scoped_release no_gil;
+  const int want = (int)std::min<long>(std::max<int64_t>(1, threads), B);
+#pragma omp parallel num_threads(want)
+  {
+    static thread_local std::vector<float> scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (long s = 0; s < B; ++s) fn(d, job, s, s + 1, scratch);
+  }
+}
+
 }  // namespace
+
+void decoder2d_forward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                           const torch::Tensor& affine, const torch::Tensor& h0, torch::Tensor& feats,
+                           const c10::optional<torch::Tensor>& acts, int64_t threads, const std::string& isa) {
+  const Dec2d d = make_dec2d(weights, desc, dims, affine);
+  const long B = h0.size(0);
+  check_rows(h0, "h0", B, (long)d.H0 * d.W0 * d.ch[0]);
+  check_rows(feats, "feats", B, (long)d.M * d.T);
+  Dec2dJob job{false, h0.data_ptr<float>(), nullptr, feats.data_ptr<float>(), nullptr, nullptr};
+  if (acts.has_value()) {
+    check_rows(*acts, "acts", B, d.acts_floats);
+    job.acts = acts->data_ptr<float>();
+  }
+  run_dec2d(d, job, B, threads, isa);
+}
+
+void decoder2d_backward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                            const torch::Tensor& affine, const torch::Tensor& h0, const torch::Tensor& acts,
+                            const torch::Tensor& gf, torch::Tensor& g_h0, int64_t threads, const std::string& isa) {
+  const Dec2d d = make_dec2d(weights, desc, dims, affine);
+  const long B = h0.size(0);
+  check_rows(h0, "h0", B, (long)d.H0 * d.W0 * d.ch[0]);
+  check_rows(acts, "acts", B, d.acts_floats);
+  check_rows(gf, "gf", B, (long)d.M * d.T);
+  check_rows(g_h0, "g_h0", B, (long)d.H0 * d.W0 * d.ch[0]);
+  Dec2dJob job{true, h0.data_ptr<float>(), acts.data_ptr<float>(), nullptr, gf.data_ptr<float>(), g_h0.data_ptr<float>()};
+  run_dec2d(d, job, B, threads, isa);
+}
+
 
 std::vector<std::string> maximize_cpu_isas() {
   return cpu_has_avx512() ? std::vector<std::string>{"avx2", "avx512"} : std::vector<std::string>{"avx2"};

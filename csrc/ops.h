@@ -30,4 +30,12 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
                        const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
                        const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf);
 std::vector<std::string> maximize_cpu_isas();
+// The paper prior's 2-D decoder after its linear layer (maximize_cpu.cpp, decoder2d_isa.h); speechmax/ops/
+// decoder2d.py packs the weights and documents shapes.
+void decoder2d_forward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                           const torch::Tensor& affine, const torch::Tensor& h0, torch::Tensor& feats,
+                           const c10::optional<torch::Tensor>& acts, int64_t threads, const std::string& isa);
+void decoder2d_backward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+                            const torch::Tensor& affine, const torch::Tensor& h0, const torch::Tensor& acts,
+                            const torch::Tensor& gf, torch::Tensor& g_h0, int64_t threads, const std::string& isa);
 }  // namespace speechmax

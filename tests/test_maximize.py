@@ -301,7 +301,12 @@ def test_fallback_for_models_the_kernels_do_not_cover():
 
 @needs_cpu
 @pytest.mark.parametrize("optimizer", ["rms-normalized", "adam"])
-def test_paper_prior_runs_its_decoder_through_autograd_around_the_kernel(optimizer):
+def test_paper_prior_runs_its_decoder_in_its_own_kernel_around_the_step_kernel(optimizer, monkeypatch):
+    import speechmax.ops.decoder2d as d2
+
+    calls = []
+    real = d2.decode2d
+    monkeypatch.setattr(d2, "decode2d", lambda *a, **k: calls.append(1) or real(*a, **k))
     clf, paper = tiny_classifier(), tiny_prior(arch="paper", latent=16)
     x, t = inputs(paper, 3)
     for objective in ["prob", Unit("block1", 2)]:
@@ -316,8 +321,9 @@ def test_paper_prior_runs_its_decoder_through_autograd_around_the_kernel(optimiz
         ascent_step_ref(clf, paper, xr, t, optimizer=optimizer, lr=0.05, state=sr)
         ascent_step(clf, paper, xf, t, optimizer=optimizer, lr=0.05, state=sf)
     assert rel_err(xf - x, xr - x) < 1e-4
+    assert len(calls) == 5  # 2 objectives + 3 steps, all through the decoder's kernel
     res = maximize(clf, "no", mode="latent", prior=paper, n=2, steps=2, seed=0)
-    assert res.settings["path"] == "cpu" and res.settings["decoder"] == "autograd"
+    assert res.settings["path"] == "cpu" and res.settings["decoder"] == "decoder2d"
 
 
 def test_bad_input_is_a_clear_error():

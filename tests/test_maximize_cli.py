@@ -118,3 +118,14 @@ def test_bench_maximize_contract(capsys):
     assert ps["starts"] == 1 and ps["classes"] == 35 and ps["steps"] == 20
     assert ps["extrapolated_seconds_10000_starts"] > ps["seconds"] > 0
     assert report["goals"]["paper_scale_seconds_2_threads"]["goal"] == 600.0
+
+
+def test_bench_maximize_through_the_paper_prior(capsys):
+    assert main(["bench", "maximize", "--batches", "2", "--threads", "1", "--modes", "latent-paper", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {r["mode"] for r in report["results"]} == {"latent-paper"}
+    assert report["config"]["prior_paper"]["arch"] == "paper"
+    # the decoder adds the 2-D autoencoder's MACs (fc + 3 transposed convs) to the classifier's
+    assert report["flops_per_step"]["latent-paper"] > 0
+    assert main(["bench", "maximize", "--modes", "latent-3d"]) == 2
+    assert "unknown mode or path latent-3d" in capsys.readouterr().err

@@ -23,7 +23,9 @@ def register(sub):
     m.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")
     m.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
     m.add_argument("--paths", default="autograd,fused", help="comma-separated (default: %(default)s)")
-    m.add_argument("--modes", default="latent,features", help="comma-separated (default: %(default)s)")
+    m.add_argument("--modes", default="latent,features",
+                   help="comma-separated of latent, features, latent-paper (through the paper's 2-D autoencoder) "
+                        "(default: %(default)s)")
     m.add_argument("--paper-starts", type=int, default=0,
                    help="also time the paper's experiment (35 classes x 20 steps, latent, 2 threads) with this many "
                         "starts per class and extrapolate to 10,000 (10000 runs the whole experiment)")

@@ -1,6 +1,7 @@
 """Maximization speed: ascent steps per second (one start advanced one step) of each path -- the autograd
 reference and the fused CPU kernel -- in latent and features mode, per batch size and thread count, as
-``speechmax bench maximize --json`` prints it (DESIGN's bench contract), and the time of the seed paper's
+``speechmax bench maximize --json`` prints it (DESIGN's bench contract) -- with ``latent-paper`` also latent
+mode through the seed paper's 2-D autoencoder (its decoder in :mod:`speechmax.ops.decoder2d`) -- and the time of the seed paper's
 full objective experiment (10,000 starts x 35 classes x 20 steps, latent mode) measured on a subset.
 
 Models are random-weight models of the shipped default shapes (speed does not depend on the values). Every
@@ -22,6 +23,7 @@ from ..ops.maximize import ascent_step, ascent_step_ref
 
 PATHS = ("autograd", "fused")
 MODES = ("latent", "features")
+KNOWN_MODES = MODES + ("latent-paper",)  # latent-paper: through the seed paper's 2-D autoencoder
 PAPER_SCALE = dict(starts=10_000, classes=35, steps=20)
 # What issue 7 asks, in the terms of this JSON (reported, never asserted).
 GOALS = {"fused_over_autograd_batch1024": 2.0, "paper_scale_seconds_2_threads": 600.0}
@@ -41,6 +43,15 @@ def default_models(seed: int = 0) -> tuple[Classifier, Prior]:
     return clf.eval(), prior.eval()
 
 
+def paper_prior(seed: int = 0) -> Prior:
+    """The shipped paper prior's shape (2-D conv autoencoder, latent 256) with random weights and statistics."""
+    torch.manual_seed(seed + 1)
+    prior = Prior(PRIORS["prior-paper"])
+    prior.norm.mean.normal_(-4, 1)
+    prior.norm.std.uniform_(0.5, 2)
+    return prior.eval()
+
+
 def step_flops(classifier: Classifier, prior: Prior | None = None) -> int:
     """Nominal FLOPs of one ascent step of one start: forward + input-gradient backward (2 x forward) of the
     models as written (the fused kernel does less: its upsampling convs work at the low rate)."""
@@ -49,7 +60,14 @@ def step_flops(classifier: Classifier, prior: Prior | None = None) -> int:
     macs = cc.n_mels * c[0] * 3 * T + c[-1] * cc.n_classes
     for a, b in zip(c[:-1], c[1:]):
         macs += (a * b + b * b) * cc.kernel * T + (a * b * T if a != b else 0)
-    if prior is not None:
+    if prior is not None and prior.cfg.arch == "paper":
+        c0, h, w = prior.net.map_shape
+        macs += prior.cfg.latent * c0 * h * w
+        for m in prior.net.dec:
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                macs += m.in_channels * m.out_channels * 16 * h * w
+                h, w = 2 * h, 2 * w
+    elif prior is not None:
         pc, dec = prior.cfg, prior.net.decoder
         C2 = dec.conv2.out_channels
         macs += pc.latent * pc.channels * pc.base_frames + pc.channels ** 2 * pc.kernel * 2 * pc.base_frames
@@ -113,12 +131,17 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
     quick: batches 1 and 64 (default 1, 64 and 1024). progress: optional callable(result dict).
     """
     batches = tuple(batches or ((1, 64) if quick else (1, 64, 1024)))
+    bad = [m for m in modes if m not in KNOWN_MODES] + [p for p in paths if p not in PATHS]
+    if bad:
+        raise ValueError(f"unknown mode or path {', '.join(bad)}; modes: {', '.join(KNOWN_MODES)}; "
+                         f"paths: {', '.join(PATHS)}")
     if "fused" in paths and not available_backends()["cpu"]:
         paths = tuple(p for p in paths if p != "fused")
     classifier, prior = default_models()
+    priors = {"latent": prior, "features": None, "latent-paper": paper_prior() if "latent-paper" in modes else None}
     results = []
     for mode in modes:
-        pr = prior if mode == "latent" else None
+        pr = priors[mode]
         for batch in batches:
             for t in threads:
                 for path in paths:
@@ -128,8 +151,9 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
                     if progress is not None:
                         progress(r)
     report = {
-        "config": {"classifier": classifier.cfg.to_dict() | {"labels": []}, "prior": prior.cfg.to_dict()},
-        "flops_per_step": {m: step_flops(classifier, prior if m == "latent" else None) for m in modes},
+        "config": {"classifier": classifier.cfg.to_dict() | {"labels": []}, "prior": prior.cfg.to_dict()} |
+                  ({"prior_paper": priors["latent-paper"].cfg.to_dict()} if priors["latent-paper"] else {}),
+        "flops_per_step": {m: step_flops(classifier, priors[m]) for m in modes},
         "machine": {"loadavg": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
                     "isa": os.environ.get("SPEECHMAX_CPU_ISA", "auto")},
         "results": results,

@@ -17,6 +17,7 @@ import torch
 from ..data.words import WORDS
 from ..features import check_compatible
 from ..ops.backends import available_backends
+from ..ops.decoder2d import decoder2d_unsupported
 from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
                             clamp_features, fused_decoder, fused_unsupported, objective_code, objective_value)
 
@@ -157,6 +158,16 @@ def _pick_path(path, classifier, prior, objective, regularizers):
     return ascent_step, path, None
 
 
+def _decoder_path(prior, path_name) -> str | None:
+    """How the prior's decoder runs: in the step kernels, in its own CPU kernel (the paper's 2-D decoder),
+    or through autograd."""
+    if prior is None:
+        return None
+    if path_name != "autograd" and fused_decoder(prior):
+        return "kernels"
+    return "decoder2d" if path_name == "cpu" and decoder2d_unsupported(prior) is None else "autograd"
+
+
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
              optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, preset=None,
              separate=None, chunk=1024, path="auto", threads=None, keep_features=True,
@@ -263,8 +274,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         settings=dict(mode=mode, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
                       init_std=init_std if clips is None else None, n=n, seed=seed, path=path_name,
-                      decoder=None if prior is None else ("kernels" if path_name != "autograd" and
-                                                          fused_decoder(prior) else "autograd"),
+                      decoder=_decoder_path(prior, path_name),
                       fallback_reason=why, chunk=chunk))
     # Scores before the ascent, once per distinct start (start j is shared by every target).
     device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731

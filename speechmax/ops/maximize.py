@@ -267,9 +267,10 @@ class FusedUnsupported(ValueError):
 
 
 def fused_decoder(prior) -> bool:
-    """Whether the kernels run ``prior``'s decoder too (the vae's frame-wise conv decoder). Any other prior
-    runs through autograd with the classifier in the kernels: the kernel's features-mode gradient is pulled
-    back through the decoder by one vector-Jacobian product."""
+    """Whether the step kernels run ``prior``'s decoder too (the vae's frame-wise conv decoder). Any other prior
+    is decoded on its own with the classifier in the step kernels: the kernel's features-mode gradient is
+    pulled back through the decoder by one vector-Jacobian product -- the paper's 2-D decoder in its own CPU
+    kernel (:mod:`speechmax.ops.decoder2d`), others through autograd."""
     return prior is None or (prior.cfg.arch == "vae" and prior.cfg.kernel % 2 == 1 and prior.cfg.kernel <= 9)
 
 
@@ -485,16 +486,24 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
 
 def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, lr, state, regularizers, update,
                           return_grad, backend, threads):
-    """A prior whose decoder the kernels do not run (the paper's conv AE): decode with autograd, let the kernel
-    take the classifier's gradient at the decoded features, pull it back to z with one vector-Jacobian
-    product, then update z as the reference does."""
-    with torch.enable_grad():
-        v = z.detach().requires_grad_(True)
-        feats = prior.decode(v)
-    f = feats.detach().contiguous()
+    """A prior whose decoder the step kernels do not run (the paper's 2-D conv AE): decode, let the kernel take
+    the classifier's gradient at the decoded features, pull it back to z with one vector-Jacobian product,
+    then update z as the reference does. On the CPU the paper's decoder runs in its own kernel
+    (:mod:`speechmax.ops.decoder2d`); any other, and on other backends, through autograd."""
+    from .decoder2d import decode2d, decode2d_vjp, decoder2d_unsupported
+
+    if backend == "cpu" and decoder2d_unsupported(prior) is None:
+        f, ctx = decode2d(prior, z, save=True, threads=threads)
+        vjp = lambda gf: decode2d_vjp(prior, ctx, gf, threads=threads)  # noqa: E731
+    else:
+        with torch.enable_grad():
+            v = z.detach().requires_grad_(True)
+            feats = prior.decode(v)
+        f = feats.detach().contiguous()
+        vjp = lambda gf: torch.autograd.grad(feats, v, grad_outputs=gf)[0]  # noqa: E731
     obj, gf = ascent_step(classifier, None, f, targets, objective=objective, update=False, return_grad=True,
                           backend=backend, threads=threads)
-    g, = torch.autograd.grad(feats, v, grad_outputs=torch.nan_to_num(gf))
+    g = vjp(torch.nan_to_num(gf))
     for r in regularizers:
         if isinstance(r, L2):
             g = g - 2 * r.weight * z / z.shape[1]
