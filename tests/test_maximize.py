@@ -276,6 +276,20 @@ def test_deterministic_per_seed_and_independent_of_chunking():
     assert not torch.equal(a.latents_before, d.latents_before)
 
 
+def test_skipping_the_scores_before_changes_nothing_after(tmp_path):
+    clf, prior = tiny_classifier(), tiny_prior()
+    kw = dict(mode="latent", prior=prior, n=3, steps=2, seed=5, separate=tiny_classifier(seed=3))
+    a = maximize(clf, ["yes", "no"], **kw)
+    b = maximize(clf, ["yes", "no"], score_before=False, **kw)
+    assert b.probs_before is None and b.separate_before is None and b.features_before is None
+    for name in ("latents", "latents_before", "features", "probs_after", "separate_after", "trajectory"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    from speechmax.maximize.output import write_samples
+
+    with pytest.raises(ValueError, match="score_before=False"):
+        write_samples(b, tmp_path, vocoder=None)
+
+
 def test_regularizers_run_on_the_autograd_path():
     clf, prior = tiny_classifier(), tiny_prior()
     res = maximize(clf, "yes", mode="latent", prior=prior, n=2, steps=3, seed=0,

@@ -218,7 +218,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
                       flush=True)
             t0 = time.perf_counter()
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
-                            keep_features=False)
+                            keep_features=False, score_before=False)
             stats = _run_stats(res, len(labels))
             meta = {"seconds": round(time.perf_counter() - t0, 2), "settings": res.settings}
             del res

@@ -41,7 +41,8 @@ class MaximizeResult:
     start: (N,) index of the start within its target; start j of every target began from the same noise.
     trajectory: (N, steps + 1) objective before each step and after the last (NaN after a start stopped).
     probs_before / probs_after: (N, classes) the classifier's softmax; separate_before / separate_after the
-        separate classifier's (None without one).
+        separate classifier's (None without one). The "before" scores and features are None when
+        ``score_before`` was off.
     stopped_at: (N,) the step at which a start's ascent turned non-finite and was stopped, -1 if never.
     """
     features: torch.Tensor | None
@@ -51,7 +52,7 @@ class MaximizeResult:
     targets: torch.Tensor
     start: torch.Tensor
     trajectory: torch.Tensor
-    probs_before: torch.Tensor
+    probs_before: torch.Tensor | None
     probs_after: torch.Tensor
     separate_before: torch.Tensor | None
     separate_after: torch.Tensor | None
@@ -170,7 +171,7 @@ def _decoder_path(prior, path_name) -> str | None:
 
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
              optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, preset=None,
-             separate=None, chunk=1024, path="auto", threads=None, keep_features=True,
+             separate=None, chunk=1024, path="auto", threads=None, keep_features=True, score_before=True,
              progress=False) -> MaximizeResult:
     """Climb ``n`` starts per target toward each target (or toward a hidden unit).
 
@@ -189,6 +190,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         autograd), "autograd", "cpu", "triton". threads: for the CPU kernels.
     keep_features: False leaves the (N, n_mels, n_frames) features out of the result (in latent mode the
         latents reproduce them) -- what a 350,000-start run needs to fit in memory.
+    score_before: False skips scoring (and keeping) the starts before the ascent -- a run that only reports
+        where the ascent ended saves a forward pass of both classifiers (and the decoder) per start.
     progress: True for a tqdm bar on stderr, or a callable given the number of start-steps done.
     """
     if mode not in MODES:
@@ -263,12 +266,12 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     fshape = (N, classifier.cfg.n_mels, classifier.cfg.n_frames)
     res = MaximizeResult(
         features=torch.empty(fshape) if keep_features else None,
-        features_before=torch.empty(fshape) if keep_features else None,
+        features_before=torch.empty(fshape) if keep_features and score_before else None,
         latents=torch.empty((N,) + shape) if prior is not None else None,
         latents_before=torch.empty((N,) + shape) if prior is not None else None,
         targets=targets_t, start=start_t, trajectory=torch.full((N, steps + 1), float("nan")),
-        probs_before=torch.empty(N, C), probs_after=torch.empty(N, C),
-        separate_before=torch.empty(N, C) if separate is not None else None,
+        probs_before=torch.empty(N, C) if score_before else None, probs_after=torch.empty(N, C),
+        separate_before=torch.empty(N, C) if separate is not None and score_before else None,
         separate_after=torch.empty(N, C) if separate is not None else None,
         stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels,
         settings=dict(mode=mode, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
@@ -279,8 +282,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     # Scores before the ascent, once per distinct start (start j is shared by every target).
     device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731
     before = [_score(classifier, separate, prior, None, device_starts(a, min(n, a + chunk)), keep_features)
-              for a in range(0, n, chunk)]
-    before = {k: torch.cat([b[k] for b in before]) for k in before[0] if k != "dev_f"}
+              for a in range(0, n, chunk)] if score_before else []
+    before = {k: torch.cat([b[k] for b in before]) for k in before[0] if k != "dev_f"} if before else None
     bar, tick = _progress(progress, N * steps)
     try:
         for c0 in range(0, N, chunk):
@@ -305,11 +308,17 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
             traj[:, -1] = torch.where(stopped < 0, final.to(device), traj[:, -1])
             res.trajectory[c0:c1], res.stopped_at[c0:c1] = traj.cpu(), stopped.cpu()
             x0, x, js = x0.cpu(), x.cpu(), start_t[c0:c1]
-            res.probs_before[c0:c1], res.probs_after[c0:c1] = before["p"][js], after["p"]
+            res.probs_after[c0:c1] = after["p"]
             if separate is not None:
-                res.separate_before[c0:c1], res.separate_after[c0:c1] = before["s"][js], after["s"]
+                res.separate_after[c0:c1] = after["s"]
             if keep_features:
-                res.features_before[c0:c1], res.features[c0:c1] = before["f"][js], after["f"]
+                res.features[c0:c1] = after["f"]
+            if before is not None:
+                res.probs_before[c0:c1] = before["p"][js]
+                if separate is not None:
+                    res.separate_before[c0:c1] = before["s"][js]
+                if keep_features:
+                    res.features_before[c0:c1] = before["f"][js]
             if prior is not None:
                 res.latents_before[c0:c1], res.latents[c0:c1] = x0, x
     finally:

@@ -91,6 +91,9 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     """
     if res.features is None:
         raise ValueError("the result has no features (maximize(..., keep_features=False)); nothing to write")
+    if res.features_before is None:
+        raise ValueError("the result has no scores before the ascent (maximize(..., score_before=False)); "
+                         "its before | after pages cannot be written")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(vocoder, str):
