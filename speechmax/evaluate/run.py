@@ -220,7 +220,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
                             keep_features=False, score_before=False)
             stats = _run_stats(res, len(labels))
-            meta = {"seconds": round(time.perf_counter() - t0, 2), "settings": res.settings}
+            meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings}
             del res
             tmp = path.with_suffix(".tmp")
             save_file({**stats, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, str(tmp))
@@ -231,7 +231,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
     if resumed and not quiet:
         print(f"[evaluate] noise {name}: {resumed} of {len(labels)} targets resumed from {folder}", file=sys.stderr,
               flush=True)
-    return _summary(_merge_stats(parts), settings, labels, seed), round(seconds, 2)
+    return _summary(_merge_stats(parts), settings, labels, seed), round(seconds, 4)
 
 
 def _first_per_target(res, k: int) -> np.ndarray:
