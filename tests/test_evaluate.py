@@ -201,7 +201,7 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
     saved as it finishes: the pieces give the run done at once, and a rerun after an interruption redoes only
     the missing targets."""
     from speechmax.evaluate import load_models
-    from speechmax.evaluate.run import _maximize, _maximize_by_target, _run_summary
+    from speechmax.evaluate.run import _maximize, _maximize_by_target, _run_summary, cpu_model
     from speechmax.evaluate.stats import mean_softmax
 
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
@@ -218,7 +218,9 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
 
     merged, seconds = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
                                           3, 5, labels, True)
+    by_cpu = merged.pop("seconds_by_cpu")
     assert same(merged, whole) and seconds > 0
+    assert list(by_cpu) == [cpu_model()] and by_cpu[cpu_model()] == pytest.approx(seconds, abs=1e-3)
     folder = tmp_path / "partial" / "noise-speechmax-latent-k"
     pieces = sorted(folder.glob("target*.safetensors"))
     assert len(pieces) == C and not list(folder.glob("*.tmp"))
@@ -227,6 +229,7 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
     stamp = {p: p.stat().st_mtime_ns for p in pieces if p.exists()}
     again, seconds2 = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
                                           3, 5, labels, True)
+    again.pop("seconds_by_cpu")
     assert same(again, whole) and seconds2 > 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()) and pieces[3].exists() and pieces[-1].exists()
 
@@ -251,4 +254,12 @@ def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
         for piece in pieces:
             seconds += json.loads(load_file(str(piece))["meta"].tobytes().decode())["seconds"]
         assert r["seconds"] == pytest.approx(seconds, abs=0.05) and r["seconds"] > 0, name
+        assert sum(r["seconds_by_cpu"].values()) == pytest.approx(seconds, abs=0.05), name
         assert np.allclose(np.array(r["heatmap_separate"], dtype=float).sum(1), 1, atol=1e-3), name
+    # a later sitting resumes every noise run: its total counts their compute, measured in the first sitting
+    again = run.evaluate(tmp_path, per_class=3, models=m, speakers=2, steps=2, listen_per_class=1,
+                         control_per_class=1, c2c_per_class=1, threads=1, quiet=True)
+    noise_seconds = sum(r["seconds"] for r in again["noise_to_class"].values())
+    t = again["timing"]
+    assert t["total"] == pytest.approx(t["this sitting"] + noise_seconds, abs=0.05)
+    assert "this sitting" in (tmp_path / "report.html").read_text()

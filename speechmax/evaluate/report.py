@@ -97,7 +97,8 @@ def write_report(path: Path, metrics: dict, figs: dict) -> Path:
              "<h1>speechmax evaluation report</h1>",
              f"<p class='muted'>speechmax {html.escape(metrics['version'])} · "
              f"{'quick' if s['quick'] else 'full'} run · {s['per_class']} noise starts per class and run · "
-             f"seed {s['seed']} · {s['threads']} thread(s) · total {t['total']:.0f} s (measured; per stage below)<br>"
+             f"seed {s['seed']} · {s['threads']} thread(s) · total {t['total']:.0f} s of compute "
+             f"(measured; this sitting {t.get('this sitting', t['total']):.0f} s; per stage below)<br>"
              f"models: {html.escape(', '.join(f'{k}={v}' for k, v in s['models'].items()))}<br>"
              f"clips: {html.escape(metrics['data']['source'])}; classifier accuracy on them "
              f"{_pct(metrics['data']['classifier_accuracy'])}, separate {_pct(metrics['data']['separate_accuracy'])}</p>",
@@ -157,7 +158,15 @@ def write_report(path: Path, metrics: dict, figs: dict) -> Path:
                  f"<code>{html.escape(ls['path'])}</code>; serve it with <code>speechmax listen --set "
                  f"{html.escape(ls['path'])} --db answers.db</code>.</p>")
     parts.append(_table(sorted(ls["per_condition"].items()), ["condition", "clips"]))
-    parts.append("<h2>Timing</h2>" + _table([[k, f"{v:.1f}"] for k, v in t.items()], ["stage", "seconds"]))
+    parts.append("<h2>Timing</h2><p>A noise run too big to do at once goes one target at a time and may span "
+                 "sittings and machines: its seconds are the compute its pieces measured, and the total adds the "
+                 "compute earlier sittings measured to this sitting's wall time.</p>"
+                 + _table([[k, f"{v:.1f}"] for k, v in t.items()], ["stage", "seconds"]))
+    pieces = [[name, cpu, f"{sec:.1f}"] for name, m in metrics["noise_to_class"].items()
+              for cpu, sec in m.get("seconds_by_cpu", {}).items()]
+    if pieces:
+        parts.append("<h3>Noise runs done in pieces, by the CPU that measured them</h3>"
+                     + _table(pieces, ["run", "CPU", "seconds"]))
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts))
     return Path(path)

@@ -205,7 +205,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
 
     folder = out / "partial" / f"noise-{name.replace('/', '-')}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    parts, seconds, resumed, settings = [], 0.0, 0, None
+    parts, seconds, by_cpu, resumed, settings = [], 0.0, {}, 0, None
     for c in range(len(labels)):
         path = folder / f"target{c:03d}.safetensors"
         if path.is_file():
@@ -220,18 +220,34 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
                             keep_features=False, score_before=False)
             stats = _run_stats(res, len(labels))
-            meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings}
+            meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings, "cpu": cpu_model()}
             del res
             tmp = path.with_suffix(".tmp")
             save_file({**stats, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, str(tmp))
             tmp.replace(path)
         parts.append(stats)
         seconds += meta["seconds"]
+        cpu = meta.get("cpu", "not recorded")   # pieces before 2026-11-30 did not say
+        by_cpu[cpu] = round(by_cpu.get(cpu, 0.0) + meta["seconds"], 4)
         settings = settings or meta["settings"]
     if resumed and not quiet:
         print(f"[evaluate] noise {name}: {resumed} of {len(labels)} targets resumed from {folder}", file=sys.stderr,
               flush=True)
-    return _summary(_merge_stats(parts), settings, labels, seed), round(seconds, 4)
+    summary = _summary(_merge_stats(parts), settings, labels, seed)
+    summary["seconds_by_cpu"] = by_cpu
+    return summary, round(seconds, 4)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (pieces of a long run may be measured on different machines), or the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _first_per_target(res, k: int) -> np.ndarray:
@@ -360,6 +376,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
 
     # 1. noise -> class; each finished run is kept in out/partial/, so an interrupted long run resumes
     noise, keep = {}, {}
+    earlier = 0.0   # seconds of compute that earlier sittings measured for what this one resumed
     k_keep = max(listen_k, control_k)
     for recipe in RECIPES:
         for mode in MODES:
@@ -371,6 +388,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                 if kept is not None:
                     keep[mode] = kept
                 timing[f"noise {name}"] = noise[name]["seconds"]
+                earlier += noise[name]["seconds"]
                 if not quiet:
                     print(f"[evaluate] noise {name}: resumed from {out / 'partial'}", file=sys.stderr, flush=True)
                 continue
@@ -391,6 +409,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                                       targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
                 del res
             # a run done in pieces over several sittings is timed by the compute its pieces measured
+            if big:
+                earlier += max(0.0, seconds - timing[f"noise {name}"])
             noise[name]["seconds"] = timing[f"noise {name}"] = seconds if big else timing[f"noise {name}"]
             _save_partial(out, name, key, noise[name], keep.get(mode) if recipe == "speechmax" else None)
     metrics["noise_to_class"] = noise
@@ -454,7 +474,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                                                   listen_dir, seed, threads, quiet)
 
     metrics["summary"] = debugging_summary(metrics, labels)
-    timing["total"] = round(time.perf_counter() - t_start, 2)
+    timing["this sitting"] = round(time.perf_counter() - t_start, 2)
+    timing["total"] = round(timing["this sitting"] + earlier, 2)
     metrics["timing"] = timing
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     write_report(out / "report.html", metrics, figs)
