@@ -49,7 +49,8 @@ def success_chart(path: Path, runs: dict, labels, title: str) -> Path:
         ax.errorbar(pos, rate, yerr=[rate - lo, hi - rate], fmt="none", ecolor="black", elinewidth=0.7, capsize=1.5)
     ax.set_xticks(x, labels, rotation=90, fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set(ylabel="success rate (95% CI)", title=title)
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(title, loc="left", fontsize=10)  # left, so the legend above the right end does not cover it
     ax.legend(fontsize=8, ncol=min(4, len(runs)), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
