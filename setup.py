@@ -4,7 +4,7 @@ installed torch has CUDA; elsewhere the tests compile them with nvcc directly.""
 import glob
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 import torch
 
@@ -23,7 +23,14 @@ if with_cuda:
 else:
     ext = CppExtension("speechmax._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
 
+# Packages are discovered, never listed by hand (a hand list once left speechmax.cli and speechmax.assets out of
+# the wheel while the editable install hid it); kernels/ sits at the top level and installs as speechmax.kernels.
+packages = find_packages(include=["speechmax", "speechmax.*"])
+packages += ["speechmax." + name for name in find_packages(include=["kernels", "kernels.*"])]
+
 setup(
+    packages=packages,
+    package_dir={"speechmax.kernels": "kernels"},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

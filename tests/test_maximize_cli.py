@@ -31,7 +31,7 @@ def args(models, out, *extra):
 def test_maximize_latent_writes_samples_and_manifest(models, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "yes"
-    assert main(args(models, out, "--target", "yes", "--n", "3", "--mode", "latent", "--steps", "4", "--json")) == 0
+    assert main(args(models, out, "--target", "yes", "--starts", "3", "--mode", "latent", "--steps", "4", "--json")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert {"n", "targets", "hit_rate", "manifest"} <= set(summary)
     assert summary["n"] == 3 and summary["targets"] == ["yes"] and summary["path"] == "cpu"

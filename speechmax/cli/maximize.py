@@ -12,7 +12,8 @@ def register(sub):
     p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit")
     p.add_argument("--target", default=None, help="a word, a comma-separated list of words, or 'all' "
                                                   "(required unless --objective is a unit)")
-    p.add_argument("--n", type=int, default=8, help="starts per target (default 8; with --init PATH, the clips)")
+    p.add_argument("--starts", "--n", dest="n", type=int, default=8,
+                   help="starts per target (default 8; with --init PATH, the clips); --n is the short old name")
     p.add_argument("--mode", choices=["features", "latent"], default="features",
                    help="ascent on the log-mel features, or on the prior's latent (default features)")
     p.add_argument("--init", default="noise", help="noise, or a .wav / .npy log-mel / folder of clips to start from "
@@ -57,7 +58,7 @@ def run(args):
     if args.steps is not None and args.steps <= 0:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
     if args.n < 1:
-        raise CommandError(f"--n must be >= 1, got {args.n}")
+        raise CommandError(f"--starts must be >= 1, got {args.n}")
     classifier = load_model(args.model, kind="classifier")
     separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
     prior = None
