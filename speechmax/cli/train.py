@@ -20,6 +20,8 @@ def register(sub):
     v.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX/AVX512-BF16)")
     v.add_argument("--threads", type=int, default=None)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--preemphasis", type=float, default=0.0,
+                   help="noise shaping: model x[t] - c*x[t-1], de-emphasise after sampling (new runs; default 0 = off)")
     v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH")
     v.add_argument("--measure", action="store_true",
                    help="with --export: measure quality on the first --data corpus's test split (separate classifier "
@@ -70,6 +72,7 @@ def run_model(args):
 
 
 def run_vocoder(args):
+    from speechmax.models.wavenet import WaveNetConfig
     from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
 
     if args.export:
@@ -90,7 +93,8 @@ def run_vocoder(args):
     if args.window % 160:
         raise CommandError(f"--window must be a multiple of 160 samples, got {args.window}")
     tc = VocoderTrainConfig(batch=args.batch, window=args.window, steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed)
-    result = train_vocoder(args.data, args.out, tc, max_steps_this_run=args.max_steps, threads=args.threads)
+    result = train_vocoder(args.data, args.out, tc, model_cfg=WaveNetConfig(preemphasis=args.preemphasis),
+                           max_steps_this_run=args.max_steps, threads=args.threads)
     print(f"vocoder: step {result['step']}, {result['train_hours']:.2f} h trained, loss {result['loss']:.3f}; "
           f"checkpoint {result['checkpoint']}")
     return 0

@@ -18,11 +18,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..features import FeatureConfig
+from ..features import FeatureConfig, mu_law_decode
 from ..ops.gated import gate_backward, gate_forward
 
 RES_SCALE = math.sqrt(0.5)
@@ -45,6 +46,10 @@ class WaveNetConfig:
     # corpus) saturated 92% of its first tanh layer and left the conditioning nearly unused after 1,200 steps.
     mel_mean: float = -7.0
     mel_std: float = 3.5
+    # Noise shaping (LPCNet): the network models y[t] = x[t] - preemphasis * x[t-1] in mu-law and the sampled
+    # y is de-emphasised after decoding, so its per-sample noise follows speech's low-pass tilt instead of
+    # being white. 0 = off (cards written before this field existed load with 0: their old behaviour).
+    preemphasis: float = 0.0
 
     def __post_init__(self):
         if self.mel_std <= 0:
@@ -53,6 +58,8 @@ class WaveNetConfig:
             raise ValueError(f"gate_channels must be even, got {self.gate_channels}")
         if self.cond_kernel % 2 == 0:
             raise ValueError(f"cond_kernel must be odd, got {self.cond_kernel}")
+        if not 0.0 <= self.preemphasis < 1.0:
+            raise ValueError(f"preemphasis must lie in [0, 1), got {self.preemphasis}")
 
     @property
     def dilations(self) -> list[int]:
@@ -74,8 +81,31 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WaveNetConfig":
-        # cards written before the input normalisation existed fed the raw log-mel: identity normalisation
+        # cards written before the input normalisation existed fed the raw log-mel: identity normalisation;
+        # before noise shaping existed, none (preemphasis has a default of 0 already)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"this vocoder card has settings this version of speechmax does not know "
+                             f"({', '.join(sorted(unknown))}): it was written by a newer speechmax; upgrade to load it")
         return cls(**{"mel_mean": 0.0, "mel_std": 1.0, **d})
+
+
+def preemphasize(wave: torch.Tensor, coef: float) -> torch.Tensor:
+    """y[t] = x[t] - coef * x[t-1] along the last axis (x[-1] = 0), clipped to [-1, 1] for mu-law."""
+    if coef == 0:
+        return wave
+    y = wave.clone()
+    y[..., 1:] -= coef * wave[..., :-1]
+    return y.clamp_(-1.0, 1.0)
+
+
+def deemphasize(wave: np.ndarray, coef: float) -> np.ndarray:
+    """The inverse filter of :func:`preemphasize`: x[t] = y[t] + coef * x[t-1] along the last axis, float32."""
+    if coef == 0:
+        return wave
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], [1.0, -coef], wave, axis=-1).astype(np.float32)
 
 
 def frame_index(n_samples: int, hop_length: int, device=None) -> torch.Tensor:
@@ -140,10 +170,13 @@ class WaveNet(nn.Module):
 
         The residual stack runs time-major as one autograd node (:class:`_ResidualStack`: matrix products and
         a hand-written backward, about 2x faster to train on CPU than :meth:`forward_ref`, equal to it within
-        float rounding). Under autocast (``bf16`` training) it runs :meth:`forward_ref`.
+        float rounding). Under ``torch.autocast(dtype=torch.bfloat16)`` (``bf16`` training) the stack's GEMMs
+        take bf16 operands with fp32 accumulation (AMX / AVX512-BF16 through oneDNN where the CPU has them), while
+        the residual stream, the skip sum, the gate and the weights' master copies and gradients stay fp32.
         """
-        if torch.is_autocast_enabled(inputs.device.type):   # mixed precision: let autocast choose per op
-            return self.forward_ref(inputs, mel, frame_offset)
+        lowp = torch.is_autocast_enabled(inputs.device.type)
+        if lowp and torch.get_autocast_dtype(inputs.device.type) != torch.bfloat16:
+            return self.forward_ref(inputs, mel, frame_offset)     # other autocast dtypes: autocast per op
         B, T = inputs.shape
         cfg = self.cfg
         G, L, R, hop = cfg.gate_channels, cfg.n_layers, cfg.residual_channels, cfg.hop_length
@@ -155,10 +188,11 @@ class WaveNet(nn.Module):
                              f"{int(fidx.min())}..{int(fidx.max())}, but the mel has {mel.shape[-1]} frames")
         cond = self.conditioning(mel)                                            # (B, L*G, F)
         cf = torch.gather(cond, 2, fidx[:, None, :].expand(B, L * G, nf))        # the window's frames only
-        cf = (cf.permute(2, 0, 1) + self.b_gate.reshape(1, 1, L * G)).contiguous()  # (nf, B, L*G)
+        cf = ((cf.float() if lowp else cf).permute(2, 0, 1) + self.b_gate.reshape(1, 1, L * G)).contiguous()  # (nf, B, L*G)
         x0 = self.embed(inputs.t().reshape(-1))                                  # (T*B, R), row t*B + b
-        skip = _ResidualStack.apply(x0, cf, self.w_past, self.w_cur, self.w_skip, self.w_res, self.b_res,
-                                    tuple(cfg.dilations), B, hop)
+        with torch.autocast(inputs.device.type, enabled=False):
+            skip = _ResidualStack.apply(x0.float() if lowp else x0, cf, self.w_past, self.w_cur, self.w_skip, self.w_res, self.b_res,
+                                        tuple(cfg.dilations), B, hop, torch.bfloat16 if lowp else None)
         logits = self.head(skip + self.b_skip.sum(0))                            # (T*B, C)
         return logits.view(T, B, -1).permute(1, 2, 0)
 
@@ -192,6 +226,13 @@ class WaveNet(nn.Module):
             skip = skip + sr[:, :S]
             x = (x + sr[:, S:]) * RES_SCALE
         return self.head(skip.transpose(1, 2)).transpose(1, 2)
+
+    def decode(self, classes: torch.Tensor) -> np.ndarray:
+        """Sampled mu-law classes (..., samples) -> the float32 waveform in [-1, 1]: one table lookup (no float
+        temporaries of the batch's size), then de-emphasis for a noise-shaped model."""
+        table = mu_law_decode(torch.arange(self.cfg.n_classes), self.cfg.n_classes).to(classes.device)
+        wave = table[classes].cpu().numpy()
+        return np.clip(deemphasize(wave, self.cfg.preemphasis), -1.0, 1.0) if self.cfg.preemphasis else wave
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:
         """skip: (..., S) -> logits (..., n_classes)."""
@@ -227,26 +268,35 @@ class _ResidualStack(torch.autograd.Function):
     dilation d is a shift of d*B rows and every product is one GEMM on contiguous memory). Returns the skip sum
     without its biases. The last layer's residual output is never read, so it is not computed (its weights'
     gradients are zero, as in :meth:`WaveNet.forward_ref`). Saves x, tanh, sigmoid and the gate per layer; the
-    gate's forward and backward are one pass each (speechmax.ops.gated.gate_forward / gate_backward)."""
+    gate's forward and backward are one pass each (speechmax.ops.gated.gate_forward / gate_backward).
+
+    ``gemm_dtype`` torch.bfloat16: every matrix product reads bf16 copies of its operands (fp32 accumulation
+    inside the GEMM, its result added to fp32); the residual stream x, the skip sum, the gate and all returned
+    gradients stay fp32. None: fp32 throughout."""
 
     @staticmethod
-    def forward(ctx, x0, cf, w_past, w_cur, w_skip, w_res, b_res, dilations, B, hop):
+    def forward(ctx, x0, cf, w_past, w_cur, w_skip, w_res, b_res, dilations, B, hop, gemm_dtype=None):
         TB, R = x0.shape
         T, L, G = TB // B, w_cur.shape[0], w_cur.shape[1]
+        lp = _Lowp(gemm_dtype)
+        wp, wc, ws, wr = (lp(w) for w in (w_past, w_cur, w_skip, w_res))
         skip = x0.new_zeros(TB, w_skip.shape[1])
         saved, x = [], x0
         for l, d in enumerate(dilations):
             h = x.new_empty(TB, G)
             _frames_to_samples(cf[:, :, l * G:(l + 1) * G], hop, h.view(T, B, G))
-            h.addmm_(x, w_cur[l].t())
+            xl = lp(x)
+            lp.addmm_(h, xl, wc[l].t())
             if d < T:
-                h[d * B:].addmm_(x[:(T - d) * B], w_past[l].t())
+                lp.addmm_(h[d * B:], xl[:(T - d) * B], wp[l].t())
             z, t, s = gate_forward(h)
-            skip.addmm_(z, w_skip[l].t())
-            saved.append((x, t, s, z))
+            zl = lp(z)
+            lp.addmm_(skip, zl, ws[l].t())
+            saved.append((xl, t, s, zl))
             if l < L - 1:
-                x = torch.addmm(b_res[l], z, w_res[l].t()).add_(x).mul_(RES_SCALE)
+                x = lp.addmm(b_res[l], zl, wr[l].t()).add_(x).mul_(RES_SCALE)
         ctx.saved, ctx.dilations, ctx.B, ctx.hop, ctx.nf = saved, dilations, B, hop, cf.shape[0]
+        ctx.gemm_dtype = gemm_dtype
         ctx.save_for_backward(w_past, w_cur, w_skip, w_res)
         return skip
 
@@ -255,7 +305,10 @@ class _ResidualStack(torch.autograd.Function):
         w_past, w_cur, w_skip, w_res = ctx.saved_tensors
         B, hop, nf = ctx.B, ctx.hop, ctx.nf
         L, G = w_cur.shape[0], w_cur.shape[1]
+        lp = _Lowp(ctx.gemm_dtype)
+        wp, wc, ws, wr = (lp(w) for w in (w_past, w_cur, w_skip, w_res))
         g_skip = g_skip.contiguous()
+        gs = lp(g_skip)
         TB = g_skip.shape[0]
         T = TB // B
         gw_past, gw_cur = torch.zeros_like(w_past), torch.zeros_like(w_cur)
@@ -267,22 +320,49 @@ class _ResidualStack(torch.autograd.Function):
         for l in range(L - 1, -1, -1):
             d = ctx.dilations[l]
             x, t, s, z = ctx.saved[l]
-            g_z = torch.mm(g_skip, w_skip[l])
-            torch.mm(g_skip.t(), z, out=gw_skip[l])
+            g_z = lp.mm(gs, ws[l])
+            lp.mm_into(gw_skip[l], gs.t(), z)
             if g_x is not None:                      # x_out = (x + W_res z + b_res) * RES_SCALE
-                g_z.addmm_(g_x, w_res[l], alpha=RES_SCALE)
-                torch.mm(g_x.t(), z, out=gw_res[l]).mul_(RES_SCALE)
+                gx = lp(g_x)
+                lp.addmm_(g_z, gx, wr[l], alpha=RES_SCALE)
+                lp.mm_into(gw_res[l], gx.t(), z).mul_(RES_SCALE)
                 torch.sum(g_x, 0, out=gb_res[l]).mul_(RES_SCALE)
             gate_backward(g_z, t, s, out=g_h)
             g_cf[:, :, l * G:(l + 1) * G] = _samples_to_frames(g_h.view(T, B, G), nf, hop)
-            torch.mm(g_h.t(), x, out=gw_cur[l])
-            g_in = torch.mm(g_h, w_cur[l]) if g_x is None else torch.addmm(g_x, g_h, w_cur[l], beta=RES_SCALE)
+            gh = lp(g_h)
+            lp.mm_into(gw_cur[l], gh.t(), x)
+            g_in = lp.mm(gh, wc[l]) if g_x is None else lp.addmm(g_x, gh, wc[l], beta=RES_SCALE)
             if d < T:
-                torch.mm(g_h[d * B:].t(), x[:(T - d) * B], out=gw_past[l])
-                g_in[:(T - d) * B].addmm_(g_h[d * B:], w_past[l])
+                lp.mm_into(gw_past[l], gh[d * B:].t(), x[:(T - d) * B])
+                lp.addmm_(g_in[:(T - d) * B], gh[d * B:], wp[l])
             g_x = g_in
         ctx.saved = None
-        return g_x, g_cf, gw_past, gw_cur, gw_skip, gw_res, gb_res, None, None, None
+        return g_x, g_cf, gw_past, gw_cur, gw_skip, gw_res, gb_res, None, None, None, None
+
+
+class _Lowp:
+    """The training stack's matrix products at one precision: ``dtype`` None = fp32 in place (addmm_, out=);
+    torch.bfloat16 = bf16 operands (``lp(t)`` casts once, so a tensor read by several products is converted
+    once), each product's result widened and added into the fp32 destination."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.dtype is None else t.to(self.dtype)
+
+    def mm(self, a, b) -> torch.Tensor:
+        return torch.mm(a, b) if self.dtype is None else torch.mm(a, b).float()
+
+    def addmm(self, c, a, b, beta: float = 1.0) -> torch.Tensor:
+        """beta * c + a @ b as a new fp32 tensor (c broadcasts, as a bias row)."""
+        return torch.addmm(c, a, b, beta=beta) if self.dtype is None else torch.mm(a, b).float().add_(c, alpha=beta)
+
+    def mm_into(self, out, a, b) -> torch.Tensor:
+        return torch.mm(a, b, out=out) if self.dtype is None else out.copy_(torch.mm(a, b))
+
+    def addmm_(self, out, a, b, alpha: float = 1.0) -> torch.Tensor:
+        return out.addmm_(a, b, alpha=alpha) if self.dtype is None else out.add_(torch.mm(a, b), alpha=alpha)
 
 
 def save_wavenet(model: WaveNet, path, **card) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_encode
-from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, save_wavenet
+from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, preemphasize, save_wavenet
 from ..training import EMA, JsonLog, load_checkpoint, save_checkpoint
 
 
@@ -86,7 +86,10 @@ class Segments:
         return len(self.audio)
 
 
-def build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float, progress=None) -> Segments:
+def build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float, progress=None,
+                   preemphasis: float = 0.0) -> Segments:
+    """Cut ``files`` into segments: the mu-law classes of the (pre-emphasised, for a noise-shaped model) audio
+    and the log-mel of the plain audio, as at inference."""
     seg_len = int(segment_seconds * cfg.sample_rate) // cfg.hop_length * cfg.hop_length
     audio, mel, sources, bad = [], [], [], []
     for p in files:
@@ -99,7 +102,7 @@ def build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float
             seg = wave[start:start + seg_len]
             if len(seg) < 4 * cfg.hop_length:
                 continue
-            audio.append(mu_law_encode(torch.from_numpy(seg)).to(torch.int16).numpy())
+            audio.append(mu_law_encode(preemphasize(torch.from_numpy(seg), preemphasis)).to(torch.int16).numpy())
             mel.append(log_mel(torch.from_numpy(seg), cfg).numpy().astype(np.float16))
             sources.append(str(p))
         if progress is not None:
@@ -112,9 +115,11 @@ def build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float
 
 
 def load_or_build_segments(files: list[Path], cfg: FeatureConfig, segment_seconds: float, cache: Path,
-                           progress_factory=None) -> Segments:
-    """Segments of ``files``, cached in ``cache`` (an .npz keyed by the file list and feature config)."""
-    key = hashlib.sha1(json.dumps([[str(f) for f in files], cfg.to_dict(), segment_seconds]).encode()).hexdigest()[:16]
+                           progress_factory=None, preemphasis: float = 0.0) -> Segments:
+    """Segments of ``files``, cached in ``cache`` (an .npz keyed by the file list, feature config and
+    pre-emphasis)."""
+    keyed = [[str(f) for f in files], cfg.to_dict(), segment_seconds] + ([preemphasis] if preemphasis else [])
+    key = hashlib.sha1(json.dumps(keyed).encode()).hexdigest()[:16]
     path = cache.with_name(f"{cache.stem}-{key}.npz")
     if path.exists():
         z = np.load(path, allow_pickle=False)
@@ -124,7 +129,7 @@ def load_or_build_segments(files: list[Path], cfg: FeatureConfig, segment_second
         mel = np.split(mel_cat, np.cumsum(frames)[:-1], axis=1)
         return Segments(audio, mel, list(z["sources"]))
     bar = progress_factory(len(files)) if progress_factory else None
-    seg = build_segments(files, cfg, segment_seconds, bar)
+    seg = build_segments(files, cfg, segment_seconds, bar, preemphasis)
     if bar is not None:
         bar.close()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,14 +223,15 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     train_files, val_files = pick("training", tc.max_word_clips), pick("validation", 300)
     if not train_files:
         raise ValueError(f"no training audio found under {', '.join(map(str, data_dirs))}")
-    bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress else None
-    train = load_or_build_segments(train_files, feature_cfg, tc.segment_seconds, out / "cache" / "train", bar)
-    val = load_or_build_segments(val_files or train_files[:50], feature_cfg, tc.segment_seconds, out / "cache" / "val", bar)
-
     stored = out / "config.json"
     if stored.exists() and (out / "last.json").exists():   # resuming: the run's own model config wins
         conf = json.loads(stored.read_text())
         model_cfg, feature_cfg = WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"])
+    bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress else None
+    train = load_or_build_segments(train_files, feature_cfg, tc.segment_seconds, out / "cache" / "train", bar,
+                                   model_cfg.preemphasis)
+    val = load_or_build_segments(val_files or train_files[:50], feature_cfg, tc.segment_seconds, out / "cache" / "val",
+                                 bar, model_cfg.preemphasis)
     torch.manual_seed(tc.seed)
     model = WaveNet(model_cfg, feature_cfg)
     ema = EMA(model, tc.ema_decay)

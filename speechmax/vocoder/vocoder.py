@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import FeatureConfig, load_audio, log_mel, mu_law_decode
+from ..features import FeatureConfig, load_audio, log_mel
 from ..models.wavenet import WaveNet
 
 DEFAULT_ASSET = "vocoder"
@@ -130,8 +130,7 @@ class Vocoder:
         gen.manual_seed(seed) if seed is not None else gen.seed()
         uniforms = torch.rand(B, T, generator=gen)
         q = sample_wavenet(self.model, m, uniforms, temperature, backend=backend, progress=progress, threads=threads)
-        table = mu_law_decode(torch.arange(cfg.n_classes), cfg.n_classes).to(q.device)
-        wave = table[q].cpu().numpy()     # mu-law decode as one table lookup: no float temporaries of (B, T)
+        wave = self.model.decode(q)
         return wave[0] if squeeze else wave
 
     def resynthesize(self, wav_path: str | os.PathLike, **kwargs) -> np.ndarray:
