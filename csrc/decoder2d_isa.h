@@ -44,7 +44,7 @@ static void dec2d_forward(const Dec2d& d, const float* h0, float* acts, float* f
       }
     if (!last)
 #pragma omp simd
-      for (long i = 0; i < (long)OH * OW * cout; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+      for (long i = 0; i < (long)OH * OW * cout; ++i) y[i] = mx::relu(y[i]);
     x = y, H = OH, W = OW;
   }
   for (int r = 0; r < d.M; ++r) {

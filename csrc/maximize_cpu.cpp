@@ -184,7 +184,7 @@ void finish_sample(const Job& job, long s, float obj, const float* g) {
 namespace isa_avx2 {
 struct V : simd::Avx2 {
   static constexpr int NREG = 16;
-  static reg relu(reg a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+  static reg relu(reg a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }  // NaN in a -> NaN (mx::relu)
   static reg keep_where_positive(reg a, reg m) {
     return _mm256_and_ps(a, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
   }
@@ -198,7 +198,7 @@ struct V : simd::Avx2 {
 namespace isa_avx512 {
 struct V : simd::Avx512 {
   static constexpr int NREG = 32;
-  static reg relu(reg a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+  static reg relu(reg a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }  // NaN in a -> NaN (mx::relu)
   static reg keep_where_positive(reg a, reg m) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), a);
   }

@@ -142,7 +142,7 @@ static void conv_winograd(const Mat& m, const float* X, long ldx, int T, float* 
                     a4 * m0[4 * mstride + o];
         if (bias) acc += bias[o];
         if (in) acc += in[o];
-        if (relu) acc = acc > 0.0f ? acc : 0.0f;
+        if (relu) acc = mx::relu(acc);
         if (mk) acc = mk[o] > 0.0f ? acc : 0.0f;
         y[o] = acc;
       }

@@ -24,7 +24,9 @@ constexpr float kRmsEps = 1e-5f;  // the seed paper's g / (rms(g) + 1e-5)
 // Gradient through a ReLU whose output was y: torch's convention, zero where the output is zero.
 MX_FN float relu_grad(float g, float y) { return y > 0.0f ? g : 0.0f; }
 
-MX_FN float relu(float x) { return x > 0.0f ? x : 0.0f; }
+// NaN passes through (x < 0 is false for NaN): a start whose activations overflowed must reach the objective
+// as NaN, so the caller stops it as autograd does, instead of a ReLU silently turning it into 0.
+MX_FN float relu(float x) { return x < 0.0f ? 0.0f : x; }
 
 // Objective at the logits (n classes) and its gradient dJ/dlogits: the softmax probability of `target`
 // (dJ/dl_i = p_t (delta_it - p_i)), or the raw logit (dJ/dl_i = delta_it). Non-finite logits give a NaN
