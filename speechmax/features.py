@@ -14,9 +14,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .outputs import atomic_path
+
 __all__ = [
     "FeatureConfig", "FeatureMismatchError", "AudioError", "check_compatible", "log_mel", "mel_filterbank",
-    "mu_law_encode", "mu_law_decode", "load_audio", "save_audio", "n_frames",
+    "mu_law_encode", "mu_law_decode", "load_audio", "load_log_mel", "save_audio", "n_frames",
 ]
 
 
@@ -148,6 +150,17 @@ def mu_law_decode(q: torch.Tensor, channels: int = 256) -> torch.Tensor:
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 4000, 384000, 8
 
 
+def _regular_file(path: str | os.PathLike) -> str:
+    """``path`` as a string if it is a regular file (or a link to one); AudioError otherwise -- opening a FIFO
+    would block forever, and a broken link is a file the user meant to give."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file" + (" (a broken symbolic link)" if os.path.islink(path) else ""))
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: not a regular file (a folder, FIFO or device)")
+    return path
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file as float32 mono at ``sample_rate`` (stereo/multichannel is averaged).
 
@@ -156,9 +169,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """
     import soundfile as sf
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: no such file")
+    path = _regular_file(path)
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     try:
@@ -181,8 +192,36 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def load_log_mel(path: str | os.PathLike, n_mels: int = 80) -> np.ndarray:
+    """Read a ``.npy`` log-mel, (n_mels, frames) or (batch, n_mels, frames), as float32 (batch, n_mels, frames).
+
+    Raises :class:`AudioError` naming the file for: a missing or non-regular file, anything ``np.load`` cannot
+    read without pickles, a non-numeric dtype, another shape, no items or no frames, NaN/inf values.
+    """
+    path = _regular_file(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises several types for non-.npy input
+        raise AudioError(f"{path}: not a readable .npy array ({e.__class__.__name__}: {str(e).strip()[:200]})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        what = f"dtype {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise AudioError(f"{path}: a log-mel must hold real numbers, got {what}")
+    if arr.ndim not in (2, 3) or arr.shape[-2] != n_mels:
+        raise AudioError(f"{path}: expected a log-mel ({n_mels}, frames) or (batch, {n_mels}, frames), "
+                         f"got shape {arr.shape}")
+    if arr.size == 0:
+        raise AudioError(f"{path}: empty log-mel (shape {arr.shape})")
+    arr = arr.reshape(-1, *arr.shape[-2:])
+    with np.errstate(over="ignore"):   # values beyond float32 become inf, reported just below
+        arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise AudioError(f"{path}: log-mel contains NaN or infinite values (or values beyond float32)")
+    return arr
+
+
 def save_audio(path: str | os.PathLike, wave, sample_rate: int = 16000) -> None:
-    """Write a mono waveform in [-1, 1] as 16-bit PCM WAV (values outside are clipped)."""
+    """Write a mono waveform in [-1, 1] as 16-bit PCM WAV (values outside are clipped), atomically: an
+    interrupted write never leaves a truncated file under ``path``."""
     import soundfile as sf
 
     w = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave, dtype=np.float32)
@@ -191,4 +230,5 @@ def save_audio(path: str | os.PathLike, wave, sample_rate: int = 16000) -> None:
     if not np.isfinite(w).all():
         raise AudioError(f"{os.fspath(path)}: refusing to write NaN or infinite samples")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sf.write(os.fspath(path), np.clip(w, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    with atomic_path(path) as tmp:
+        sf.write(tmp, np.clip(w, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")

@@ -1,6 +1,9 @@
 """speechmax classify INPUT [--model NAME|PATH] [--json]: what a classifier says about wavs or log-mels."""
 import json
+import sys
 import warnings
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
@@ -20,12 +23,14 @@ def run(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         preds, skipped = classify_files(model, args.input)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if not preds:
+        raise CommandError(f"{args.input}: nothing to classify ({len(skipped)} unusable file(s))")
     if args.json:
         print(json.dumps({"model": args.model, "predictions": [p.to_dict() for p in preds]}, indent=2))
     else:
         width = max((len(p.path) for p in preds), default=0)
         for p in preds:
             print(f"{p.path:<{width}}  {p.label:<10} {p.prob:.3f}")
-    for w in caught:
-        print(f"warning: {w.message}", file=__import__("sys").stderr)
     return 0

@@ -4,8 +4,14 @@ activation maximization toward a class or a hidden unit, written as .npy, .wav, 
 import json
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from speechmax.cli import CommandError
+
+RUN_MARKER = "run.json"
+# Arguments that change neither the samples nor their files: a run differing only in these resumes.
+OUTPUT_NEUTRAL = {"command", "out", "overwrite", "json", "threads", "chunk", "accepts_extra"}
 
 
 def register(sub):
@@ -39,7 +45,10 @@ def register(sub):
                    help="ascent implementation: auto = fused kernels where they cover the models, else autograd")
     p.add_argument("--chunk", type=int, default=1024, help="starts per batch (bounds memory)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or a previous run of the same command "
+                                                "(which this one resumes)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse a non-empty --out that holds something else (a previous run's listed files are removed)")
     p.add_argument("--json", action="store_true", help="print the machine-readable summary")
     p.set_defaults(func=run)
 
@@ -48,9 +57,10 @@ def run(args):
     from tqdm import tqdm
 
     from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
-    from speechmax.maximize.output import write_samples
-    from speechmax.models.inference import find_inputs, load_features
+    from speechmax.maximize.output import remove_samples, write_samples
+    from speechmax.models.inference import load_clips
     from speechmax.models.registry import load_model
+    from speechmax.outputs import prepare_output, write_json
 
     objective = parse_objective(args.objective or "prob")
     if args.target is None and objective in ("prob", "logit"):
@@ -59,6 +69,9 @@ def run(args):
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
     if args.n < 1:
         raise CommandError(f"--starts must be >= 1, got {args.n}")
+    # What makes the files: a run with the same settings resumes in --out, another one is refused before compute.
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
+    resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run", overwrite=args.overwrite)
     classifier = load_model(args.model, kind="classifier")
     separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
     prior = None
@@ -66,15 +79,23 @@ def run(args):
         prior = load_model(args.prior or ("prior-paper" if args.preset == "paper" else "prior"), kind="prior")
     init, n = "noise", args.n
     if args.init != "noise":
-        import numpy as np
         import torch
 
-        clips = [load_features(f, classifier.feature_config, classifier.cfg.n_frames)[1] for f in find_inputs(args.init)]
-        init = torch.from_numpy(np.concatenate(clips))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, clips, _ = load_clips(args.init, classifier.feature_config, classifier.cfg.n_frames)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        if clips is None:
+            raise CommandError(f"--init {args.init}: no usable clip")
+        init = torch.from_numpy(clips)
         n = None
     regs = ([L2(args.l2)] if args.l2 else []) + ([TotalVariation(args.tv, args.tv)] if args.tv else []) + \
         ([Jitter(args.jitter)] if args.jitter else []) + ([Clamp()] if args.clamp else [])
     targets = None if args.target is None else (args.target if args.target == "all" else args.target.split(","))
+    if args.overwrite and not resume:
+        remove_samples(args.out)
+    write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": False})
     t0 = time.time()
     with tqdm(unit="step", unit_scale=True, desc="maximize", file=sys.stderr, disable=None) as bar:
         res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
@@ -82,11 +103,15 @@ def run(args):
                        preset=args.preset, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
                        progress=bar.update)
     with tqdm(total=len(res.targets), unit="sample", desc="write", file=sys.stderr, disable=None) as bar:
-        manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update)
+        manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update,
+                                 resume=resume)
+    write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": True})
+    wav_skipped = json.loads(manifest.read_text())["wav_skipped"]
     summary = {"n": res.settings["n"], "targets": [res.labels[t] for t in dict.fromkeys(res.targets.tolist()) if t >= 0],
                "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
                "manifest": str(manifest), "samples": len(res.targets), "mode": res.settings["mode"],
-               "path": res.settings["path"], "nan_stopped": res.nan_stopped, "seconds": round(time.time() - t0, 2)}
+               "path": res.settings["path"], "nan_stopped": res.nan_stopped, "wav_skipped": wav_skipped, "resumed": resume,
+               "seconds": round(time.time() - t0, 2)}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -97,5 +122,7 @@ def run(args):
               f"separate {fmt(hr['separate'])}")
         if res.nan_stopped:
             print(f"stopped (non-finite ascent): {len(res.nan_stopped)} start(s): {res.nan_stopped[:20]}")
+        if wav_skipped:
+            print(f"no audio (non-finite, marked in the manifest): {len(wav_skipped)} sample(s): {wav_skipped[:20]}")
         print(f"manifest: {manifest}")
     return 0

@@ -1,7 +1,10 @@
 """speechmax synthesize INPUT --out DIR [--backend ...]: log-mel (.npy) or wav -> audio with the vocoder."""
 import sys
+from pathlib import Path
 
 from speechmax.cli import CommandError
+
+RUN_MARKER = "run.json"
 
 BACKENDS = ["auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim"]
 
@@ -9,7 +12,9 @@ BACKENDS = ["auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinli
 def register(sub):
     p = sub.add_parser("synthesize", help="log-mel (.npy) or wav -> audio with the WaveNet vocoder")
     p.add_argument("input", help="a .npy log-mel (80, T) or (B, 80, T), a .wav (resynthesis), or a folder of either")
-    p.add_argument("--out", required=True, help="folder for the wavs (a folder's layout is kept)")
+    p.add_argument("--out", required=True, help="folder for the wavs (a folder's layout is kept): new, empty, or a "
+                                                "previous run of the same command (which this one resumes)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="sampler: auto = the fastest that runs here; griffinlim = the control without the WaveNet")
     p.add_argument("--model", default="default", help="vocoder: 'default' (shipped) or a path to .safetensors + card")
@@ -20,29 +25,40 @@ def register(sub):
 
 
 def run(args):
-    from pathlib import Path
-
     from tqdm import tqdm
 
+    import numpy as np
+
     from speechmax.features import save_audio
+    from speechmax.ops.wavenet import resolve_backend
+    from speechmax.outputs import prepare_output, write_json
     from speechmax.vocoder.synthesis import load_inputs
     from speechmax.vocoder.vocoder import Vocoder
 
     if args.temperature < 0:
         raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.backend not in ("auto", "griffinlim"):
+        resolve_backend(args.backend)   # a backend that cannot run here is named before anything is written
+    out = Path(args.out)
+    settings = {"input": str(Path(args.input).resolve()), "backend": args.backend, "model": args.model,
+                "temperature": args.temperature, "seed": args.seed}
+    resume = prepare_output(out, RUN_MARKER, settings, what="speechmax synthesize run", overwrite=args.overwrite)
     if args.backend == "griffinlim" and args.model == "default":
         voc = Vocoder(None, name="griffinlim")
     else:
         voc = Vocoder.from_pretrained(args.model)
     jobs, skipped = load_inputs(args.input, voc.feature_config)
-    for reason in skipped:
-        print(f"warning: skipped {reason}", file=sys.stderr)
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unusable file(s): " + "; ".join(skipped), file=sys.stderr)
     if not jobs:
         raise CommandError(f"{args.input}: nothing to synthesize")
-    out = Path(args.out)
+    if resume:   # every file there is whole (written atomically): synthesize only what is missing
+        jobs = [job for job in (job.without([n for n in job.names if (out / f"{n}.wav").is_file()]) for job in jobs)
+                if job.names]
+    write_json(out / RUN_MARKER, {"settings": settings, "complete": False})
     hop = voc.feature_config.hop_length
     total = sum(len(job.names) * (job.mel.shape[-1] - 1) * hop for job in jobs)
-    written = []
+    written, bad = [], []
     with tqdm(total=total, unit="sample", unit_scale=True, desc=f"synthesize ({args.backend})", file=sys.stderr,
               disable=None) as bar:
         for job in jobs:
@@ -50,9 +66,18 @@ def run(args):
             waves = voc.synthesize(job.mel, backend=args.backend, temperature=args.temperature, seed=args.seed,
                                    threads=args.threads, progress=lambda k: bar.update(k * n_items))
             for name, wave in zip(job.names, waves):
+                if not np.isfinite(wave).all():
+                    bad.append(name)
+                    continue
                 path = out / f"{name}.wav"
                 save_audio(path, wave, voc.sample_rate)
                 written.append(path)
+    write_json(out / RUN_MARKER, {"settings": settings, "complete": True, "non_finite": bad})
+    if bad:
+        print(f"warning: no wav for {len(bad)} item(s) whose audio came out non-finite: " + ", ".join(bad),
+              file=sys.stderr)
+    if not written and bad:
+        raise CommandError(f"{args.input}: no item gave finite audio")
     print(f"wrote {len(written)} wav(s) to {out} ({voc.name}, backend {args.backend}):")
     for path in written:
         print(f"  {path}")

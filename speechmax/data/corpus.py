@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from speechmax.features import load_audio, save_audio
+from speechmax.outputs import prepare_output, write_json
 
 from .noise import write_background_noise
 from .sentences import random_text
@@ -68,41 +69,6 @@ def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _prepare_output(out: Path, marker: str, settings: dict) -> bool:
-    """Create ``out`` or accept it for resuming; returns True when resuming."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        meta_path = out / marker
-        if not meta_path.is_file():
-            raise ValueError(f"output folder {out} already holds files that are not a speechmax corpus; "
-                             "choose an empty or new folder")
-        try:
-            old = json.loads(meta_path.read_text())["settings"]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"output folder {out}: unreadable {marker} ({e}); choose an empty or new folder") from None
-        if old != settings:
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
-                             for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
-            raise ValueError(f"output folder {out} holds a corpus built with other settings ({diff}); "
-                             "choose a new folder, or delete it to rebuild")
-        return True
-    out.mkdir(parents=True, exist_ok=True)
-    return False
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _save_atomic(path: Path, wave: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.partial.wav")
-    save_audio(tmp, wave, SAMPLE_RATE)
-    os.replace(tmp, path)
 
 
 def _place_word(wave: np.ndarray, level_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -149,7 +115,7 @@ def _word_task(task):
         if wave is None:
             failed.append((speaker.id, word, err))
             continue
-        _save_atomic(paths[word], _place_word(wave, speaker.level_db, rng))
+        save_audio(paths[word], _place_word(wave, speaker.level_db, rng), SAMPLE_RATE)
         made += 1
     return speaker.id, made, failed
 
@@ -196,8 +162,8 @@ def build_corpus(out, speakers: int, seed: int = 0, workers: int | None = None, 
     engines = available_engines(engines)
     settings = _settings(WORD_FORMAT, seed, engines, speakers=speakers, repeats=repeats,
                          noise_dir=str(Path(noise_dir).resolve()) if noise_dir else None)
-    _prepare_output(out, WORD_MARKER, settings)
-    _write_json(out / WORD_MARKER, {"settings": settings, "complete": False})
+    prepare_output(out, WORD_MARKER, settings, what="speechmax corpus", remedy="delete it to rebuild")
+    write_json(out / WORD_MARKER, {"settings": settings, "complete": False})
     write_background_noise(out / BACKGROUND_NOISE_DIR, seed, noise_dir=noise_dir)
     for w in WORDS:
         (out / w).mkdir(exist_ok=True)
@@ -237,7 +203,7 @@ def build_corpus(out, speakers: int, seed: int = 0, workers: int | None = None, 
         r = {**s.row(), "split": which_set(s.id)}
         rows.append("\t".join(str(r[c]) for c in cols))
     (out / "speakers.tsv").write_text("\n".join(rows) + "\n")
-    _write_json(out / WORD_MARKER, {"settings": settings, "complete": True, "clips": clips,
+    write_json(out / WORD_MARKER, {"settings": settings, "complete": True, "clips": clips,
                                     "splits": counts, "failed": len(failed)})
     return CorpusSummary(out, speakers, clips, made, seconds, counts, failed)
 
@@ -271,7 +237,7 @@ def _vocoder_task(task):
             failed.append((speaker.id, n, err))
             continue
         wave = _set_speech_level(np.pad(wave, int(0.1 * SAMPLE_RATE)), rng)  # 100 ms of silence each side
-        _save_atomic(folder / f"{n}.wav", wave)
+        save_audio(folder / f"{n}.wav", wave, SAMPLE_RATE)
         rows.append((n, len(wave) / SAMPLE_RATE, text))
     return speaker.id, rows, failed
 
@@ -293,7 +259,7 @@ def build_vocoder_corpus(out, minutes: float, seed: int = 0, workers: int | None
     out = Path(out)
     engines = available_engines(engines)
     settings = _settings(VOCODER_FORMAT, seed, engines, minutes=float(minutes), utterances_per_speaker=per_speaker)
-    if _prepare_output(out, VOCODER_MARKER, settings):
+    if prepare_output(out, VOCODER_MARKER, settings, what="speechmax corpus", remedy="delete it to rebuild"):
         meta = json.loads((out / VOCODER_MARKER).read_text())
         if meta.get("complete"):
             return CorpusSummary(out, meta["speakers"], meta["utterances"], 0, 0.0, meta["splits"])
@@ -301,7 +267,7 @@ def build_vocoder_corpus(out, minutes: float, seed: int = 0, workers: int | None
         for child in out.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
-    _write_json(out / VOCODER_MARKER, {"settings": settings, "complete": False})
+    write_json(out / VOCODER_MARKER, {"settings": settings, "complete": False})
 
     target = minutes * 60.0
     est_per_speaker = 3.5 * per_speaker  # seconds; only sizes the rounds
@@ -334,7 +300,7 @@ def build_vocoder_corpus(out, minutes: float, seed: int = 0, workers: int | None
     for r in rows:
         counts[r[2]] += 1
     speakers = len({r[1] for r in rows})
-    _write_json(out / VOCODER_MARKER, {"settings": settings, "complete": True, "utterances": len(rows),
+    write_json(out / VOCODER_MARKER, {"settings": settings, "complete": True, "utterances": len(rows),
                                        "speakers": speakers, "seconds": round(total, 3), "splits": counts})
     return CorpusSummary(out, speakers, len(rows), made, seconds, counts, failed)
 

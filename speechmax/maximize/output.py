@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..features import FeatureConfig, save_audio
+from ..outputs import atomic_path, write_json
 from .engine import MaximizeResult
 
 
@@ -79,14 +80,39 @@ def _caption(res: MaximizeResult, i: int, when: str) -> str:
     return text
 
 
+MANIFEST = "manifest.json"
+
+
+def remove_samples(out) -> list[str]:
+    """Delete the files a previous :func:`write_samples` in ``out`` listed in its manifest (and the manifest);
+    nothing else. Returns the names deleted."""
+    out = Path(out)
+    try:
+        samples = json.loads((out / MANIFEST).read_text())["samples"]
+        names = [s[k] for s in samples for k in ("npy", "wav", "png") if s.get(k)] + [MANIFEST]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    gone = []
+    for name in names:
+        p = out / Path(name).name    # a manifest only ever names files beside it
+        if p.is_file():
+            p.unlink()
+            gone.append(p.name)
+    return gone
+
+
 def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: FeatureConfig | None = None,
-                  seed: int = 0, progress=None) -> Path:
+                  seed: int = 0, progress=None, resume: bool = False) -> Path:
     """Write every sample of ``res`` under ``out`` and return the manifest's path.
 
     Files per sample k: ``{k:05d}_{target}_s{start}.npy`` (log-mel (n_mels, frames) after the ascent),
     ``.wav`` (through ``vocoder``: auto = the shipped WaveNet vocoder, else Griffin-Lim; griffinlim; a name or
     path; or a loaded :class:`speechmax.Vocoder`), ``.png`` (before |
     after spectrograms, titled with the target and both classifiers' top label and probability).
+    Every file is written atomically; ``resume`` keeps the files already there (a previous, interrupted
+    run of the same settings wrote them) and writes only the missing ones. A sample whose audio comes out
+    non-finite (e.g. features blown up by a huge step size) gets no ``.wav``: the manifest gives its
+    ``wav_skipped`` reason and lists it under ``wav_skipped``; the others are still written.
     ``progress``: optional callable(n), called once per sample written.
     """
     if res.features is None:
@@ -108,12 +134,16 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
         stem = f"{i:05d}_{tname}_s{int(res.start[i])}"
         feats = res.features[i]
         stopped = int(res.stopped_at[i])
-        np.save(out / f"{stem}.npy", feats.numpy().astype(np.float32))
-        wav = None
-        if torch.isfinite(feats).all():
-            wave = voc.synthesize(feats, backend=backend, seed=seed + i)
-            save_audio(out / f"{stem}.wav", wave, cfg.sample_rate)
-            wav = f"{stem}.wav"
+        if not (resume and (out / f"{stem}.npy").is_file()):
+            with atomic_path(out / f"{stem}.npy") as tmp:
+                np.save(tmp, feats.numpy().astype(np.float32))
+        wav, why_no_wav = f"{stem}.wav", None
+        if not (resume and (out / wav).is_file()):
+            wave = voc.synthesize(feats, backend=backend, seed=seed + i) if torch.isfinite(feats).all() else None
+            if wave is None or not np.isfinite(wave).all():
+                wav, why_no_wav = None, "non-finite features" if wave is None else "non-finite audio"
+            else:
+                save_audio(out / wav, wave, cfg.sample_rate)
         title = f"target: {tname}   start {int(res.start[i])}"
         if target >= 0:
             title += f"   P({tname}): classifier {float(res.probs_before[i, target]):.3f} -> " \
@@ -123,10 +153,13 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
                          f"{float(res.separate_after[i, target]):.3f}"
         if stopped >= 0:
             title += f"   (stopped at step {stopped}: non-finite)"
-        plot_before_after(out / f"{stem}.png", res.features_before[i], feats, title, _caption(res, i, "before"),
-                          _caption(res, i, "after"))
+        if not (resume and (out / f"{stem}.png").is_file()):
+            with atomic_path(out / f"{stem}.png") as tmp:
+                plot_before_after(tmp, res.features_before[i], feats, title, _caption(res, i, "before"),
+                                  _caption(res, i, "after"))
         entry = {"index": i, "target": tname if target >= 0 else None, "start": int(res.start[i]),
                  "npy": f"{stem}.npy", "wav": wav, "png": f"{stem}.png",
+                 **({"wav_skipped": why_no_wav} if why_no_wav else {}),
                  "stopped_at": stopped if stopped >= 0 else None,
                  "trajectory": [round(v, 6) if math.isfinite(v) else None for v in res.trajectory[i].tolist()],
                  "classifier": {"before": _scores(res.probs_before[i], target, res.labels),
@@ -143,8 +176,9 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
         "vocoder": {"name": voc.name, "backend": backend, "fallback_reason": why},
         "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
         "nan_stopped": res.nan_stopped,
+        "wav_skipped": [s["index"] for s in samples if s.get("wav_skipped")],
         "samples": samples,
     }
-    path = out / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1))
+    path = out / MANIFEST
+    write_json(path, manifest, indent=1)
     return path

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import AudioError, FeatureConfig, load_audio, log_mel, n_frames
+from ..features import AudioError, FeatureConfig, load_audio, load_log_mel, log_mel, n_frames
 
 INPUT_SUFFIXES = (".wav", ".npy")
 
 
 def find_inputs(path: str | Path) -> list[Path]:
-    """A .wav/.npy file, or every .wav/.npy under a folder (recursively, sorted)."""
+    """A .wav/.npy file, or every .wav/.npy entry under a folder (recursively, sorted). A folder's broken links,
+    FIFOs and the like are listed too, so the loaders count them as skipped instead of dropping them unseen."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in INPUT_SUFFIXES and f.is_file())
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in INPUT_SUFFIXES and not f.is_dir())
         if not files:
             raise FileNotFoundError(f"{p}: no .wav or .npy files in this folder")
         return files
@@ -52,25 +53,55 @@ def fit_frames(lm: np.ndarray, frames: int, floor: float) -> np.ndarray:
     return lm[:, s:s + frames]
 
 
+# A clip this short holds no word: padded with silence it scores as whatever silence scores as.
+MIN_SECONDS = 0.1
+
+
 def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str], np.ndarray]:
     """(names, log-mel (k, n_mels, frames)) for one file: a wav gives one item, a .npy (n_mels, T) one,
-    a .npy (B, n_mels, T) B items named ``file.npy[i]``."""
+    a .npy (B, n_mels, T) B items named ``file.npy[i]``. AudioError for an unreadable file or one of at most
+    ``MIN_SECONDS``."""
+    min_samples = int(MIN_SECONDS * cfg.sample_rate)
     if path.suffix.lower() == ".wav":
-        seconds = (frames - 1) * cfg.hop_length
-        wave = fit_length(load_audio(path, cfg.sample_rate), seconds)
+        wave = load_audio(path, cfg.sample_rate)
+        if len(wave) <= min_samples:
+            raise AudioError(f"{path}: too short to classify ({len(wave) / cfg.sample_rate:.3f} s; more than "
+                             f"{MIN_SECONDS} s needed)")
+        wave = fit_length(wave, (frames - 1) * cfg.hop_length)
         return [str(path)], log_mel(torch.from_numpy(wave), cfg).numpy()[None]
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise AudioError(f"{path}: not a readable .npy array ({e})") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or arr.shape[1] != cfg.n_mels:
-        raise AudioError(f"{path}: expected a log-mel ({cfg.n_mels}, T) or (B, {cfg.n_mels}, T), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise AudioError(f"{path}: log-mel contains NaN or infinite values")
+    arr = load_log_mel(path, cfg.n_mels)
+    if arr.shape[-1] <= n_frames(min_samples, cfg):
+        raise AudioError(f"{path}: too short to classify ({arr.shape[-1]} frames; more than "
+                         f"{n_frames(min_samples, cfg)} needed)")
     names = [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     return names, np.stack([fit_frames(a, frames, cfg.log_min) for a in arr]).astype(np.float32)
+
+
+def load_clips(inputs: str | Path, cfg: FeatureConfig, frames: int, progress=None
+               ) -> tuple[list[str], np.ndarray | None, list[str]]:
+    """(names, log-mel (k, n_mels, frames) or None, skipped) for every wav / log-mel under ``inputs``.
+
+    In a folder an unreadable file is skipped (its reason in ``skipped``; one warning names them all);
+    a single unreadable file is an error. ``None`` when nothing was readable.
+    """
+    files = find_inputs(inputs)
+    names, feats, skipped = [], [], []
+    for f in files:
+        try:
+            n, x = load_features(f, cfg, frames)
+        except AudioError as e:
+            if len(files) == 1 and not Path(inputs).is_dir():
+                raise
+            skipped.append(f"{e}")
+            continue
+        names += n
+        feats.append(x)
+        if progress is not None:
+            progress(1)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unusable file(s): " + "; ".join(skipped[:20])
+                      + (" ..." if len(skipped) > 20 else ""), stacklevel=2)
+    return names, (np.concatenate(feats) if feats else None), skipped
 
 
 @dataclass
@@ -90,27 +121,11 @@ def classify_files(model, inputs: str | Path, batch: int = 256, progress=None) -
     Returns (predictions, skipped): a folder's unreadable files are skipped (one warning names them);
     a single unreadable file is an error.
     """
-    files = find_inputs(inputs)
-    cfg, frames = model.feature_config, model.cfg.n_frames
+    names, x, skipped = load_clips(inputs, model.feature_config, model.cfg.n_frames, progress)
     labels = model.cfg.labels or tuple(str(i) for i in range(model.cfg.n_classes))
-    names, feats, skipped = [], [], []
-    for f in files:
-        try:
-            n, x = load_features(f, cfg, frames)
-        except AudioError as e:
-            if len(files) == 1:
-                raise
-            skipped.append(f"{e}")
-            continue
-        names += n
-        feats.append(x)
-        if progress is not None:
-            progress(1)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s): " + "; ".join(skipped[:5]))
-    if not feats:
+    if x is None:
         return [], skipped
-    x = torch.from_numpy(np.concatenate(feats))
+    x = torch.from_numpy(x)
     model.eval()
     probs = torch.cat([torch.softmax(model(x[i:i + batch]), -1) for i in range(0, len(x), batch)])
     p, idx = probs.max(-1)

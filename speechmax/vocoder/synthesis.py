@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import AudioError, FeatureConfig, load_audio, log_mel
+from ..features import AudioError, FeatureConfig, load_audio, load_log_mel, log_mel
 
 
 @dataclass
@@ -16,49 +16,63 @@ class SynthesisJob:
     names: list[str]       # one per item: the input's path relative to the input folder, without suffix
     mel: np.ndarray        # (items, n_mels, frames) float32
 
+    def without(self, names) -> "SynthesisJob":
+        """This job less the items named in ``names``."""
+        keep = [i for i, n in enumerate(self.names) if n not in set(names)]
+        return SynthesisJob([self.names[i] for i in keep], self.mel[keep])
+
 
 def _read(path: Path, cfg: FeatureConfig) -> np.ndarray:
     """(k, n_mels, frames) log-mel(s) of one file; AudioError naming the file and the problem."""
     if path.suffix.lower() == ".wav":
         mel = log_mel(torch.from_numpy(load_audio(path, cfg.sample_rate)), cfg).numpy()[None]
     else:
-        try:
-            mel = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise AudioError(f"{path}: not a readable .npy array ({e})") from None
-        if mel.ndim not in (2, 3) or mel.shape[-2] != cfg.n_mels:
-            raise AudioError(f"{path}: expected a log-mel ({cfg.n_mels}, frames) or (batch, {cfg.n_mels}, frames), "
-                             f"got shape {mel.shape}")
-        mel = mel.reshape(-1, *mel.shape[-2:])
-        if not np.isfinite(mel).all():
-            raise AudioError(f"{path}: log-mel contains NaN or infinite values")
+        mel = load_log_mel(path, cfg.n_mels)
     if mel.shape[0] == 0 or mel.shape[-1] < 2:
         raise AudioError(f"{path}: too short to synthesize (shape {mel.shape}; at least 2 frames needed)")
     return mel.astype(np.float32)
+
+
+def _output_names(root: Path, files: list[Path], counts: list[int]) -> list[list[str]]:
+    """Per file, the names of its items: the path relative to ``root`` without suffix (``_i`` appended per
+    item of a batch). Where two files would give the same name (``x.wav`` and ``x.npy``; ``x.npy`` of 2 items
+    and ``x_0.wav``) the files involved keep their suffix instead (``x.wav``, ``x.npy_0``), so no output
+    overwrites another."""
+    def names(f: Path, n: int, keep_suffix: bool) -> list[str]:
+        rel = f.relative_to(root) if root.is_dir() else Path(f.name)
+        stem = str(rel if keep_suffix else rel.with_suffix(""))
+        return [stem] if n == 1 else [f"{stem}_{i}" for i in range(n)]
+
+    plain = [names(f, n, False) for f, n in zip(files, counts)]
+    seen: dict[str, int] = {}
+    for ns in plain:
+        for name in ns:
+            seen[name] = seen.get(name, 0) + 1
+    return [names(f, n, True) if any(seen[name] > 1 for name in ns) else ns
+            for f, n, ns in zip(files, counts, plain)]
 
 
 def load_inputs(path: str | Path, cfg: FeatureConfig, batch: int = 64) -> tuple[list[SynthesisJob], list[str]]:
     """Every wav / .npy under ``path`` (a file or a folder, searched recursively) as batches of equal length.
 
     Returns (jobs, skipped): in a folder, unreadable files are skipped with the reason; a single unreadable
-    file is an error. A (B, n_mels, T) .npy gives items named ``stem_0 ... stem_{B-1}``.
+    file is an error. A (B, n_mels, T) .npy gives items named ``stem_0 ... stem_{B-1}``; names are unique
+    (see :func:`_output_names`).
     """
     from ..models.inference import find_inputs
 
     root = Path(path)
     files = find_inputs(root)
-    by_frames: dict[int, list[tuple[str, np.ndarray]]] = {}
-    skipped = []
+    read, skipped = [], []
     for f in files:
         try:
-            mel = _read(f, cfg)
+            read.append((f, _read(f, cfg)))
         except AudioError as e:
-            if len(files) == 1:
+            if not root.is_dir():
                 raise
             skipped.append(str(e))
-            continue
-        stem = str(f.relative_to(root).with_suffix("")) if root.is_dir() else f.stem
-        names = [stem] if len(mel) == 1 else [f"{stem}_{i}" for i in range(len(mel))]
+    by_frames: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for names, mel in zip(_output_names(root, [f for f, _ in read], [len(m) for _, m in read]), (m for _, m in read)):
         for name, m in zip(names, mel):
             by_frames.setdefault(m.shape[-1], []).append((name, m))
     jobs = []

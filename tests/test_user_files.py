@@ -1,0 +1,244 @@
+"""Nothing a user made is lost or overwritten, and bad input never kills a batch (issue 22): output folders,
+atomic writes, skipped-and-counted inputs, non-finite samples."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from speechmax.cli import main
+from speechmax.features import AudioError, load_audio, load_log_mel, save_audio
+from speechmax.models.classifier import save_classifier
+from speechmax.outputs import OutputFolderError, atomic_path, prepare_output
+
+from test_maximize import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def clf_path(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    save_classifier(tiny_classifier(), d / "clf")
+    return str(d / "clf")
+
+
+def mel(*shape, seed=0):
+    return (-4 + np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+def bad_npys(folder):
+    """The three .npy files of issue 22 that used to kill a folder batch."""
+    np.save(folder / "strings.npy", np.array(["a", "b"]))
+    np.save(folder / "no_items.npy", np.zeros((0, 80, 101), np.float32))
+    np.save(folder / "no_frames.npy", np.zeros((80, 0), np.float32))
+
+
+# --- loaders -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arr, match", [
+    (np.array(["a", "b"]), "real numbers"),
+    (np.zeros((0, 80, 101), np.float32), "empty"),
+    (np.zeros((80, 0), np.float32), "empty"),
+    (np.zeros((40, 10), np.float32), "shape"),
+    (np.full((80, 5), 1e300), "NaN or infinite"),
+])
+def test_load_log_mel_rejects_with_a_clear_error(tmp_path, arr, match):
+    np.save(tmp_path / "x.npy", arr)
+    with pytest.raises(AudioError, match=match):
+        load_log_mel(tmp_path / "x.npy")
+
+
+def test_fifos_and_broken_links_are_errors_not_hangs(tmp_path):
+    os.mkfifo(tmp_path / "pipe.wav")
+    os.symlink(tmp_path / "gone.npy", tmp_path / "link.npy")
+    with pytest.raises(AudioError, match="not a regular file"):
+        load_audio(tmp_path / "pipe.wav")
+    with pytest.raises(AudioError, match="broken symbolic link"):
+        load_log_mel(tmp_path / "link.npy")
+
+
+def test_atomic_path_leaves_nothing_under_the_final_name_on_failure(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "a.wav") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert (tmp_path / "a.wav").read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["a.wav"]
+    save_audio(tmp_path / "b.wav", np.zeros(160))
+    assert sorted(os.listdir(tmp_path)) == ["a.wav", "b.wav"]
+
+
+def test_prepare_output_policy(tmp_path):
+    with pytest.raises(OutputFolderError, match="not a folder"):
+        (tmp_path / "file").write_text("x")
+        prepare_output(tmp_path / "file", "run.json", {}, what="run")
+    d = tmp_path / "d"
+    assert prepare_output(d, "run.json", {"a": 1}, what="run") is False
+    (d / "run.json").write_text(json.dumps({"settings": {"a": 1}}))
+    (d / "x.wav").write_text("made")
+    assert prepare_output(d, "run.json", {"a": 1}, what="run") is True          # resumes
+    with pytest.raises(OutputFolderError, match=r"other settings \(a: 1 -> 2\).*--overwrite"):
+        prepare_output(d, "run.json", {"a": 2}, what="run")
+    assert prepare_output(d, "run.json", {"a": 2}, what="run", overwrite=True) is False
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputFolderError, match="not a run"):
+        prepare_output(tmp_path / "mine", "run.json", {}, what="run")
+
+
+# --- classify / synthesize: one bad file never kills a folder ------------------------------------------------
+
+def test_classify_skips_and_counts_bad_npys_and_short_clips(clf_path, tmp_path, capsys):
+    np.save(tmp_path / "good.npy", mel(80, 101))
+    bad_npys(tmp_path)
+    save_audio(tmp_path / "short.wav", 0.1 * np.ones(1600))       # 0.1 s: no word fits
+    os.mkfifo(tmp_path / "pipe.npy")
+    os.symlink(tmp_path / "gone.wav", tmp_path / "broken.wav")
+    assert main(["classify", str(tmp_path), "--model", clf_path, "--json"]) == 0
+    captured = capsys.readouterr()
+    preds = json.loads(captured.out)["predictions"]
+    assert [p["path"] for p in preds] == [str(tmp_path / "good.npy")]
+    assert "skipped 6 unusable file(s)" in captured.err
+    for name in ("strings.npy", "no_items.npy", "no_frames.npy", "short.wav", "pipe.npy", "broken.wav"):
+        assert name in captured.err
+
+
+def test_classify_and_synthesize_exit_non_zero_when_nothing_is_usable(clf_path, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    bad_npys(src)
+    assert main(["classify", str(src), "--model", clf_path]) == 2
+    assert main(["synthesize", str(src), "--out", str(tmp_path / "o"), "--backend", "griffinlim"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to classify" in err and "nothing to synthesize" in err
+
+
+def test_synthesize_skips_bad_npys_and_keeps_outputs_of_the_same_stem_apart(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    save_audio(src / "x.wav", 0.1 * np.sin(np.arange(1600) * 0.1))
+    np.save(src / "x.npy", mel(80, 5))
+    np.save(src / "y.npy", mel(2, 80, 5))
+    save_audio(src / "y_0.wav", 0.1 * np.sin(np.arange(800) * 0.1))
+    bad_npys(src)
+    assert main(["synthesize", str(src), "--out", str(out), "--backend", "griffinlim", "--seed", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 5 wav(s)" in captured.out and "skipped 3 unusable file(s)" in captured.err
+    assert load_audio(out / "x.wav.wav").shape == (1600,) and load_audio(out / "x.npy.wav").shape == (640,)
+    assert load_audio(out / "y.npy_0.wav").shape == (640,) and load_audio(out / "y_0.wav.wav").shape == (800,)
+    assert (out / "y.npy_1.wav").is_file()
+
+
+def test_synthesize_out_policy(tmp_path, capsys):
+    np.save(tmp_path / "m.npy", mel(80, 5))
+    (tmp_path / "file").write_text("mine")
+    assert main(["synthesize", str(tmp_path / "m.npy"), "--out", str(tmp_path / "file"), "--backend",
+                 "griffinlim"]) == 2
+    assert "not a folder" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.wav").write_text("a user's file")
+    cmd = ["synthesize", str(tmp_path / "m.npy"), "--out", str(out), "--backend", "griffinlim", "--seed", "0"]
+    assert main(cmd) == 2 and (out / "m.wav").read_text() == "a user's file"
+    assert main(cmd + ["--overwrite"]) == 0 and load_audio(out / "m.wav").shape == (640,)
+    before = (out / "m.wav").stat().st_mtime_ns
+    assert main(cmd) == 0                     # the same command again resumes: nothing left to do
+    assert (out / "m.wav").stat().st_mtime_ns == before
+
+
+# --- maximize: --out checked before compute, resumed, non-finite samples kept out ---------------------------
+
+def margs(clf_path, out, *extra):
+    starts = [] if "--init" in extra else ["--starts", "2"]
+    return ["maximize", "--model", clf_path, "--separate", "none", "--vocoder", "griffinlim", "--target", "yes",
+            *starts, "--steps", "2", "--out", str(out), "--json", *extra]
+
+
+@pytest.fixture
+def no_ascent(monkeypatch):
+    import speechmax.maximize
+
+    def fail(*a, **k):
+        raise AssertionError("the ascent ran")
+    monkeypatch.setattr(speechmax.maximize, "maximize", fail)
+
+
+def test_maximize_checks_out_before_any_compute(clf_path, tmp_path, capsys, no_ascent):
+    (tmp_path / "file").write_text("mine")
+    assert main(margs(clf_path, tmp_path / "file")) == 2
+    assert "not a folder" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("a user's manifest")
+    assert main(margs(clf_path, out)) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "manifest.json").read_text() == "a user's manifest"
+
+
+def test_maximize_resumes_its_own_run_and_overwrite_replaces_only_its_files(clf_path, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    assert main(margs(clf_path, out)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["resumed"] is False
+    wav = out / json.loads(open(first["manifest"]).read())["samples"][0]["wav"]
+    wav.unlink()                                                  # as if interrupted before this file
+    npy = next(out.glob("*.npy"))
+    mtime = npy.stat().st_mtime_ns
+    assert main(margs(clf_path, out, "--threads", "1")) == 0     # threads change nothing: the same run
+    assert json.loads(capsys.readouterr().out)["resumed"] is True
+    assert wav.is_file() and npy.stat().st_mtime_ns == mtime
+    (out / "notes.txt").write_text("mine")
+    assert main(margs(clf_path, out, "--target", "no")) == 2      # another run: refused
+    assert "other settings (target: 'yes' -> 'no')" in capsys.readouterr().err
+    assert main(margs(clf_path, out, "--target", "no", "--overwrite")) == 0
+    manifest = json.loads(open(json.loads(capsys.readouterr().out)["manifest"]).read())
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not list(out.glob("*_yes_*"))                        # the old run's samples are gone, not mixed in
+    assert all(s["target"] == "no" for s in manifest["samples"])
+
+
+def test_maximize_huge_lr_completes_with_non_finite_samples_marked(clf_path, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    assert main(margs(clf_path, out, "--lr", "1e30")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    manifest = json.loads(open(summary["manifest"]).read())
+    assert summary["samples"] == 2 and len(manifest["samples"]) == 2
+    assert summary["wav_skipped"] == manifest["wav_skipped"] and manifest["wav_skipped"]
+    for s in manifest["samples"]:
+        assert (out / s["npy"]).is_file() and (out / s["png"]).is_file()
+        if s["index"] in manifest["wav_skipped"]:
+            assert s["wav"] is None and s["wav_skipped"] == "non-finite audio"
+        else:
+            assert (out / s["wav"]).is_file()
+
+
+def test_maximize_init_folder_skips_bad_clips(clf_path, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    np.save(clips / "good.npy", mel(80, 101))
+    bad_npys(clips)
+    assert main(margs(clf_path, tmp_path / "o", "--init", str(clips))) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["samples"] == 1 and "skipped 3 unusable file(s)" in captured.err
+    (clips / "good.npy").unlink()
+    assert main(margs(clf_path, tmp_path / "o2", "--init", str(clips))) == 2
+    assert "no usable clip" in capsys.readouterr().err
+
+
+# --- the fused CPU ascent flags non-finite starts as autograd does --------------------------------------------
+
+@pytest.mark.skipif(not __import__("speechmax.ops", fromlist=["x"]).available_backends()["cpu"],
+                    reason="speechmax._C is not built")
+def test_fused_cpu_stops_a_start_that_overflows_like_autograd():
+    from speechmax.maximize import maximize
+    from speechmax.models.registry import load_model
+
+    torch.set_num_threads(1)
+    clf = load_model("classifier", kind="classifier")    # the shipped net: its fused ReLU used to eat the NaN
+    init = -4 + 0.1 * torch.randn(3, clf.cfg.n_mels, clf.cfg.n_frames, generator=torch.Generator().manual_seed(0))
+    init[1] = 3e38
+    for path in ("autograd", "cpu"):
+        res = maximize(clf, "yes", init=init, steps=2, path=path, threads=1, seed=0)
+        assert res.nan_stopped == [1], path
+        assert torch.isnan(res.trajectory[1]).all() and torch.isfinite(res.trajectory[[0, 2]]).all(), path
