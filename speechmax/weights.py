@@ -73,9 +73,12 @@ def read_card(path: str | os.PathLike) -> dict:
     if not cpath.exists():
         raise WeightsError(f"{cpath}: model card not found")
     try:
-        return json.loads(cpath.read_text())
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"{cpath}: model card is not valid JSON ({e})") from None
+        card = json.loads(cpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{cpath}: model card is not valid JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(card, dict):
+        raise WeightsError(f"{cpath}: model card must be a JSON object, got a {type(card).__name__}")
+    return card
 
 
 def load_weights(path: str | os.PathLike, kind: str | None = None, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
@@ -92,7 +95,11 @@ def load_weights(path: str | os.PathLike, kind: str | None = None, device="cpu")
     if digest != card.get("sha256"):
         raise WeightsError(f"{wpath}: sha256 {digest[:12]}... does not match the card's "
                            f"{str(card.get('sha256'))[:12]}... (file changed or corrupted)")
-    return load_file(str(wpath), device=str(device)), card
+    try:
+        return load_file(str(wpath), device=str(device)), card
+    except Exception as e:  # safetensors raises its own types for a truncated or malformed file
+        raise WeightsError(f"{wpath}: not a readable safetensors file ({e.__class__.__name__}: "
+                           f"{str(e).strip()[:200]})") from None
 
 
 def save_model(model, path: str | os.PathLike, kind: str, **card) -> Path:

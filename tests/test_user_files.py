@@ -242,3 +242,102 @@ def test_fused_cpu_stops_a_start_that_overflows_like_autograd():
         res = maximize(clf, "yes", init=init, steps=2, path=path, threads=1, seed=0)
         assert res.nan_stopped == [1], path
         assert torch.isnan(res.trajectory[1]).all() and torch.isfinite(res.trajectory[[0, 2]]).all(), path
+
+
+# --- cards and weights ----------------------------------------------------------------------------------------
+
+def test_broken_cards_and_weights_are_weights_errors(clf_path, tmp_path):
+    import shutil
+
+    from speechmax.weights import WeightsError, load_weights, sha256_file
+
+    for name, card in [("list", "[1, 2]"), ("binary", b"\xff\xfe\x00")]:
+        shutil.copy(clf_path + ".safetensors", tmp_path / f"{name}.safetensors")
+        p = tmp_path / f"{name}.json"
+        p.write_bytes(card) if isinstance(card, bytes) else p.write_text(card)
+        with pytest.raises(WeightsError, match=f"{name}.json"):
+            load_weights(tmp_path / name)
+    # a card written for a truncated file: its sha256 matches, the file still cannot be read
+    data = open(clf_path + ".safetensors", "rb").read()
+    (tmp_path / "cut.safetensors").write_bytes(data[:len(data) // 2])
+    card = json.loads(open(clf_path + ".json").read())
+    card["sha256"] = sha256_file(tmp_path / "cut.safetensors")
+    (tmp_path / "cut.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="not a readable safetensors"):
+        load_weights(tmp_path / "cut")
+
+
+# --- the listening app ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def listen_set(tmp_path):
+    from listen_support import make_listening_set
+
+    return make_listening_set(tmp_path / "set", per_condition=1, references=1, anchors=1)
+
+
+def test_listen_db_that_is_not_ours_is_a_clear_error_and_left_alone(listen_set, tmp_path, capsys):
+    import sqlite3
+
+    (tmp_path / "notes.txt").write_text("not a database")
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE contacts (name TEXT)")
+    before = foreign.read_bytes()
+    for db, message in [(tmp_path, "is a folder"), (tmp_path / "notes.txt", "not a usable SQLite database"),
+                        (foreign, "another program")]:
+        assert main(["listen", "--set", str(listen_set), "--db", str(db), "--admin-token", "x" * 12]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "not a database" and foreign.read_bytes() == before
+
+
+def test_listen_binds_before_printing_its_urls(listen_set, tmp_path, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["listen", "--set", str(listen_set), "--db", str(tmp_path / "r.db"), "--port", str(port),
+                     "--admin-token", "x" * 12]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err
+    assert "admin" not in captured.out and "x" * 12 not in captured.out
+
+
+def test_listen_app_limits_bodies_rejects_nan_and_never_echoes(listen_set, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from speechmax.listen.app import MAX_BODY, SECURITY_HEADERS, create_app
+    from speechmax.listen.db import ListenDB
+
+    app = create_app(listen_set, tmp_path / "r.db", "admin-token-123")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def check(r, status):
+            assert r.status_code == status, r.text
+            assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items()), r.headers
+            return r
+
+        big = "A" * (MAX_BODY + 1)
+        r = check(client.post("/api/raters", content=json.dumps({"label": big}),
+                              headers={"content-type": "application/json"}), 413)
+        assert "AAAA" not in r.text
+
+        def chunks():                          # no Content-Length: counted as it arrives
+            yield b'{"label": "'
+            for _ in range(MAX_BODY // 1024 + 1):
+                yield b"A" * 1024
+            yield b'"}'
+        assert "AAAA" not in check(client.post("/api/raters", content=chunks(),
+                                               headers={"content-type": "application/json"}), 413).text
+        secret = "s3cr3t! " + "B" * 100      # too long and a forbidden character
+        r = check(client.post("/api/raters", json={"label": secret}), 422)
+        assert secret not in r.text
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            check(client.post("/api/raters", content=f'{{"label": {literal}}}',
+                              headers={"content-type": "application/json"}), 400)
+        check(client.post("/api/raters", json={}), 200)
+
+        def boom(self):
+            raise RuntimeError("disk on fire")
+        monkeypatch.setattr(ListenDB, "answers", boom)
+        r = check(client.get("/api/summary.json", headers={"Authorization": "Bearer admin-token-123"}), 500)
+        assert "disk on fire" not in r.text

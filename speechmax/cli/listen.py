@@ -2,6 +2,9 @@
 import ipaddress
 import os
 import secrets
+import socket
+
+from speechmax.cli import CommandError
 
 
 def register(sub):
@@ -26,15 +29,22 @@ def run(args):
 
     admin_token = args.admin_token or secrets.token_urlsafe(18)
     app = create_app(args.set_dir, args.db, admin_token, per_rater=args.clips_per_rater)
+    # Bind first: URLs and a token printed for a server that then fails to start would mislead.
+    try:
+        sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
+                                    else socket.AF_INET)
+    except OSError as e:
+        raise CommandError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+    port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    base = f"http://{host}:{args.port}"
+    base = f"http://{host}:{port}"
     print(f"listening test '{app.state.set.name}' ({len(app.state.set.clips)} clips), answers in {args.db}")
     print(f"raters:  {base}/")
     print(f"admin:   {base}/admin#token={admin_token}")
     print(f"admin token: {admin_token}", flush=True)
     if not _is_loopback(args.host):
         print(f"warning: bound to {args.host}, so other machines can reach the test", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 def _is_loopback(host: str) -> bool:

@@ -18,13 +18,15 @@ import csv
 import hashlib
 import hmac
 import io
+import json
 import random
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from .db import AlreadyAnswered, ListenDB, NotAssigned, NotPlayed
@@ -39,6 +41,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # audio URLs carry the rater token
     "Cache-Control": "no-store",
 }
+# Every JSON body here is a few hundred bytes; a bigger one is refused before it is read in full.
+MAX_BODY = 64 * 1024
 CSV_COLUMNS = ["answer_id", "rater_id", "rater_label", "rater_status", "clip_id", "role", "condition", "target",
                "rating", "word", "correct", "served_at", "answered_at"]
 
@@ -72,7 +76,7 @@ class AnswerIn(BaseModel):
     @classmethod
     def _known_word(cls, word: str) -> str:
         if word != NONE_WORD and word not in WORDS:
-            raise ValueError(f"word must be one of the 35 words or {NONE_WORD!r}, got {word!r}")
+            raise ValueError(f"word must be one of the 35 words or {NONE_WORD!r}")
         return word
 
 
@@ -87,7 +91,10 @@ def create_app(set_dir, db_path, admin_token: str, per_rater: int | None = None)
     clips = listening_set.clips
     db = ListenDB(db_path, listening_set.name)
     app = FastAPI(title=f"speechmax listen: {listening_set.name}", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestGuard)
+    app.add_middleware(SecurityHeaders)   # added last, so outermost: on the guard's 413 / 400 too
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
     trials_per_rater = len(trial_order(clips.values(), random.Random(0), per_rater))
     app.state.set = listening_set
 
@@ -213,6 +220,75 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestGuard:
+    """ASGI middleware: a body over MAX_BODY bytes gets 413 as soon as its size is known (Content-Length, else
+    while it arrives), a body that is JSON only with NaN / Infinity literals gets 400; nothing of it is echoed."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return await _reply(send, 413, f"request body too large (limit {MAX_BODY // 1024} KB)")
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":     # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_BODY:
+                return await _reply(send, 413, f"request body too large (limit {MAX_BODY // 1024} KB)")
+        if body and not _strict_json(body):
+            return await _reply(send, 400, "NaN and Infinity are not JSON")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _strict_json(body: bytes) -> bool:
+    """False when ``body`` parses as JSON only thanks to Python's NaN / Infinity extension; anything else is
+    left to the endpoint's own parsing."""
+    def reject(constant):
+        raise OverflowError(constant)
+    try:
+        json.loads(body, parse_constant=reject)
+    except OverflowError:
+        return False
+    except ValueError:   # not JSON at all (or not UTF-8): the endpoint reports it
+        pass
+    return True
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _validation_error(request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming where and what, never the submitted value (it is not echoed back to anyone)."""
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _internal_error(request, exc: Exception) -> JSONResponse:
+    # Starlette sends this from outside every middleware, so the security headers are set here.
+    return JSONResponse({"detail": "internal error"}, status_code=500, headers=SECURITY_HEADERS)
 
 
 def _iso(timestamp: float) -> str:

@@ -61,13 +61,31 @@ class AlreadyAnswered(ValueError):
     """The rater already gave a different answer for this clip."""
 
 
+class NotAListenDB(ValueError):
+    """--db names a folder, a file that is not SQLite, or another program's SQLite database."""
+
+
 class ListenDB:
     """One results database, bound to one listening-set name. Safe to share between threads."""
 
     def __init__(self, path, set_name: str):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise NotAListenDB(f"{self.path} is a folder; --db takes a file (created if missing)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        try:
+            self._init(set_name)
+        except sqlite3.Error as e:
+            raise NotAListenDB(f"{self.path}: not a usable SQLite database ({e}); use another --db") from None
+
+    def _init(self, set_name: str) -> None:
+        with closing(self._open()) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if tables and "schema_version" not in tables:
+                # someone else's database: adding our tables to it would change what they made
+                raise NotAListenDB(f"{self.path} is an SQLite database of another program (tables: "
+                                   f"{', '.join(tables[:5])}); use another --db")
         with closing(self._open()) as conn:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
