@@ -68,3 +68,39 @@ def test_cli_json_contract(tiny, inputs):
     r = subprocess.run([sys.executable, "-m", "speechmax", "classify", str(inputs / "a.wav"), "--model", "no-such-model"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no shipped asset named 'no-such-model'" in r.stderr
+
+
+def test_folder_accuracy_per_class_and_confusions():
+    from speechmax.models.inference import Prediction, folder_accuracy
+
+    preds = [Prediction(f"sc/{true}/{i}.wav", pred, 0.9) for i, (true, pred) in enumerate(
+        [("yes", "yes"), ("yes", "no"), ("yes", "no"), ("no", "no"), ("up", "down")])]
+    preds.append(Prediction("sc/_background_noise_/x.wav", "up", 0.5))   # no word in its folder: not counted
+    acc = folder_accuracy(preds, WORDS)
+    assert acc["accuracy"] == pytest.approx(2 / 5) and acc["labelled"] == 5
+    assert acc["per_class"] == {"yes": {"accuracy": pytest.approx(1 / 3), "n": 3}, "no": {"accuracy": 1.0, "n": 1},
+                                "up": {"accuracy": 0.0, "n": 1}}
+    assert acc["confusions"] == [{"label": "yes", "predicted": "no", "count": 2},
+                                 {"label": "up", "predicted": "down", "count": 1}]
+    assert folder_accuracy([Prediction("clips/a.wav", "yes", 0.9)], WORDS) is None
+
+
+def test_cli_reports_accuracy_when_folders_name_the_words(tiny, tmp_path, rng, capsys):
+    from speechmax.cli import main
+
+    for word in ("yes", "no", "_background_noise_"):
+        (tmp_path / word).mkdir()
+        for i in range(2):
+            np.save(tmp_path / word / f"{i}.npy", rng.standard_normal((80, 101)).astype(np.float32))
+    assert main(["classify", str(tmp_path), "--model", str(tiny[1]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    labelled = [p for p in out["predictions"] if "_background_noise_" not in p["path"]]
+    right = sum(p["label"] == p["path"].split("/")[-2] for p in labelled)
+    assert len(out["predictions"]) == 6 and out["labelled"] == 4
+    assert out["accuracy"] == pytest.approx(right / 4)
+    assert set(out["per_class"]) == {"yes", "no"} and all(v["n"] == 2 for v in out["per_class"].values())
+    assert sum(c["count"] for c in out["confusions"]) == 4 - right
+    assert main(["classify", str(tmp_path), "--model", str(tiny[1])]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"accuracy: {100 * right / 4:.1f}% (4 file(s)")
+    assert main(["classify", str(tmp_path / "yes" / "0.npy"), "--model", str(tiny[1]), "--json"]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out)   # a single file in a word's folder counts too

@@ -16,7 +16,7 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.models.inference import classify_files
+    from speechmax.models.inference import classify_files, folder_accuracy
     from speechmax.models.registry import load_model
 
     model = load_model(args.model, kind="classifier")
@@ -27,10 +27,17 @@ def run(args):
         print(f"warning: {w.message}", file=sys.stderr)
     if not preds:
         raise CommandError(f"{args.input}: nothing to classify ({len(skipped)} unusable file(s))")
+    scored = folder_accuracy(preds, model.cfg.labels)   # None unless folders name the words
     if args.json:
-        print(json.dumps({"model": args.model, "predictions": [p.to_dict() for p in preds]}, indent=2))
-    else:
-        width = max((len(p.path) for p in preds), default=0)
-        for p in preds:
-            print(f"{p.path:<{width}}  {p.label:<10} {p.prob:.3f}")
+        print(json.dumps({"model": args.model, "predictions": [p.to_dict() for p in preds], **(scored or {})},
+                         indent=2))
+        return 0
+    width = max((len(p.path) for p in preds), default=0)
+    for p in preds:
+        print(f"{p.path:<{width}}  {p.label:<10} {p.prob:.3f}")
+    if scored:
+        worst = ", ".join(f"{c['label']}->{c['predicted']} x{c['count']}" for c in scored["confusions"][:5])
+        if worst:
+            print(f"most confused: {worst}")
+        print(f"accuracy: {100 * scored['accuracy']:.1f}% ({scored['labelled']} file(s) whose folder names the word)")
     return 0

@@ -130,3 +130,27 @@ def classify_files(model, inputs: str | Path, batch: int = 256, progress=None) -
     probs = torch.cat([torch.softmax(model(x[i:i + batch]), -1) for i in range(0, len(x), batch)])
     p, idx = probs.max(-1)
     return [Prediction(nm, labels[int(i)], float(q)) for nm, i, q in zip(names, idx, p)], skipped
+
+
+def folder_accuracy(predictions: list[Prediction], labels) -> dict | None:
+    """How often ``predictions`` are right where the folder layout names the word (Speech Commands:
+    ``WORD/clip.wav``); None when no file's folder is one of ``labels``.
+
+    Returns {"accuracy": share right, "labelled": files counted, "per_class": {word: {"accuracy", "n"}} (words
+    with files), "confusions": [{"label", "predicted", "count"}, ...] (wrong pairs, most frequent first)}.
+    """
+    pairs = [(Path(p.path).parent.name, p.label) for p in predictions]
+    pairs = [(true, pred) for true, pred in pairs if true in labels]
+    if not pairs:
+        return None
+    per_class, confusions = {}, {}
+    for true, pred in pairs:
+        right, n = per_class.get(true, (0, 0))
+        per_class[true] = (right + (pred == true), n + 1)
+        if pred != true:
+            confusions[(true, pred)] = confusions.get((true, pred), 0) + 1
+    return {"accuracy": round(sum(r for r, _ in per_class.values()) / len(pairs), 6), "labelled": len(pairs),
+            "per_class": {w: {"accuracy": round(per_class[w][0] / per_class[w][1], 6), "n": per_class[w][1]}
+                          for w in labels if w in per_class},
+            "confusions": [{"label": t, "predicted": p, "count": c}
+                           for (t, p), c in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0]))]}
