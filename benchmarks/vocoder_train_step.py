@@ -1,6 +1,7 @@
 """One vocoder training step (forward, loss, backward, Adam) at the shipped configuration and the trainer's
 batch: the fused training stack (WaveNet.forward: time-major GEMMs, hand-written backward, C++ gate) against
-its autograd twin (WaveNet.forward_ref: conv1d + autograd), measured in the same run on random data.
+its autograd twin (WaveNet.forward_ref: conv1d + autograd), and the fused stack under bf16 autocast (bf16 GEMM
+operands, fp32 accumulation: the trainer's --bf16), measured in the same run on random data.
 
     python benchmarks/vocoder_train_step.py [THREADS] [STEPS] [OUT.json]
 
@@ -16,12 +17,14 @@ from speechmax.models.wavenet import WaveNet, frames_needed
 from speechmax.vocoder.train import VocoderTrainConfig
 
 
-def seconds_per_step(model, forward, batch, steps: int) -> float:
+def seconds_per_step(model, forward, batch, steps: int, bf16: bool = False) -> float:
     inputs, targets, mel, offset = batch
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():
-        loss = F.cross_entropy(forward(inputs, mel, offset), targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(inputs, mel, offset)
+        loss = F.cross_entropy(logits.float(), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -43,9 +46,13 @@ def main(threads: int = 2, steps: int = 5, out: str | None = None) -> dict:
              torch.randn(B, model.cfg.n_mels, frames_needed(T, model.cfg.hop_length) + 4) - 7,
              torch.randint(0, 4, (B,)))
     fused = seconds_per_step(model, model.forward, batch, steps)
+    bf16 = seconds_per_step(model, model.forward, batch, steps, bf16=True)
     ref = seconds_per_step(model, model.forward_ref, batch, steps)
-    r = {"batch": B, "window": T, "threads": threads, "steps": steps, "fused_s_per_step": round(fused, 3),
-         "ref_s_per_step": round(ref, 3), "speedup": round(ref / fused, 2),
+    from speechmax import _C
+
+    r = {"batch": B, "window": T, "threads": threads, "steps": steps, "cpu": _C.cpu_features(),
+         "fused_s_per_step": round(fused, 3), "fused_bf16_s_per_step": round(bf16, 3),
+         "ref_s_per_step": round(ref, 3), "speedup": round(ref / fused, 2), "bf16_speedup": round(fused / bf16, 2),
          "fused_samples_per_s": round(B * T / fused)}
     print(json.dumps(r, indent=2))
     if out:

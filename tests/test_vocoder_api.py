@@ -205,3 +205,24 @@ def test_bench_contract(voc_path, capsys):
         (b, n, 1) for b in ("reference", "cpu", "cpu-bf16") for n in (1, 3)}
     assert all(r["samples_per_s"] > 0 for r in report["results"])
     assert "cpu_over_reference_batch1_thread1" in report["goals"]
+
+
+def test_synthesize_converts_float_mels_and_refuses_other_dtypes():
+    """float64 / float16 log-mels are converted; integer and boolean arrays are refused with a clear error."""
+    from speechmax.vocoder import Vocoder
+
+    voc = Vocoder(None)
+    mel = np.full((80, 6), -6.0)
+    for dtype in (np.float64, np.float16, np.float32):
+        assert voc.synthesize(mel.astype(dtype), backend="griffinlim", seed=0).shape == (800,)
+    for bad in (mel.astype(np.int64), mel > 0, torch.zeros(80, 6, dtype=torch.int32)):
+        with pytest.raises(TypeError, match="floating-point"):
+            voc.synthesize(bad, backend="griffinlim")
+
+
+@pytest.mark.parametrize("seed, err", [(2 ** 64, ValueError), (-2 ** 63 - 1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_synthesize_refuses_seeds_outside_64_bits(seed, err):
+    from speechmax.vocoder import Vocoder
+
+    with pytest.raises(err, match="seed"):
+        Vocoder(None).synthesize(np.full((80, 6), -6.0), backend="griffinlim", seed=seed)

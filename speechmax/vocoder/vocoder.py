@@ -20,6 +20,15 @@ DEFAULT_ASSET = "vocoder"
 BACKENDS = ("auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim")
 
 
+def check_seed(seed) -> int:
+    """A seed for torch.Generator: an integer in [-2**63, 2**64) (torch folds negatives); anything else is refused."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    if not -2 ** 63 <= int(seed) < 2 ** 64:
+        raise ValueError(f"seed must fit in 64 bits ([-2**63, 2**64)), got {seed}")
+    return int(seed)
+
+
 class Vocoder:
     """A WaveNet vocoder with every sampling backend behind one call (and Griffin-Lim as the control)."""
 
@@ -80,7 +89,11 @@ class Vocoder:
         n_mels = self.feature_config.n_mels
         if not isinstance(mel, (np.ndarray, torch.Tensor)):
             raise TypeError(f"mel must be a numpy array or a torch tensor, got {type(mel).__name__}")
-        m = torch.as_tensor(mel).detach().float().cpu()
+        m = torch.as_tensor(mel).detach()
+        if not m.is_floating_point():
+            raise TypeError(f"mel must hold floating-point log-mel values, got dtype {m.dtype}: pass the natural-log "
+                            "mel as float (speechmax.log_mel), not integer or boolean data")
+        m = m.float().cpu()
         if m.dim() not in (2, 3) or m.shape[-2] != n_mels:
             raise ValueError(f"expected a log-mel of shape ({n_mels}, frames) or (batch, {n_mels}, frames), "
                              f"got shape {tuple(m.shape)}")
@@ -110,6 +123,7 @@ class Vocoder:
 
             raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         m = self._check_mel(mel)
+        seed = None if seed is None else check_seed(seed)
         squeeze = m.dim() == 2
         if squeeze:
             m = m[None]
