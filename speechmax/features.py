@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -115,6 +116,8 @@ def log_mel(wave: torch.Tensor | np.ndarray, cfg: FeatureConfig = FeatureConfig(
         raise ValueError(f"log_mel expects (samples,) or (batch, samples), got shape {tuple(x.shape)}")
     if x.shape[-1] == 0:
         raise ValueError("log_mel got an empty waveform (0 samples)")
+    if not torch.isfinite(x).all():
+        raise ValueError("log_mel got NaN or infinite samples")
     frames = n_frames(x.shape[-1], cfg)
     if cfg.center and x.shape[-1] <= cfg.n_fft // 2:
         # reflect padding needs more samples than the pad; zero-extend, then keep the frames the input has
@@ -161,11 +164,30 @@ def _regular_file(path: str | os.PathLike) -> str:
     return path
 
 
+def _wav_bytes_missing(path: str) -> int:
+    """How many bytes a RIFF/WAVE file's data chunk declares beyond the end of the file (0 when whole, not a
+    WAV, or written by a streaming writer that left the size open) -- libsndfile reads such a file silently."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        size, pos = os.fstat(f.fileno()).st_size, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            n = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return 0 if n in (0, 0xFFFFFFFF) else max(0, pos + 8 + n - size)
+            pos += 8 + n + (n & 1)
+    return 0
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file as float32 mono at ``sample_rate`` (stereo/multichannel is averaged).
 
     Raises :class:`AudioError` naming the file for: a missing, unreadable or non-audio file, an empty
-    file, 0 samples, NaN/inf samples, a sample rate outside 4-384 kHz, or more than 8 channels.
+    file, 0 samples, NaN/inf samples, a sample rate outside 4-384 kHz, or more than 8 channels. Warns
+    (and reads what is there) for a WAV whose data chunk is cut short.
     """
     import soundfile as sf
 
@@ -184,6 +206,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{path}: contains 0 samples")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
+    missing = _wav_bytes_missing(path)
+    if missing:
+        warnings.warn(f"{path}: truncated WAV: its data chunk lacks {missing} byte(s); reading the "
+                      f"{data.shape[0] / rate:.3f} s that are there", stacklevel=2)
     mono = data.mean(axis=1)
     if rate != sample_rate:
         import soxr  # what librosa's "soxr_hq" calls, without librosa's ~30 ms of overhead per call

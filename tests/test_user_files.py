@@ -341,3 +341,45 @@ def test_listen_app_limits_bodies_rejects_nan_and_never_echoes(listen_set, tmp_p
         monkeypatch.setattr(ListenDB, "answers", boom)
         r = check(client.get("/api/summary.json", headers={"Authorization": "Bearer admin-token-123"}), 500)
         assert "disk on fire" not in r.text
+
+
+# --- silent or misleading -------------------------------------------------------------------------------------
+
+def test_a_truncated_wav_is_read_with_a_warning(tmp_path):
+    save_audio(tmp_path / "a.wav", 0.1 * np.ones(16000))
+    data = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])
+    with pytest.warns(UserWarning, match="truncated WAV"):
+        assert len(load_audio(tmp_path / "cut.wav")) < 16000
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(tmp_path / "a.wav")) == 16000
+
+
+def test_log_mel_of_a_non_finite_waveform_is_an_error():
+    from speechmax.features import log_mel
+
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        log_mel(torch.tensor([0.0, float("nan")] * 800))
+
+
+def test_griffinlim_runs_long_inputs_in_bounded_blocks(monkeypatch):
+    from speechmax.features import FeatureConfig, log_mel
+    from speechmax.vocoder import griffinlim as gl
+
+    cfg = FeatureConfig()
+    t = np.arange(150 * cfg.hop_length) / cfg.sample_rate
+    lm = log_mel(torch.from_numpy(0.3 * np.sin(2 * np.pi * 440 * t)), cfg).numpy()[:, :150]
+    whole = gl.griffinlim_synthesize(lm, cfg, n_iter=8)
+    seen = []
+    block = gl._griffinlim_block
+    monkeypatch.setattr(gl, "_griffinlim_block", lambda m, *a: seen.append(m.shape[-1]) or block(m, *a))
+    monkeypatch.setattr(gl, "BLOCK_FRAMES", 40)
+    monkeypatch.setattr(gl, "OVERLAP_FRAMES", 8)
+    blocked = gl.griffinlim_synthesize(lm, cfg, n_iter=8)
+    assert max(seen) == 40 and len(seen) == 5
+    assert blocked.shape == whole.shape and np.isfinite(blocked).all()
+    got = log_mel(torch.from_numpy(blocked), cfg).numpy()
+    ref = log_mel(torch.from_numpy(whole), cfg).numpy()
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9

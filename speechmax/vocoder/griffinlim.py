@@ -18,6 +18,10 @@ from ..features import FeatureConfig, _mel_basis
 
 MOMENTUM = 0.99   # librosa.griffinlim's default ("fast Griffin-Lim")
 NNLS_ITERS = 50
+# Frames per block of a long input (30 s: ~0.2 GB of float64 work arrays at batch 1, where a 10-minute mel
+# took 3.8 GB in one piece) and the overlap of neighbouring blocks (0.5 s), which are cross-faded.
+BLOCK_FRAMES = 3000
+OVERLAP_FRAMES = 50
 
 
 def _check(lm: np.ndarray, cfg: FeatureConfig) -> None:
@@ -66,17 +70,43 @@ def griffinlim_synthesize(log_mel, cfg: FeatureConfig = FeatureConfig(), n_iter:
 
     Inverts ``exp(log_mel)`` through the Slaney mel filterbank (NNLS) and ``n_iter`` fast Griffin-Lim iterations
     with the same STFT settings as :func:`speechmax.features.log_mel`; every clip starts from the phases
-    ``np.random.default_rng(seed)`` gives (None: zero phase), as the reference does.
+    ``np.random.default_rng(seed)`` gives (None: zero phase), as the reference does. Inputs longer than
+    ``BLOCK_FRAMES`` run in cross-faded blocks, so memory does not grow with length.
     """
     lm = _as_numpy(log_mel)
     _check(lm, cfg)
     squeeze = lm.ndim == 2
     lm = torch.from_numpy(lm[None] if squeeze else lm).to(torch.float64)
+    T, hop = lm.shape[-1], cfg.hop_length
+    if T <= BLOCK_FRAMES:
+        wave = _griffinlim_block(lm, cfg, n_iter, seed)
+    else:
+        # Long input: blocks of BLOCK_FRAMES frames overlapping by OVERLAP_FRAMES, cross-faded, so memory stays
+        # that of one block whatever the length. Block frame j is global frame start + j, i.e. sample
+        # (start + j) * hop, so the pieces line up; their phases differ, the fade hides the seam.
+        wave = np.zeros((lm.shape[0], (T - 1) * hop), np.float32)
+        fade = np.linspace(0.0, 1.0, OVERLAP_FRAMES * hop, dtype=np.float32)
+        for start in range(0, T - OVERLAP_FRAMES, BLOCK_FRAMES - OVERLAP_FRAMES):
+            end = min(T, start + BLOCK_FRAMES)
+            piece = _griffinlim_block(lm[..., start:end], cfg, n_iter, seed)
+            a = start * hop
+            if start > 0:
+                n = min(len(fade), piece.shape[-1])
+                wave[:, a:a + n] = wave[:, a:a + n] * (1 - fade[:n]) + piece[:, :n] * fade[:n]
+                wave[:, a + n:a + piece.shape[-1]] = piece[:, n:]
+            else:
+                wave[:, :piece.shape[-1]] = piece
+            if end == T:
+                break
+    return wave[0] if squeeze else wave
+
+
+def _griffinlim_block(lm: torch.Tensor, cfg: FeatureConfig, n_iter: int, seed: int | None) -> np.ndarray:
+    """(B, n_mels, T) float64 log-mel -> (B, (T - 1) * hop) float32 waveform, all frames at once."""
     S = mel_to_magnitude(torch.exp(lm), cfg)                                # (B, F, T)
     if cfg.power != 1.0:
         S = S ** (1.0 / cfg.power)
-    wave = griffinlim(S, cfg, (lm.shape[-1] - 1) * cfg.hop_length, n_iter, seed).numpy()
-    return wave[0] if squeeze else wave
+    return griffinlim(S, cfg, (lm.shape[-1] - 1) * cfg.hop_length, n_iter, seed).numpy()
 
 
 def griffinlim(S: torch.Tensor, cfg: FeatureConfig, length: int, n_iter: int = 64, seed: int | None = 0) -> torch.Tensor:
