@@ -226,7 +226,8 @@ def load_log_mel(path: str | os.PathLike, n_mels: int = 80) -> np.ndarray:
     """
     path = _regular_file(path)
     try:
-        arr = np.load(path, allow_pickle=False)
+        # memory-mapped: a header that declares more data than the file holds fails here, before any allocation
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # numpy raises several types for non-.npy input
         raise AudioError(f"{path}: not a readable .npy array ({e.__class__.__name__}: {str(e).strip()[:200]})") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
