@@ -21,18 +21,15 @@ def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: 
              **evaluate_kwargs) -> dict:
     """``out/report`` (report.html, metrics.json, figures, listening set) and ``out/samples`` (``samples_per_class``
     latent-mode samples per word: .npy, .wav, before/after .png, manifest.json)."""
-    from .evaluate import RECIPES, evaluate, load_models
+    from .evaluate import evaluate, load_models
     from .maximize import maximize
     from .maximize.output import write_samples
 
     out = Path(out)
     models = models or load_models()
     metrics = evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet, **evaluate_kwargs)
-    recipe = dict(RECIPES["speechmax"])
-    if evaluate_kwargs.get("steps"):
-        recipe["steps"] = evaluate_kwargs["steps"]
     res = maximize(models.classifier, "all", mode="latent", prior=models.prior, n=samples_per_class, seed=1,
-                   separate=models.separate, threads=threads, **recipe)
+                   separate=models.separate, threads=threads, steps=evaluate_kwargs.get("steps"))
     manifest = write_samples(res, out / "samples", vocoder=models.vocoder, seed=1)
     summary = {"report": str(out / "report" / "report.html"), "metrics": str(out / "report" / "metrics.json"),
                "listening_set": metrics["listening_set"]["path"], "samples": str(out / "samples"),

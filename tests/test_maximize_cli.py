@@ -129,3 +129,37 @@ def test_bench_maximize_through_the_paper_prior(capsys):
     assert report["flops_per_step"]["latent-paper"] > 0
     assert main(["bench", "maximize", "--modes", "latent-3d"]) == 2
     assert "unknown mode or path latent-3d" in capsys.readouterr().err
+
+
+def test_default_recipe_is_the_evaluations_speechmax_recipe(models, tmp_path, capsys):
+    from speechmax.cli import build_parser
+    from speechmax.evaluate import run as evaluate_run
+    from speechmax.maximize import DEFAULT_RECIPE, RECIPES
+
+    assert DEFAULT_RECIPE == "speechmax" and evaluate_run.RECIPES is RECIPES   # one definition
+    parser = build_parser()
+    for command in ("maximize", "evaluate"):
+        assert parser.parse_args([command, "--out", "o"]).recipe == "speechmax"
+        assert parser.parse_args([command, "--out", "o", "--preset", "paper"]).recipe == "paper"   # the old name
+        assert parser.parse_args([command, "--out", "o", "--recipe", "paper"]).recipe == "paper"
+    assert main(args(models, tmp_path / "d", "--target", "yes", "--starts", "1", "--json")) == 0
+    settings = json.loads(open(json.loads(capsys.readouterr().out)["manifest"]).read())["settings"]
+    assert settings["recipe"] == "speechmax" and settings["steps"] == RECIPES["speechmax"].steps == 60
+    assert main(args(models, tmp_path / "p", "--target", "yes", "--starts", "1", "--recipe", "paper", "--json")) == 0
+    settings = json.loads(open(json.loads(capsys.readouterr().out)["manifest"]).read())["settings"]
+    assert settings["recipe"] == "paper" and settings["preset"] == "paper" and settings["steps"] == 20
+
+
+def test_evaluation_run_keys_survive_the_move_of_the_recipes():
+    # the committed partial runs of the full evaluation resume only while their keys stay the same
+    import hashlib
+    from types import SimpleNamespace
+
+    from speechmax.evaluate.run import _run_key
+
+    m = SimpleNamespace(**{k: SimpleNamespace(card={"sha256": k}) for k in ("classifier", "separate", "prior",
+                                                                             "prior_paper")})
+    for recipe, spelled, prior in (("speechmax", {"steps": 60}, "prior"), ("paper", {"preset": "paper"}, "prior_paper")):
+        spec = json.dumps([["classifier", "separate", prior], recipe, "latent", 10, 0, None, 10, spelled],
+                          sort_keys=True)
+        assert _run_key(m, recipe, "latent", 10, 0, None, 10) == hashlib.sha256(spec.encode()).hexdigest()[:16]

@@ -3,6 +3,7 @@
 import json
 
 from speechmax.cli import CommandError
+from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 
 
 def register(sub):
@@ -26,6 +27,10 @@ def register(sub):
                                                                        "(default 10; quick 2)")
     p.add_argument("--c2c-per-class", type=int, default=None, help="real clips per word climbed toward every word "
                                                                    "(default 3; quick 1)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help="recipe of class to class, the vocoder control and the listening set (noise -> class always "
+                        f"compares every recipe; default {DEFAULT_RECIPE})")
+    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper")
     p.add_argument("--steps", type=int, default=None, help="ascent steps of speechmax's recipe (default 60)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -46,7 +51,7 @@ def run(args):
     m = evaluate(args.out, per_class=args.per_class, quick=args.quick, data=args.data, models=models,
                  speakers=args.speakers, seed=args.seed, threads=args.threads,
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
-                 c2c_per_class=args.c2c_per_class, steps=args.steps)
+                 c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe)
     head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
             "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},
             "vocoder_control": {g: {k: (v.get(k) or {}).get("rate") for k in ("features", "wavenet", "griffinlim")}

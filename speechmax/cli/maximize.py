@@ -1,5 +1,5 @@
 """speechmax maximize --target WORD|all --n N [--mode features|latent] [--init noise|PATH]
-[--objective prob|logit|unit:LAYER:INDEX] [--preset paper] [--steps K] --out DIR [--json]:
+[--objective prob|logit|unit:LAYER:INDEX] [--recipe speechmax|paper] [--steps K] --out DIR [--json]:
 activation maximization toward a class or a hidden unit, written as .npy, .wav, .png and manifest.json."""
 import json
 import sys
@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from speechmax.cli import CommandError
+from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 
 RUN_MARKER = "run.json"
 # Arguments that change neither the samples nor their files: a run differing only in these resumes.
@@ -25,10 +26,11 @@ def register(sub):
     p.add_argument("--init", default="noise", help="noise, or a .wav / .npy log-mel / folder of clips to start from "
                                                    "(class-to-class: clips of word A climbed toward --target B)")
     p.add_argument("--objective", default=None, help="prob (default) | logit | unit:LAYER:INDEX (e.g. unit:block2:5)")
-    p.add_argument("--preset", choices=["paper"], default=None,
-                   help="the seed paper's procedure (prob, rms-normalised steps, 20 steps of 0.01 / 0.1, N(0, 0.1^2) "
-                        "starts, no regularizer) and its prior (prior-paper)")
-    p.add_argument("--steps", type=int, default=None, help="ascent steps (default 20)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help="; ".join(f"{r.name}: {r.about}" for r in RECIPES.values()) +
+                        f" (default {DEFAULT_RECIPE}); explicit flags such as --steps override it")
+    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper")
+    p.add_argument("--steps", type=int, default=None, help="ascent steps (default: the recipe's, 60 speechmax / 20 paper)")
     p.add_argument("--lr", type=float, default=None, help="step size (default 0.01 features, 0.1 latent)")
     p.add_argument("--optimizer", choices=["rms-normalized", "adam"], default=None)
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty weight (latent, or normalised features)")
@@ -39,7 +41,7 @@ def register(sub):
     p.add_argument("--model", default="classifier", help="classifier to explain: a shipped name or PATH")
     p.add_argument("--separate", default="classifier-separate",
                    help="separate evaluation classifier: a shipped name, PATH, or 'none'")
-    p.add_argument("--prior", default=None, help="prior for latent mode (default prior; prior-paper with --preset paper)")
+    p.add_argument("--prior", default=None, help="prior for latent mode (default: the recipe's, prior / prior-paper)")
     p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
     p.add_argument("--path", choices=["auto", "autograd", "cpu", "triton"], default="auto",
                    help="ascent implementation: auto = fused kernels where they cover the models, else autograd")
@@ -76,7 +78,7 @@ def run(args):
     separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
     prior = None
     if args.mode == "latent":
-        prior = load_model(args.prior or ("prior-paper" if args.preset == "paper" else "prior"), kind="prior")
+        prior = load_model(args.prior or RECIPES[args.recipe].prior, kind="prior")
     init, n = "noise", args.n
     if args.init != "noise":
         import torch
@@ -100,7 +102,7 @@ def run(args):
     with tqdm(unit="step", unit_scale=True, desc="maximize", file=sys.stderr, disable=None) as bar:
         res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
                        optimizer=args.optimizer, objective=objective, regularizers=regs or None, seed=args.seed,
-                       preset=args.preset, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
+                       recipe=args.recipe, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
                        progress=bar.update)
     with tqdm(total=len(res.targets), unit="sample", desc="write", file=sys.stderr, disable=None) as bar:
         manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update,

@@ -139,7 +139,8 @@ def write_report(path: Path, metrics: dict, figs: dict) -> Path:
         rows.append(row)
     header = ["word"] + [f"{g}: {k}" for g in vc["groups"] for k in ("pre", "WaveNet", "GL")]
     parts.append(f"<details><summary>per class</summary>{_table(rows, header)}</details>")
-    parts.append("<h2>3. Class to class</h2><p>Real clips of word A climbed toward word B (speechmax recipe); "
+    parts.append(f"<h2>3. Class to class</h2><p>Real clips of word A climbed toward word B "
+                 f"({html.escape(s.get('recipe', 'speechmax'))} recipe); "
                  "cell = share of starts both classifiers then give as B.</p>")
     rows = [[mode, m["clips"], m["starts"], _pct(m["success_off_diagonal"]), _pct(m["hit_rate"]["classifier"]),
              _pct(m["hit_rate"]["separate"]), f"{m['seconds']:.1f}"] for mode, m in metrics["class_to_class"].items()]

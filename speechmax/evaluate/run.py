@@ -25,16 +25,12 @@ import numpy as np
 import torch
 
 from ..features import log_mel, save_audio
+from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
 from . import figures
 from .stats import pair_matrix, rounded, success_rates, top_confusions
 
 log = logging.getLogger(__name__)
 
-# speechmax's recipe against the paper's: the VAE prior in latent mode (the paper's deterministic AE with the
-# preset) and three times the ascent steps. Chosen on the shipped models (6 starts x 35 classes, seed 0):
-# the separate classifier's hit rate went from 0.04 (paper, latent) and 0.21 (paper, features) to 0.84 and
-# 0.41; L2, TV, jitter, Adam and the logit objective did not do better.
-RECIPES = {"paper": dict(preset="paper"), "speechmax": dict(steps=60)}
 MODES = ("features", "latent")
 QUICK_PER_CLASS = 20
 EVAL_CORPUS_SEED = 7777   # a corpus seed no shipped model was trained on (1000 classifiers, 2000 vocoder)
@@ -189,11 +185,9 @@ def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, ste
     from ..maximize import maximize
 
     prior = None if mode == "features" else (models.prior_paper if recipe == "paper" else models.prior)
-    settings = dict(RECIPES[recipe])
-    if steps is not None and recipe == "speechmax":
-        settings["steps"] = steps
+    steps = steps if recipe == "speechmax" else None   # --steps tunes speechmax's recipe; the paper's is fixed
     return maximize(models.classifier, targets, mode=mode, prior=prior, separate=models.separate, threads=threads,
-                    progress=progress, **settings, **kw)
+                    progress=progress, recipe=recipe, steps=steps, **kw)
 
 
 def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode: str, recipe: str, threads,
@@ -322,14 +316,17 @@ def _anchor(wave: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
 def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=None, models: EvalModels | None = None,
              speakers: int | None = None, seed: int = 0, threads: int | None = None,
              listen_per_class: int | None = None, control_per_class: int | None = None,
-             c2c_per_class: int | None = None, steps: int | None = None, quiet: bool = False) -> dict:
+             c2c_per_class: int | None = None, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
+             quiet: bool = False) -> dict:
     """Run the evaluation into ``out`` (report.html, metrics.json, figures/, listening/); returns the metrics.
 
     per_class: noise starts per class and recipe/mode (default 10,000 as in the paper; ``quick`` 20).
     data: a corpus whose test split is used; None builds a fresh corpus of ``speakers`` unseen speakers
     (default 30; quick 8). listen_per_class / control_per_class / c2c_per_class: samples per class in the
     listening set, the vocoder control, and real clips per word climbed toward every word (defaults 3 / 10 /
-    3; quick 1 / 2 / 1). steps: ascent steps of speechmax's recipe (default 60; the paper preset keeps 20).
+    3; quick 1 / 2 / 1). steps: ascent steps of speechmax's recipe (default 60; the paper's keeps 20).
+    recipe: the recipe (:data:`speechmax.maximize.RECIPES`) of the parts that use one -- class to class, the
+    vocoder control and the listening set; noise -> class always compares every recipe.
     """
     from .report import debugging_summary, write_report
 
@@ -345,6 +342,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     c2c_k = int(c2c_per_class if c2c_per_class is not None else (1 if quick else 3))
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of: {', '.join(RECIPES)}")
     for name, v in (("per_class", per_class), ("speakers", speakers), ("listen_per_class", listen_k),
                     ("control_per_class", control_k), ("c2c_per_class", c2c_k)):
         if v < 1:
@@ -362,8 +361,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
         "quick": quick, "per_class": per_class, "seed": seed, "threads": torch.get_num_threads(),
         "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
         "models": models.names, "vocoder_note": models.vocoder_note,
-        "recipes": {k: dict(v, **({"steps": steps} if steps and k == "speechmax" else {}))
-                    for k, v in RECIPES.items()}}}
+        "recipe": recipe, "recipes": {k: {"steps": steps if steps and k == "speechmax" else r.steps, "about": r.about}
+                                      for k, r in RECIPES.items()}}}
 
     with Stage(timing, "clips", quiet):
         clips = eval_clips(data, out, speakers, seed, cfg)
@@ -378,11 +377,11 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     noise, keep = {}, {}
     earlier = 0.0   # seconds of compute that earlier sittings measured for what this one resumed
     k_keep = max(listen_k, control_k)
-    for recipe in RECIPES:
+    for run_recipe in RECIPES:
         for mode in MODES:
-            name = f"{recipe}/{mode}"
-            key = _run_key(models, recipe, mode, per_class, seed, steps, k_keep)
-            cached = _load_partial(out, name, key, recipe == "speechmax")
+            name = f"{run_recipe}/{mode}"
+            key = _run_key(models, run_recipe, mode, per_class, seed, steps, k_keep)
+            cached = _load_partial(out, name, key, run_recipe == recipe)
             if cached is not None:
                 noise[name], kept = cached
                 if kept is not None:
@@ -395,14 +394,14 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             with Stage(timing, f"noise {name}", quiet):
                 big = per_class * C > KEEP_LIMIT
                 if big:   # one target at a time, each kept on disk: hours of work resume where they stopped
-                    noise[name], seconds = _maximize_by_target(out, name, key, models, mode, recipe, threads,
+                    noise[name], seconds = _maximize_by_target(out, name, key, models, mode, run_recipe, threads,
                                                                progress, steps, per_class, seed, labels, quiet)
                     res = None
                 else:
-                    res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed)
+                    res = _maximize(models, mode, run_recipe, threads, progress, steps, n=per_class, seed=seed)
                     noise[name] = _run_summary(res, labels, seed)
-                if recipe == "speechmax":
-                    small = res if not big else _maximize(models, mode, recipe, threads, False, steps,
+                if run_recipe == recipe:
+                    small = res if not big else _maximize(models, mode, run_recipe, threads, False, steps,
                                                           n=min(k_keep, per_class), seed=seed)
                     sel = _first_per_target(small, min(k_keep, per_class))
                     keep[mode] = dict(before=small.features_before[sel], after=small.features[sel],
@@ -412,16 +411,16 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             if big:
                 earlier += max(0.0, seconds - timing[f"noise {name}"])
             noise[name]["seconds"] = timing[f"noise {name}"] = seconds if big else timing[f"noise {name}"]
-            _save_partial(out, name, key, noise[name], keep.get(mode) if recipe == "speechmax" else None)
+            _save_partial(out, name, key, noise[name], keep.get(mode) if run_recipe == recipe else None)
     metrics["noise_to_class"] = noise
 
-    # 3. class to class (speechmax recipe, both modes) -- before the vocoder, which needs its samples
+    # 3. class to class (the chosen recipe, both modes) -- before the vocoder, which needs its samples
     rng = np.random.default_rng(seed)
     src = pick_per_class(clips.labels, c2c_k, C, rng)
     c2c, c2c_res = {}, {}
     for mode in MODES:
         with Stage(timing, f"class-to-class {mode}", quiet):
-            res = _maximize(models, mode, "speechmax", threads, progress, steps, init=clips.mels[src], seed=seed)
+            res = _maximize(models, mode, recipe, threads, progress, steps, init=clips.mels[src], seed=seed)
             j = res.start.numpy()
             source = clips.labels[src][j]
             t = res.targets.numpy()
@@ -444,10 +443,10 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                 fig_dir / f"heatmap-{slug}.png", np.array(m["heatmap_separate"], dtype=float), labels,
                 f"{name}: separate classifier's mean softmax per target (n = {per_class} per class)",
                 "class heard by the separate classifier", "target")
-        for recipe in RECIPES:
-            figs[f"success {recipe}"] = figures.success_chart(
-                fig_dir / f"success-{recipe}.png", {f"{recipe}/{m}": noise[f"{recipe}/{m}"]["per_class"] for m in MODES},
-                labels, f"noise -> class, {recipe} recipe: both classifiers give the target (95% bootstrap CI)")
+        for r in RECIPES:
+            figs[f"success {r}"] = figures.success_chart(
+                fig_dir / f"success-{r}.png", {f"{r}/{m}": noise[f"{r}/{m}"]["per_class"] for m in MODES},
+                labels, f"noise -> class, {r} recipe: both classifiers give the target (95% bootstrap CI)")
         for mode in MODES:
             figs[f"class-to-class {mode}"] = figures.heatmap(
                 fig_dir / f"class-to-class-{mode}.png", np.array(c2c[mode]["matrix"], dtype=float), labels,
@@ -457,7 +456,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             first = [int(np.flatnonzero(k["targets"] == c)[0]) for c in range(C)]
             figs[f"spectrograms {mode}"] = figures.spectrogram_grid(
                 fig_dir / f"spectrograms-{mode}.png", k["before"][first].numpy(), k["after"][first].numpy(), labels,
-                f"noise -> class, {mode} mode (speechmax recipe): start | result per target")
+                f"noise -> class, {mode} mode ({recipe} recipe): start | result per target")
     with Stage(timing, "t-SNE", quiet):
         figs["t-SNE"], metrics["tsne"] = _tsne(c2c_res["latent"], clips, src, clip_pred, labels, fig_dir, seed)
 
@@ -489,7 +488,9 @@ def _run_key(models: EvalModels, recipe, mode, per_class, seed, steps, k_keep) -
     weights = [getattr(m, "card", {}).get("sha256") or name for name, m in (
         ("classifier", models.classifier), ("separate", models.separate),
         ("prior", models.prior if recipe == "speechmax" else models.prior_paper))]
-    spec = json.dumps([weights, recipe, mode, per_class, seed, steps, k_keep, RECIPES[recipe]], sort_keys=True)
+    # spelled as before the recipes moved to speechmax.maximize, so the committed partial runs still resume
+    spelled = {"preset": "paper"} if recipe == "paper" else {"steps": RECIPES[recipe].steps}
+    spec = json.dumps([weights, recipe, mode, per_class, seed, steps, k_keep, spelled], sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
@@ -558,7 +559,7 @@ def _tsne(run, clips: Clips, src, clip_pred, labels, fig_dir: Path, seed: int, m
 
 
 def _vocoder_control(models, clips: Clips, keep, k: int, labels, seed, threads, quiet):
-    """Real clips and the speechmax-recipe noise samples, k per class, through WaveNet and Griffin-Lim."""
+    """Real clips and the chosen recipe's noise samples, k per class, through WaveNet and Griffin-Lim."""
     rng = np.random.default_rng(seed + 1)
     real = pick_per_class(clips.labels, k, len(labels), rng)
     groups = {"real clips": (clips.mels[real], clips.labels[real])}

@@ -4,7 +4,8 @@
 features; :mod:`speechmax.ops.maximize` holds the ascent step itself (fused kernels beside autograd).
 """
 from ..ops.maximize import L2, AdamState, Clamp, Jitter, TotalVariation, Unit
-from .engine import PAPER, MaximizeResult, maximize, parse_objective, resolve_targets
+from .engine import MaximizeResult, maximize, parse_objective, resolve_targets
+from .recipes import DEFAULT_RECIPE, PAPER, RECIPES, Recipe, get_recipe
 
-__all__ = ["maximize", "MaximizeResult", "PAPER", "Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState",
-           "parse_objective", "resolve_targets"]
+__all__ = ["maximize", "MaximizeResult", "PAPER", "RECIPES", "DEFAULT_RECIPE", "Recipe", "get_recipe", "Unit", "L2",
+           "TotalVariation", "Jitter", "Clamp", "AdamState", "parse_objective", "resolve_targets"]

@@ -1,10 +1,10 @@
 """Activation maximization: many starts x many targets, climbed through a prior's latent or on the features.
 
-:func:`maximize` is the whole engine: it resolves the targets and the settings (``preset="paper"`` fixes the
-seed paper's), draws each start's noise from its own seed, runs the ascent in chunks of bounded memory with
-the fused kernels where they cover the models (:mod:`speechmax.ops.maximize`) and autograd elsewhere, stops
-any start whose ascent turns non-finite (keeping the others), and scores the result with the classifier and
-the separate classifier before and after.
+:func:`maximize` is the whole engine: it resolves the targets and the settings (a named recipe, speechmax's
+by default, see :mod:`.recipes`), draws each start's noise from its own seed, runs the ascent in chunks of
+bounded memory with the fused kernels where they cover the models (:mod:`speechmax.ops.maximize`) and
+autograd elsewhere, stops any start whose ascent turns non-finite (keeping the others), and scores the result
+with the classifier and the separate classifier before and after.
 """
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ from ..ops.backends import available_backends
 from ..ops.decoder2d import decoder2d_unsupported
 from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
                             clamp_features, fused_decoder, fused_unsupported, objective_code, objective_value)
+from .recipes import DEFAULT_RECIPE, PAPER, get_recipe
 
 log = logging.getLogger(__name__)
 
 MODES = ("features", "latent")
 PATHS = ("auto", "autograd", "cpu", "cuda", "triton")
-# The seed paper's procedure: softmax probability, gradient / (rms + 1e-5), 20 steps of 0.01 on features or
-# 0.1 on latents, starts from N(0, 0.1^2), no regularizer.
-PAPER = dict(objective="prob", optimizer="rms-normalized", steps=20, lr={"features": 0.01, "latent": 0.1},
-             init_std=0.1, regularizers=())
 
 
 @dataclass
@@ -170,8 +167,8 @@ def _decoder_path(prior, path_name) -> str | None:
 
 
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
-             optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, preset=None,
-             separate=None, chunk=1024, path="auto", threads=None, keep_features=True, score_before=True,
+             optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, recipe=DEFAULT_RECIPE,
+             preset=None, separate=None, chunk=1024, path="auto", threads=None, keep_features=True, score_before=True,
              progress=False) -> MaximizeResult:
     """Climb ``n`` starts per target toward each target (or toward a hidden unit).
 
@@ -181,8 +178,9 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         encoded by the prior in latent mode -- each started toward every target (class-to-class: clips of
         word A climbed toward B). n: starts per target (default 1; with clips, their count).
     steps, lr, optimizer ("rms-normalized" | "adam"), objective ("prob" | "logit" | Unit | "unit:L:I"),
-        regularizers (L2, TotalVariation, Jitter, Clamp), init_std: default to the seed paper's values
-        (``PAPER``); ``preset="paper"`` asks for exactly those (explicit arguments still win).
+        regularizers (L2, TotalVariation, Jitter, Clamp), init_std: default to ``recipe``'s (:data:`.RECIPES`:
+        "speechmax", the best measured settings, or "paper", the seed paper's); explicit arguments win.
+        ``preset="paper"`` is the older name of ``recipe="paper"``.
     seed: start j's noise and jitter come from SeedSequence(seed, spawn_key=(j,)) -- the same for every
         target, and independent of ``chunk``; None draws a seed (kept in ``settings``).
     separate: the separate evaluation classifier, scored before and after (optional).
@@ -198,7 +196,9 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         raise ValueError(f"unknown mode {mode!r}; expected features or latent")
     if preset not in (None, "paper"):
         raise ValueError(f"unknown preset {preset!r}; expected paper")
-    steps = PAPER["steps"] if steps is None else int(steps)
+    recipe = get_recipe(preset or recipe)
+    preset = "paper" if recipe.name == "paper" else None
+    steps = recipe.steps if steps is None else int(steps)
     if steps <= 0:
         raise ValueError(f"steps must be >= 1, got {steps}")
     lr = PAPER["lr"][mode] if lr is None else float(lr)
@@ -274,7 +274,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         separate_before=torch.empty(N, C) if separate is not None and score_before else None,
         separate_after=torch.empty(N, C) if separate is not None else None,
         stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels,
-        settings=dict(mode=mode, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
+        settings=dict(mode=mode, recipe=recipe.name, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
                       init_std=init_std if clips is None else None, n=n, seed=seed, path=path_name,
                       decoder=_decoder_path(prior, path_name),
