@@ -45,8 +45,8 @@ def conv_kernel(x_ptr, w_ptr, b_ptr, init_ptr, mask_ptr, y_ptr, T, T_IN, CIN, CO
         acc += tl.load(b_ptr + o, mask=o < COUT, other=0.0)[None, :]
     if HAS_INIT:
         acc += tl.load(init_ptr + b * sib + row[:, None] * sit + o[None, :], mask=ok, other=0.0)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
+    if RELU:   # NaN passes through (as mx::relu, csrc/maximize_math.h): tl.maximum would turn it into 0
+        acc = tl.where(acc < 0.0, 0.0, acc)
     if HAS_MASK:
         m = tl.load(mask_ptr + b * smb + row[:, None] * smt + o[None, :], mask=ok, other=0.0)
         acc = tl.where(m > 0.0, acc, 0.0)

@@ -137,3 +137,20 @@ def test_triton_update_equals_cpu_kernel(optimizer):
         oc = ascent_step(clf, prior, xc, t, optimizer=optimizer, lr=0.05, state=sc)
         torch.testing.assert_close(ot, oc, rtol=1e-4, atol=1e-6)
     assert rel_err(xt - x, xc - x) < 1e-4
+
+
+@needs_triton
+def test_triton_conv_relu_passes_nan():
+    # as mx::relu: a start whose activations overflowed must reach the objective as NaN (and be stopped), where
+    # tl.maximum(NaN, 0) is 0 and so hid it
+    from speechmax.kernels.maximize import _conv
+
+    g = torch.Generator().manual_seed(0)
+    w, x = torch.randn(1, 16, 16, generator=g), torch.randn(2, 4, 16, generator=g)
+    x[1, 2, 5] = float("nan")
+    y = _conv((w, None, 0), x, 4, torch.empty(2, 4, 16), 4, relu=True)
+    ref = torch.relu(x @ w[0])
+    assert torch.isnan(y[1, 2]).all()
+    ok = ~torch.isnan(ref)
+    ok[1, 2] = False
+    torch.testing.assert_close(y[ok], ref[ok], rtol=1e-5, atol=1e-6)
