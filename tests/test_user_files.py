@@ -383,3 +383,46 @@ def test_griffinlim_runs_long_inputs_in_bounded_blocks(monkeypatch):
     got = log_mel(torch.from_numpy(blocked), cfg).numpy()
     ref = log_mel(torch.from_numpy(whole), cfg).numpy()
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
+
+
+# --- corpus loading (speechmax.data): bad clips skipped and counted, an error only when none is usable ----------
+
+def training_corpus(root, good=2, bad=True):
+    """A v0.02 tree with ``good`` readable clips of the training split and, with ``bad``, a corrupt clip, a
+    broken link and a FIFO (all of the training split too)."""
+    from speechmax.data import which_set
+
+    names = [f"s{i:04d}_nohash_0.wav" for i in range(200) if which_set(f"s{i:04d}_nohash_0.wav") == "training"]
+    (root / "yes").mkdir(parents=True)
+    for name in names[:good]:
+        save_audio(root / "yes" / name, 0.1 * np.sin(np.arange(16000, dtype=np.float32) / 9), 16000)
+    if bad:
+        (root / "yes" / names[good]).write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+        os.symlink(root / "gone.wav", root / "yes" / names[good + 1])
+        os.mkfifo(root / "yes" / names[good + 2])
+    return names
+
+
+def test_corpus_skips_broken_links_and_fifos_with_one_warning(tmp_path):
+    from speechmax.data import SpeechCommands
+
+    names = training_corpus(tmp_path / "c")
+    with pytest.warns(UserWarning) as caught:
+        ds = SpeechCommands(tmp_path / "c", "training")
+    skipped = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(ds) == 2 and len(ds.skipped) == 3
+    assert len(skipped) == 1 and all(n in skipped[0] for n in names[2:5])
+
+
+def test_corpus_with_no_usable_clip_is_a_clear_error(tmp_path, capsys):
+    from speechmax.data import CorpusError, SpeechCommands
+
+    training_corpus(tmp_path / "c", good=0)
+    with pytest.warns(UserWarning), pytest.raises(CorpusError, match="none of the 3 clip"):
+        SpeechCommands(tmp_path / "c", "training")
+    capsys.readouterr()
+    with pytest.warns(UserWarning):
+        assert main(["train", "classifier", "--data", str(tmp_path / "c"), "--out", str(tmp_path / "run"),
+                     "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 3 clip(s) of the training split can be read" in err and "Traceback" not in err

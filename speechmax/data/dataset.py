@@ -25,11 +25,15 @@ from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
-__all__ = ["ClipItem", "AugmentConfig", "SpeechCommands", "VocoderClips", "load_split", "scan_corpus",
+__all__ = ["ClipItem", "AugmentConfig", "CorpusError", "SpeechCommands", "VocoderClips", "load_split", "scan_corpus",
            "fit_to_length", "augment_waveforms"]
 
 _CACHE_VERSION = 1
 _MEL_BATCH = 256
+
+
+class CorpusError(ValueError):
+    """A corpus split holds clips but none of them can be read."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,11 @@ def augment_waveforms(x: torch.Tensor, noises: list[torch.Tensor], aug: AugmentC
 def _file_key(root: Path, items) -> str:
     h = hashlib.sha1(f"v{_CACHE_VERSION}".encode())
     for it in items:
-        st = (root / it.path).stat()
+        try:
+            st = (root / it.path).stat()
+        except OSError:   # a broken link or an entry that cannot be read: load_audio names it, the split skips it
+            h.update(f"{it.path}\0unreadable\n".encode())
+            continue
         h.update(f"{it.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
@@ -213,6 +221,9 @@ class SpeechCommands(torch.utils.data.Dataset):
         self._cache = _cache_dir(self.root, cache_dir)
         self._waves, self.files, self.skipped = self._load_waves(split_items)
         self._mels = None
+        if split_items and not self.files:
+            raise CorpusError(f"{self.root}: none of the {len(split_items)} clip(s) of the {split} split can be read: "
+                              + "; ".join(self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else ""))
         if extra["unknown_folders"] and task == "35":
             warnings.warn(f"{self.root}: skipping folder(s) that are not Speech Commands words: "
                           f"{', '.join(extra['unknown_folders'])}", stacklevel=2)
