@@ -17,20 +17,36 @@ def speak_espeak(word: str, path: Path, voice: str = "en-us") -> None:
     subprocess.run([exe, "-v", voice, "-w", str(path), word], check=True, capture_output=True)
 
 
+RUN_MARKER = "run.json"
+
+
 def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: int | None = None, quiet: bool = False,
-             **evaluate_kwargs) -> dict:
+             overwrite: bool = False, **evaluate_kwargs) -> dict:
     """``out/report`` (report.html, metrics.json, figures, listening set) and ``out/samples`` (``samples_per_class``
-    latent-mode samples per word: .npy, .wav, before/after .png, manifest.json)."""
+    latent-mode samples per word: .npy, .wav, before/after .png, manifest.json).
+
+    ``out`` is new or empty, or a previous demo with the same settings, which this one resumes; anything else
+    is refused (:class:`~speechmax.outputs.OutputFolderError`) before any model is loaded, unless ``overwrite``."""
     from .evaluate import evaluate, load_models
     from .maximize import maximize
-    from .maximize.output import write_samples
+    from .maximize.output import remove_samples, write_samples
+    from .outputs import prepare_output, write_json
 
     out = Path(out)
+    settings = json.loads(json.dumps({"command": "demo", "samples_per_class": samples_per_class,
+                                      "models": models.names if models is not None else "shipped",
+                                      **evaluate_kwargs}, default=str))
+    resume = prepare_output(out, RUN_MARKER, settings, what="speechmax demo", overwrite=overwrite,
+                            legacy=lambda d: all(p.name in ("report", "samples", "summary.json") for p in d.iterdir()))
+    write_json(out / RUN_MARKER, {"settings": settings})
     models = models or load_models()
-    metrics = evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet, **evaluate_kwargs)
+    metrics = evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet, overwrite=overwrite,
+                       **evaluate_kwargs)
     res = maximize(models.classifier, "all", mode="latent", prior=models.prior, n=samples_per_class, seed=1,
                    separate=models.separate, threads=threads, steps=evaluate_kwargs.get("steps"))
-    manifest = write_samples(res, out / "samples", vocoder=models.vocoder, seed=1)
+    if overwrite and not resume:
+        remove_samples(out / "samples")
+    manifest = write_samples(res, out / "samples", vocoder=models.vocoder, seed=1, resume=resume)
     summary = {"report": str(out / "report" / "report.html"), "metrics": str(out / "report" / "metrics.json"),
                "listening_set": metrics["listening_set"]["path"], "samples": str(out / "samples"),
                "manifest": str(manifest), "n_samples": len(res.targets),
@@ -38,5 +54,5 @@ def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: 
                "vocoder": "griffinlim" if models.vocoder.preferred_backend == "griffinlim" else models.names["vocoder"],
                "vocoder_note": models.vocoder.preference_note,
                "summary": metrics["summary"], "seconds": metrics["timing"]["total"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     return summary

@@ -48,7 +48,7 @@ def read_marker(out: str | os.PathLike, marker: str) -> dict | None:
 
 
 def prepare_output(out: str | os.PathLike, marker: str, settings: dict, *, what: str, overwrite: bool = False,
-                   remedy: str = "pass --overwrite to replace it") -> bool:
+                   remedy: str = "pass --overwrite to replace it", legacy=None) -> bool:
     """Make ``out`` ready for a run of ``what`` (e.g. "speechmax maximize run") with ``settings``; True when it
     resumes a previous run with the same settings.
 
@@ -56,6 +56,8 @@ def prepare_output(out: str | os.PathLike, marker: str, settings: dict, *, what:
     same settings; otherwise :class:`OutputFolderError` names the difference and ``remedy``, unless ``overwrite`` (then the
     run starts afresh and replaces the marker). ``out`` being a file is always an error. The caller writes
     the marker (:func:`write_json`) before its compute so that an interrupted run is recognised.
+    ``legacy(out) -> bool`` recognises a run of the same command from before it wrote a marker (which then
+    resumes, as the command did then).
     """
     out = Path(out)
     settings = json.loads(json.dumps(settings))   # compare as they read back from the marker
@@ -64,7 +66,7 @@ def prepare_output(out: str | os.PathLike, marker: str, settings: dict, *, what:
     if out.is_dir() and any(p.name != marker for p in out.iterdir()):   # a marker alone: a run that did nothing
         meta = read_marker(out, marker)
         old = meta.get("settings") if meta is not None else None
-        if old == settings:
+        if old == settings or (meta is None and legacy is not None and legacy(out)):
             return True
         if not overwrite:
             if meta is None or not isinstance(old, dict):

@@ -426,3 +426,94 @@ def test_corpus_with_no_usable_clip_is_a_clear_error(tmp_path, capsys):
                      "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "none of the 3 clip(s) of the training split can be read" in err and "Traceback" not in err
+
+
+# --- evaluate, demo and train keep what is in --out, checked before any model or data is loaded ---------------
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """evaluate/demo stop where they would load models: reaching that means --out was accepted."""
+    import speechmax.evaluate
+    import speechmax.evaluate.run
+
+    def stop(*a, **k):
+        raise RuntimeError("models would load now")
+    monkeypatch.setattr(speechmax.evaluate.run, "load_models", stop)
+    monkeypatch.setattr(speechmax.evaluate, "load_models", stop)
+
+
+def test_evaluate_and_demo_out_policy(tmp_path, capsys, no_models):
+    for command in ("evaluate", "demo"):
+        foreign = tmp_path / f"foreign-{command}"
+        foreign.mkdir()
+        (foreign / "notes.txt").write_text("mine")
+        argv = [command, "--out", str(foreign)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not a speechmax" in err and "--overwrite" in err and "models would load" not in err, argv
+        assert main(argv + ["--overwrite"]) == 2 and "models would load" in capsys.readouterr().err, argv
+        assert (foreign / "notes.txt").read_text() == "mine"
+        # the other command's run is not this one's
+        other = "demo" if command == "evaluate" else "evaluate"
+        assert main([other, "--out", str(foreign)]) == 2
+        assert f"command: {command!r} -> {other!r}" in capsys.readouterr().err
+    # an evaluation from before run.json (checkpoints/evaluate) resumes; then its settings are the marker's
+    old = tmp_path / "old"
+    (old / "partial").mkdir(parents=True)
+    (old / "metrics.json").write_text("{}")
+    assert main(["evaluate", "--out", str(old), "--per-class", "3"]) == 2
+    assert "models would load" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(old), "--per-class", "3", "--threads", "1"]) == 2
+    assert "models would load" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(old), "--per-class", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (per_class: 3 -> 4)" in err and "models would load" not in err
+    # a demo resumes its own folder
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "summary.json").write_text("{}")
+    assert main(["demo", "--out", str(demo)]) == 2 and "models would load" in capsys.readouterr().err
+
+
+def split_corpus(root):
+    """A tiny v0.02 tree with clips of 'yes' and 'no' in every split."""
+    from speechmax.data import which_set
+
+    want = {"training": 3, "validation": 1, "testing": 1}
+    for i in range(400):
+        name = f"s{i:04d}_nohash_0.wav"
+        split = which_set(name)
+        if want[split]:
+            want[split] -= 1
+            for k, word in enumerate(("yes", "no")):
+                t = np.arange(16000, dtype=np.float32) / 16000
+                save_audio(root / word / name, 0.2 * np.sin(2 * np.pi * (300 + 200 * k + 10 * i) * t), 16000)
+    return root
+
+
+def test_train_out_policy_resumes_its_own_run(tmp_path, capsys):
+    import warnings
+
+    data = split_corpus(tmp_path / "c")
+    out = tmp_path / "run"
+    train = ["train", "classifier", "--data", str(data), "--out", str(out), "--batch", "4", "--threads", "1"]
+    epochs = lambda: [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(train + ["--epochs", "1"]) == 0
+        assert main(train + ["--epochs", "2"]) == 0          # the same run, extended: resumes from OUT/last
+        assert epochs() == [1, 2]
+        capsys.readouterr()
+        assert main(train + ["--epochs", "3", "--seed", "5"]) == 2
+        assert "other settings (seed: 0 -> 5)" in capsys.readouterr().err and epochs() == [1, 2]
+        (out / "run.json").unlink()                           # a run from before run.json: resumed too
+        assert main(train + ["--epochs", "3"]) == 0 and epochs() == [1, 2, 3]
+        # another command's folder, or someone's files: refused before the data is read
+        assert main(["train", "prior", "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
+        assert "command: 'train classifier' -> 'train prior'" in capsys.readouterr().err
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("mine")
+        mine = ["train", "classifier", "--data", str(data), "--out", str(tmp_path / "mine"), "--epochs", "1",
+                "--batch", "4", "--threads", "1"]
+        assert main(mine) == 2 and "not a speechmax train classifier run" in capsys.readouterr().err
+        assert main(mine + ["--overwrite"]) == 0 and (tmp_path / "mine" / "notes.txt").read_text() == "mine"

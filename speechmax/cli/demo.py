@@ -4,7 +4,9 @@ report and a few maximized, vocoded samples per class."""
 
 def register(sub):
     p = sub.add_parser("demo", help="quick evaluation report + maximized, vocoded samples on the shipped defaults")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--out", default="demo_out", help="output folder: new, empty, or a previous demo with the same "
+                                                     "settings, which this one resumes (default: demo_out)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     p.add_argument("--per-class", type=int, default=2, help="maximized samples per word in OUT/samples (default 2)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.set_defaults(func=run)
@@ -16,7 +18,7 @@ def run(args):
 
     if args.per_class < 1:
         raise CommandError(f"--per-class must be >= 1, got {args.per_class}")
-    s = run_demo(args.out, samples_per_class=args.per_class, threads=args.threads)
+    s = run_demo(args.out, samples_per_class=args.per_class, threads=args.threads, overwrite=args.overwrite)
     print("debugging summary (quick evaluation of the shipped classifier):")
     for line in s["summary"]:
         print("  - " + line)

@@ -9,7 +9,9 @@ from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 def register(sub):
     p = sub.add_parser("evaluate", help="the evaluation report: noise->class, vocoder control, class to class, "
                                         "figures, listening set")
-    p.add_argument("--out", required=True, help="output folder (report.html, metrics.json, figures/, listening/)")
+    p.add_argument("--out", required=True, help="output folder (report.html, metrics.json, figures/, listening/): new, "
+                                                "empty, or a previous evaluation with the same settings (resumed)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     p.add_argument("--per-class", type=int, default=None,
                    help="noise starts per class for each recipe and mode (default 10,000 as in the paper; --quick 20)")
     p.add_argument("--quick", action="store_true", help="a small run (20 starts per class, 8 fresh speakers; minutes)")
@@ -39,7 +41,7 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.evaluate import evaluate, load_models
+    from speechmax.evaluate import evaluate
 
     for name in ("per_class", "steps", "speakers", "listen_per_class", "control_per_class", "c2c_per_class"):
         v = getattr(args, name)
@@ -47,11 +49,12 @@ def run(args):
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be >= 1, got {args.threads}")
-    models = load_models(args.model, args.separate, args.prior, args.prior_paper, args.vocoder)
+    models = dict(classifier=args.model, separate=args.separate, prior=args.prior, prior_paper=args.prior_paper,
+                  vocoder=args.vocoder)   # loaded once --out is accepted
     m = evaluate(args.out, per_class=args.per_class, quick=args.quick, data=args.data, models=models,
                  speakers=args.speakers, seed=args.seed, threads=args.threads,
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
-                 c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe)
+                 c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe, overwrite=args.overwrite)
     head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
             "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},
             "vocoder_control": {g: {k: (v.get(k) or {}).get("rate") for k in ("features", "wavenet", "griffinlim")}

@@ -34,7 +34,10 @@ def register(sub):
                           ("prior", ("prior", "prior-paper"))):
         q = tsub.add_parser(what, help=f"{what} on a v0.02-layout corpus (best epoch kept, card on the test split)")
         q.add_argument("--data", required=True, help="corpus root (v0.02 layout)")
-        q.add_argument("--out", required=True, help="run folder: OUT/model.safetensors + card, OUT/last to resume")
+        q.add_argument("--out", required=True, help="run folder: OUT/model.safetensors + card, OUT/last to resume "
+                                                    "(new, empty, or a run with the same settings; --epochs may grow)")
+        q.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a non-empty --out that holds something else (its run files are replaced)")
         q.add_argument("--preset", choices=presets, default=presets[0])
         q.add_argument("--epochs", type=int, default=20)
         q.add_argument("--batch", type=int, default=128)
@@ -58,14 +61,16 @@ def run_model(args):
     fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
                    augment=not args.no_augment and args.what == "classifier")
     if args.what == "classifier":
-        metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads)
+        metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads,
+                                   overwrite=args.overwrite)
         print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
               f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")
         return 0
     from speechmax.models.registry import load_model
 
     clf = load_model(args.classifier, "classifier", missing_ok=True)
-    metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads)
+    metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads,
+                          overwrite=args.overwrite)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(f"{args.preset}: {json.dumps(shown)}; wrote {args.out}/model.safetensors")
     return 0

@@ -26,6 +26,7 @@ import torch
 
 from ..features import log_mel, save_audio
 from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
+from ..outputs import prepare_output, write_json
 from . import figures
 from .stats import pair_matrix, rounded, success_rates, top_confusions
 
@@ -35,6 +36,7 @@ MODES = ("features", "latent")
 QUICK_PER_CLASS = 20
 EVAL_CORPUS_SEED = 7777   # a corpus seed no shipped model was trained on (1000 classifiers, 2000 vocoder)
 KEEP_LIMIT = 8000         # starts a run may keep the features of (8000 x 80 x 101 x 4 B x 2 = 520 MB)
+RUN_MARKER = "run.json"   # an evaluation's settings, written before its compute: a rerun with them resumes
 
 
 @dataclass
@@ -313,12 +315,17 @@ def _anchor(wave: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return (x / max(1.0, float(np.abs(x).max()))).astype(np.float32)
 
 
-def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=None, models: EvalModels | None = None,
-             speakers: int | None = None, seed: int = 0, threads: int | None = None,
-             listen_per_class: int | None = None, control_per_class: int | None = None,
+def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=None,
+             models: EvalModels | dict | None = None, speakers: int | None = None, seed: int = 0,
+             threads: int | None = None, listen_per_class: int | None = None, control_per_class: int | None = None,
              c2c_per_class: int | None = None, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
-             quiet: bool = False) -> dict:
+             quiet: bool = False, overwrite: bool = False) -> dict:
     """Run the evaluation into ``out`` (report.html, metrics.json, figures/, listening/); returns the metrics.
+
+    ``out`` is new or empty, or a previous evaluation with the same settings, which this one resumes (finished
+    noise runs are kept in out/partial/); anything else is refused (:class:`~speechmax.outputs.OutputFolderError`)
+    before any model is loaded, unless ``overwrite``. models: :class:`EvalModels`, or the names
+    :func:`load_models` takes (a dict; default the shipped ones), loaded once ``out`` is accepted.
 
     per_class: noise starts per class and recipe/mode (default 10,000 as in the paper; ``quick`` 20).
     data: a corpus whose test split is used; None builds a fresh corpus of ``speakers`` unseen speakers
@@ -332,9 +339,6 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
 
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig_dir, listen_dir = out / "figures", out / "listening"
-    fig_dir.mkdir(exist_ok=True)
     per_class = int(per_class if per_class is not None else (QUICK_PER_CLASS if quick else 10_000))
     speakers = int(speakers if speakers is not None else (8 if quick else 30))
     listen_k = int(listen_per_class if listen_per_class is not None else (1 if quick else 3))
@@ -348,9 +352,25 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                     ("control_per_class", control_k), ("c2c_per_class", c2c_k)):
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
+    if isinstance(models, EvalModels):
+        names = models.names
+    else:
+        import inspect
+
+        names = {k: str(p.default) for k, p in inspect.signature(load_models).parameters.items()}
+        names.update({k: str(v) for k, v in (models or {}).items()})
+    settings = {"command": "evaluate", "quick": quick, "per_class": per_class, "data": None if data is None else str(Path(data).resolve()),
+                "speakers": speakers, "seed": seed, "listen_per_class": listen_k, "control_per_class": control_k,
+                "c2c_per_class": c2c_k, "steps": steps, "recipe": recipe, "models": names}
+    prepare_output(out, RUN_MARKER, settings, what="speechmax evaluation", overwrite=overwrite,
+                   legacy=_is_evaluation)
+    write_json(out / RUN_MARKER, {"settings": settings})
+    fig_dir, listen_dir = out / "figures", out / "listening"
+    fig_dir.mkdir(exist_ok=True)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    models = models or load_models()
+    if not isinstance(models, EvalModels):
+        models = load_models(**(models or {}))
     clf = models.classifier
     labels = tuple(clf.cfg.labels)
     C = len(labels)
@@ -479,6 +499,12 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     write_report(out / "report.html", metrics, figs)
     return metrics
+
+
+def _is_evaluation(out: Path) -> bool:
+    """An evaluation from before :data:`RUN_MARKER` (as checkpoints/evaluate): only names evaluate writes."""
+    own = {"metrics.json", "report.html", "figures", "listening", "partial"}
+    return all(p.name in own or p.name.startswith("corpus-s") for p in out.iterdir())
 
 
 def _run_key(models: EvalModels, recipe, mode, per_class, seed, steps, k_keep) -> str:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..features import FeatureConfig, check_compatible, log_mel
+from ..outputs import prepare_output, write_json
 from ..training import JsonLog, load_checkpoint, save_checkpoint
 from .classifier import PRESETS as CLASSIFIER_PRESETS, Classifier, save_classifier
 from .prior import PRESETS as PRIOR_PRESETS, Prior, save_prior
@@ -175,6 +176,35 @@ def _corpus_info(root) -> dict:
     return info
 
 
+RUN_MARKER = "run.json"   # a run's settings, written before it trains: a rerun with them resumes from out/last
+# What a run writes in its folder: --overwrite replaces these, and leaves anything else there alone.
+RUN_FILES = ("last.safetensors", "last.json", "best.safetensors", "log.jsonl", "model.safetensors", "model.json",
+             "confusion.png", "confusion.json")
+
+
+def _is_fit_run(out: Path) -> bool:
+    """A classifier or prior run from before :data:`RUN_MARKER`: its checkpoint counts epochs (a vocoder's steps)."""
+    try:
+        card = json.loads((out / "last.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and card.get("kind") == "checkpoint" and "epoch" in card
+
+
+def prepare_run(out: Path, what: str, settings: dict, fc: FitConfig, overwrite: bool) -> None:
+    """Make ``out`` ready to train: new or empty, or a run of the same ``what`` with the same ``settings`` and
+    FitConfig (save ``epochs``: a rerun with more extends it), which resumes from out/last; anything else is
+    an :class:`~speechmax.outputs.OutputFolderError` before any data is read, unless ``overwrite`` (the run's
+    own files are then removed, so it starts afresh)."""
+    settings = {"command": f"train {what}", **settings, **{k: v for k, v in fc.to_dict().items() if k != "epochs"}}
+    resume = prepare_output(out, RUN_MARKER, settings, what=f"speechmax train {what} run", overwrite=overwrite,
+                            legacy=_is_fit_run)
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    write_json(out / RUN_MARKER, {"settings": settings})
+
+
 def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val_fn, progress: bool, tag: str):
     """Shared epoch loop: resumes from out/last, keeps the best validation score in out/best."""
     from tqdm.auto import tqdm
@@ -232,15 +262,18 @@ def feature_range(x: torch.Tensor) -> dict:
 
 
 def train_classifier(data, out, preset: str = "classifier", arch: str | None = None, fc: FitConfig = FitConfig(),
-                     feature_cfg: FeatureConfig = FeatureConfig(), progress: bool = True, threads: int | None = None) -> dict:
+                     feature_cfg: FeatureConfig = FeatureConfig(), progress: bool = True, threads: int | None = None,
+                     overwrite: bool = False) -> dict:
     """Train a classifier preset (classifier | classifier-separate | classifier-paper) on ``data``; write
-    ``out/model.safetensors`` + card and ``out/confusion.png``. Returns the card's metrics."""
+    ``out/model.safetensors`` + card and ``out/confusion.png``. Returns the card's metrics. ``out``: see
+    :func:`prepare_run`."""
     from ..data.words import labels as task_labels
 
+    out = Path(out)
+    prepare_run(out, "classifier", {"preset": preset, "arch": arch, "data": str(Path(data).resolve()),
+                                    "features": feature_cfg.to_dict()}, fc, overwrite)
     if threads:
         torch.set_num_threads(threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = CLASSIFIER_PRESETS[preset] if arch is None else dataclasses.replace(CLASSIFIER_PRESETS[preset], arch=arch)
     labels = task_labels("35")
     cfg = dataclasses.replace(cfg, labels=tuple(labels), n_classes=len(labels))
@@ -277,14 +310,15 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
 
 def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1e-3, augment=False),
                 feature_cfg: FeatureConfig = FeatureConfig(), classifier=None, progress: bool = True,
-                threads: int | None = None) -> dict:
+                threads: int | None = None, overwrite: bool = False) -> dict:
     """Train a prior preset (prior = VAE | prior-paper = deterministic AE); measure on the test split the
     reconstruction error and, given a classifier, its accuracy on reconstructions and the classes that
-    decoded z ~ N(0, I) fall into."""
+    decoded z ~ N(0, I) fall into. ``out``: see :func:`prepare_run`."""
+    out = Path(out)
+    prepare_run(out, "prior", {"preset": preset, "data": str(Path(data).resolve()),
+                               "features": feature_cfg.to_dict()}, fc, overwrite)
     if threads:
         torch.set_num_threads(threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = PRIOR_PRESETS[preset]
     train, val = load_split(data, "training", feature_cfg, progress), load_split(data, "validation", feature_cfg, progress)
     torch.manual_seed(fc.seed)
