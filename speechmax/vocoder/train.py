@@ -280,7 +280,7 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
             q = quality(ema.model, snap)
             log.write(event="quality", step=step, train_hours=round(seconds / 3600, 4),
                       separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"],
-                      stoi_clips=q["stoi_clips"])
+                      stoi_clips=q["stoi_clips"], hnr_db=q["hnr_db"], mcd_db=q["mcd_db"])
             model.train()
         if step % tc.checkpoint_every == 0 or step == end:
             save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
@@ -330,7 +330,8 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
             "training_data": conf["data"], "metrics": {"val_nll": val[-1]["val_nll"] if val else None}}
     card["training"]["quality_curve"] = [
         {"step": e["step"], "train_hours": e["train_hours"], "separate_accuracy": e["separate_accuracy"],
-         "stoi": e["stoi"], "clips": e["clips"], "stoi_clips": e.get("stoi_clips")}
+         "stoi": e["stoi"], "clips": e["clips"], "stoi_clips": e.get("stoi_clips"),
+         **{k: e[k] for k in ("hnr_db", "mcd_db") if k in e}}
         for e in events if e.get("event") == "quality"]
     if any(q["stoi_clips"] is None for q in card["training"]["quality_curve"]):
         card["training"]["quality_curve_note"] = (
