@@ -73,8 +73,11 @@ train-models:
 	for m in classifier classifier-separate classifier-paper prior prior-paper; do \
 	  cp runs/$$m/model.safetensors speechmax/assets/$$m.safetensors; cp runs/$$m/model.json speechmax/assets/$$m.json; \
 	  [ ! -f runs/$$m/confusion.png ] || cp runs/$$m/confusion.png speechmax/assets/$$m-confusion.png; done
+# bf16 GEMMs in the training stack where the CPU multiplies bf16 natively (AVX512-BF16 / AMX): 1.44x the fp32
+# step on an AMX Xeon (benchmarks/vocoder_train_step.py); elsewhere autocast would emulate bf16, slower than fp32.
+VOCODER_BF16 ?= $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo --bf16)
 train-vocoder:
-	$(SM) train vocoder --data $(CORPUS) --data $(VOCDATA) --out checkpoints/vocoder --threads $(THREADS)
+	$(SM) train vocoder --data $(CORPUS) --data $(VOCDATA) --out checkpoints/vocoder --threads $(THREADS) $(VOCODER_BF16)
 ship-vocoder:
 	$(SM) train vocoder --data $(CORPUS) --out checkpoints/vocoder --export speechmax/assets/vocoder --measure
 # The paper-scale evaluation (10,000 starts per class; 6.7 h of both cores measured, README): each finished target is kept in
