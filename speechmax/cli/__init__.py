@@ -14,15 +14,45 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; an option's help ends with its default unless it already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.required or "default" in text.lower():
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return text + " (default: off)"
+        if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            return text + " (default: %(default)s)"
+        return text
+
+
+def walk_parsers(parser: argparse.ArgumentParser, path: tuple = ()):
+    """Yield ``(path, parser)`` for ``parser`` and every subcommand parser under it, e.g. (("train", "prior"), p)."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from walk_parsers(child, path + (name,))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from speechmax import __version__
 
-    parser = argparse.ArgumentParser(prog="speechmax", description="Debug speech classifiers by generating speech.")
+    parser = argparse.ArgumentParser(
+        prog="speechmax", description="Debug speech classifiers by generating speech: activation maximization of a "
+                                      "classifier,\nvocoded to audio, measured by a separate classifier and by listeners.",
+        epilog="examples:\n  speechmax maximize --target yes --starts 8 --mode latent --out runs/yes\n"
+               "  speechmax evaluate --out runs/eval --quick\n"
+               "run `speechmax COMMAND --help` for a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"speechmax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"speechmax.cli.{name}").register(sub)
+    for _, p in walk_parsers(parser):
+        p.formatter_class = HelpFormatter
     return parser
 
 

@@ -4,11 +4,15 @@ import sys
 
 
 def register(sub):
-    p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize")
+    p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize",
+                       description="Speed benchmarks of the vocoder samplers and of activation maximization (figures are\nonly as good as the machine is idle).",
+                       epilog="example:\n  speechmax bench vocoder --quick --json")
     bsub = p.add_subparsers(dest="what", metavar="WHAT")
     bsub.required = True
 
-    v = bsub.add_parser("vocoder", help="samples/s of every WaveNet sampling backend, and sgemm GFLOP/s")
+    v = bsub.add_parser("vocoder", help="samples/s of every WaveNet sampling backend, and sgemm GFLOP/s",
+                        description="Time every WaveNet sampling backend (samples/s per batch and thread count) and the\nmachine's sgemm GFLOP/s.",
+                        epilog="example:\n  speechmax bench vocoder --quick --json > bench.json")
     v.add_argument("--quick", action="store_true", help="short runs: batches 1 and 64, threads 1 and 2, < 60 s")
     v.add_argument("--json", action="store_true", help="print the machine-readable form")
     v.add_argument("--model", default=None, help="vocoder to time (default: the default config, random weights)")
@@ -17,7 +21,9 @@ def register(sub):
     v.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
     v.set_defaults(func=run_vocoder)
 
-    m = bsub.add_parser("maximize", help="steps/s of activation maximization: autograd vs the fused kernel")
+    m = bsub.add_parser("maximize", help="steps/s of activation maximization: autograd vs the fused kernel",
+                        description="Time activation maximization (one start advanced one ascent step = one step): autograd\nagainst the fused kernels, per mode, batch and thread count.",
+                        epilog="example:\n  speechmax bench maximize --quick --paths autograd,fused --json")
     m.add_argument("--quick", action="store_true", help="short runs: batches 1 and 64, threads 1 and 2")
     m.add_argument("--json", action="store_true", help="print the machine-readable form")
     m.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")

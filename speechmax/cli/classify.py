@@ -7,7 +7,9 @@ from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("classify", help="what a classifier says about a wav, a .npy log-mel, or a folder of them")
+    p = sub.add_parser("classify", help="what a classifier says about a wav, a .npy log-mel, or a folder of them",
+                       description="Top word and its probability for each clip. Where folders name the words (Speech\nCommands layout), the accuracy, per-class accuracy and most confused pairs too.",
+                       epilog="examples:\n  speechmax classify clip.wav\n  speechmax classify data/speech_commands --model classifier-separate --json")
     p.add_argument("input", help="a .wav, a .npy log-mel (80, T) or (B, 80, T), or a folder (searched recursively)")
     p.add_argument("--model", default="classifier",
                    help="classifier | classifier-paper | classifier-separate | PATH (default: classifier)")

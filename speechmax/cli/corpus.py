@@ -8,34 +8,45 @@ from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("corpus", help="build or inspect the offline Speech Commands corpus")
+    p = sub.add_parser("corpus", help="build or inspect the offline Speech Commands corpus",
+                       description="Build the offline Speech Commands-style corpus with local TTS engines, speech for\nvocoder training, or count what a v0.02-layout folder holds.",
+                       epilog="example:\n  speechmax corpus build --out data/corpus --speakers 30")
     csub = p.add_subparsers(dest="corpus_command", metavar="{build,build-vocoder,stats}")
     csub.required = True
 
-    b = csub.add_parser("build", help="synthesise the 35 words by N pseudo-speakers (v0.02 layout)")
+    b = csub.add_parser("build", help="synthesise the 35 words by N pseudo-speakers (v0.02 layout)",
+                        description="Synthesise the 35 Speech Commands words by N pseudo-speakers into the v0.02 layout\n(word folders, validation_list.txt, testing_list.txt); an interrupted build resumes.",
+                        epilog="example:\n  speechmax corpus build --out data/corpus --speakers 30 --seed 0 --workers 2")
     b.add_argument("--out", required=True, help="output folder (new, empty, or a corpus to resume)")
     b.add_argument("--speakers", required=True, type=int, help="number of pseudo-speakers (35 clips each)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of speakers, voices and noise")
     b.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     b.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
-                   help="restrict to these TTS engines: espeak-ng flite festival mbrola pico2wave")
-    b.add_argument("--noise-dir", default=None, help="folder of noise recordings to add to _background_noise_")
+                   help="restrict to these TTS engines: espeak-ng flite festival mbrola pico2wave (default: every "
+                        "installed one)")
+    b.add_argument("--noise-dir", default=None, help="folder of noise recordings to add to _background_noise_ "
+                                                     "(default: synthetic noise only)")
     b.add_argument("--repeats", type=int, default=1, help="takes per speaker and word (<id>_nohash_<k>)")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     b.set_defaults(func=run_build)
 
-    v = csub.add_parser("build-vocoder", help="continuous speech for vocoder training")
-    v.add_argument("--out", required=True)
+    v = csub.add_parser("build-vocoder", help="continuous speech for vocoder training",
+                        description="Synthesise continuous sentences by many pseudo-speakers for training the WaveNet vocoder.",
+                        epilog="example:\n  speechmax corpus build-vocoder --out data/vocoder --minutes 60")
+    v.add_argument("--out", required=True, help="output folder (new, empty, or a corpus to resume)")
     v.add_argument("--minutes", required=True, type=float, help="total duration to synthesise")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--workers", type=int, default=None)
-    v.add_argument("--engines", nargs="+", default=None, metavar="ENGINE")
-    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--seed", type=int, default=0, help="seed of speakers, voices and sentences")
+    v.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    v.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
+                   help="restrict to these TTS engines (default: every installed one)")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     v.set_defaults(func=run_build_vocoder)
 
-    s = csub.add_parser("stats", help="counts per word and split of a v0.02-layout folder (real or built)")
-    s.add_argument("root")
-    s.add_argument("--json", action="store_true")
+    s = csub.add_parser("stats", help="counts per word and split of a v0.02-layout folder (real or built)",
+                        description="Clips per word and split, speakers, clip lengths and background noise of a\nv0.02-layout folder (the real Speech Commands or one built by corpus build).",
+                        epilog="example:\n  speechmax corpus stats data/corpus --json")
+    s.add_argument("root", help="corpus root (word folders, validation_list.txt, testing_list.txt)")
+    s.add_argument("--json", action="store_true", help="print the machine-readable form")
     s.set_defaults(func=run_stats)
 
 

@@ -3,7 +3,9 @@ report and a few maximized, vocoded samples per class."""
 
 
 def register(sub):
-    p = sub.add_parser("demo", help="quick evaluation report + maximized, vocoded samples on the shipped defaults")
+    p = sub.add_parser("demo", help="quick evaluation report + maximized, vocoded samples on the shipped defaults",
+                       description="The main job on the shipped defaults (what `make demo` runs): a quick evaluation report\nand a few maximized, vocoded samples per word.",
+                       epilog="example:\n  speechmax demo --out demo_out --per-class 2")
     p.add_argument("--out", default="demo_out", help="output folder: new, empty, or a previous demo with the same "
                                                      "settings, which this one resumes (default: demo_out)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")

@@ -8,7 +8,9 @@ from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 
 def register(sub):
     p = sub.add_parser("evaluate", help="the evaluation report: noise->class, vocoder control, class to class, "
-                                        "figures, listening set")
+                                        "figures, listening set",
+                       description="The evaluation report: noise -> class success of every recipe and mode, the vocoder\ncontrol, class to class, figures and a listening set (report.html, metrics.json).",
+                       epilog="examples:\n  speechmax evaluate --out runs/eval --quick\n  speechmax evaluate --out runs/full --per-class 10000 --threads 2")
     p.add_argument("--out", required=True, help="output folder (report.html, metrics.json, figures/, listening/): new, "
                                                 "empty, or a previous evaluation with the same settings (resumed)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
@@ -32,9 +34,9 @@ def register(sub):
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help="recipe of class to class, the vocoder control and the listening set (noise -> class always "
                         f"compares every recipe; default {DEFAULT_RECIPE})")
-    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper")
+    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper (default: unset)")
     p.add_argument("--steps", type=int, default=None, help="ascent steps of speechmax's recipe (default 60)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the starts, corpus and listening set")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print the headline metrics as JSON")
     p.set_defaults(func=run)

@@ -10,11 +10,12 @@ from speechmax.cli import CommandError
 def register(sub):
     p = sub.add_parser("listen", help="self-hosted listening test (quality MOS and word identification)",
                        description="Serve a listening test over a set folder (DIR/manifest.json, format in "
-                                   "`pydoc speechmax.listen`); answers go to an SQLite database.")
+                                   "`pydoc speechmax.listen`); answers go to an SQLite database.",
+                       epilog="example:\n  speechmax listen --set runs/eval/listening --db answers.db --port 8000")
     p.add_argument("--set", dest="set_dir", required=True, metavar="DIR", help="listening-set folder")
     p.add_argument("--db", required=True, metavar="FILE", help="SQLite results database (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to bind (0: any free one)")
     p.add_argument("--admin-token", metavar="T", default=os.environ.get("SPEECHMAX_LISTEN_ADMIN_TOKEN"),
                    help="token for the results (default: $SPEECHMAX_LISTEN_ADMIN_TOKEN, else a new random one)")
     p.add_argument("--clips-per-rater", type=int, metavar="N", default=None,

@@ -16,9 +16,11 @@ OUTPUT_NEUTRAL = {"command", "out", "overwrite", "json", "threads", "chunk", "ac
 
 
 def register(sub):
-    p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit")
+    p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit",
+                       description="Activation maximization toward a word or a hidden unit, from noise or from clips;\nwrites .npy log-mels, .wav, .png and manifest.json to --out.",
+                       epilog="examples:\n  speechmax maximize --target yes --starts 8 --mode latent --out runs/yes\n  speechmax maximize --objective unit:block2:5 --steps 100 --out runs/unit --json")
     p.add_argument("--target", default=None, help="a word, a comma-separated list of words, or 'all' "
-                                                  "(required unless --objective is a unit)")
+                                                  "(required unless --objective is a unit; no default)")
     p.add_argument("--starts", "--n", dest="n", type=int, default=8,
                    help="starts per target (default 8; with --init PATH, the clips); --n is the short old name")
     p.add_argument("--mode", choices=["features", "latent"], default="features",
@@ -29,10 +31,11 @@ def register(sub):
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help="; ".join(f"{r.name}: {r.about}" for r in RECIPES.values()) +
                         f" (default {DEFAULT_RECIPE}); explicit flags such as --steps override it")
-    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper")
+    p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper (default: unset)")
     p.add_argument("--steps", type=int, default=None, help="ascent steps (default: the recipe's, 60 speechmax / 20 paper)")
     p.add_argument("--lr", type=float, default=None, help="step size (default 0.01 features, 0.1 latent)")
-    p.add_argument("--optimizer", choices=["rms-normalized", "adam"], default=None)
+    p.add_argument("--optimizer", choices=["rms-normalized", "adam"], default=None,
+                   help="ascent optimizer (default: the recipe's)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty weight (latent, or normalised features)")
     p.add_argument("--tv", type=float, default=0.0, help="total-variation weight along time and frequency")
     p.add_argument("--jitter", type=int, default=0, help="random time shift of up to this many frames per step")

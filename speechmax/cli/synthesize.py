@@ -10,7 +10,9 @@ BACKENDS = ["auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinli
 
 
 def register(sub):
-    p = sub.add_parser("synthesize", help="log-mel (.npy) or wav -> audio with the WaveNet vocoder")
+    p = sub.add_parser("synthesize", help="log-mel (.npy) or wav -> audio with the WaveNet vocoder",
+                       description="Turn log-mels (.npy) into audio with the WaveNet vocoder (or Griffin-Lim); a .wav is\nresynthesised. A folder's layout is kept under --out.",
+                       epilog="examples:\n  speechmax synthesize mel.npy --out wavs\n  speechmax synthesize runs/yes --out wavs --backend cpu --seed 0")
     p.add_argument("input", help="a .npy log-mel (80, T) or (B, 80, T), a .wav (resynthesis), or a folder of either")
     p.add_argument("--out", required=True, help="folder for the wavs (a folder's layout is kept): new, empty, or a "
                                                 "previous run of the same command (which this one resumes)")

@@ -5,24 +5,29 @@ from speechmax.cli import CommandError
 
 
 def register(sub):
-    p = sub.add_parser("train", help="train a classifier, prior or vocoder (resumes from OUT/last)")
+    p = sub.add_parser("train", help="train a classifier, prior or vocoder (resumes from OUT/last)",
+                       description="Train a classifier, a latent prior or the WaveNet vocoder; a run resumes from OUT/last.",
+                       epilog="example:\n  speechmax train classifier --data data/corpus --out runs/clf")
     tsub = p.add_subparsers(dest="what", metavar="WHAT")
     tsub.required = True
 
-    v = tsub.add_parser("vocoder", help="WaveNet vocoder on words and continuous speech")
+    v = tsub.add_parser("vocoder", help="WaveNet vocoder on words and continuous speech",
+                        description="Train the WaveNet vocoder on words and continuous speech (checkpoint OUT/last, log\nOUT/log.jsonl), or export a run's EMA weights with --export.",
+                        epilog="examples:\n  speechmax train vocoder --data data/corpus --data data/vocoder --out runs/voc --bf16\n  speechmax train vocoder --data data/corpus --out runs/voc --export my_vocoder --measure")
     v.add_argument("--data", action="append", required=True, help="folder of 16 kHz speech (repeatable)")
     v.add_argument("--out", required=True, help="run folder: checkpoint OUT/last, log OUT/log.jsonl")
     v.add_argument("--steps", type=int, default=200_000, help="total steps to train to")
-    v.add_argument("--max-steps", type=int, default=None, help="stop this run after this many steps")
-    v.add_argument("--batch", type=int, default=8)
+    v.add_argument("--max-steps", type=int, default=None,
+                   help="stop this run after this many steps (default: run to --steps)")
+    v.add_argument("--batch", type=int, default=8, help="windows per step")
     v.add_argument("--window", type=int, default=4000, help="samples per window (multiple of 160)")
-    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     v.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX/AVX512-BF16)")
-    v.add_argument("--threads", type=int, default=None)
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    v.add_argument("--seed", type=int, default=0, help="seed of initialisation and window draws")
     v.add_argument("--preemphasis", type=float, default=0.0,
                    help="noise shaping: model x[t] - c*x[t-1], de-emphasise after sampling (new runs; default 0 = off)")
-    v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH")
+    v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH (default: train)")
     v.add_argument("--measure", action="store_true",
                    help="with --export: measure quality on the first --data corpus's test split (separate classifier "
                         "accuracy on original / WaveNet / Griffin-Lim audio, STOI) into the card")
@@ -32,20 +37,23 @@ def register(sub):
 
     for what, presets in (("classifier", ("classifier", "classifier-separate", "classifier-paper")),
                           ("prior", ("prior", "prior-paper"))):
-        q = tsub.add_parser(what, help=f"{what} on a v0.02-layout corpus (best epoch kept, card on the test split)")
+        q = tsub.add_parser(what, help=f"{what} on a v0.02-layout corpus (best epoch kept, card on the test split)",
+                            description=f"Train a {what} on a v0.02-layout corpus; the best epoch on the validation split is\nkept, with a card measured on the test split.",
+                            epilog=f"example:\n  speechmax train {what} --data data/corpus --out runs/{what} --preset {presets[0]} --epochs 20")
         q.add_argument("--data", required=True, help="corpus root (v0.02 layout)")
         q.add_argument("--out", required=True, help="run folder: OUT/model.safetensors + card, OUT/last to resume "
                                                     "(new, empty, or a run with the same settings; --epochs may grow)")
         q.add_argument("--overwrite", action="store_true",
                        help="start afresh in a non-empty --out that holds something else (its run files are replaced)")
-        q.add_argument("--preset", choices=presets, default=presets[0])
-        q.add_argument("--epochs", type=int, default=20)
-        q.add_argument("--batch", type=int, default=128)
-        q.add_argument("--lr", type=float, default=None)
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--preset", choices=presets, default=presets[0], help="which shipped model's recipe to train")
+        q.add_argument("--epochs", type=int, default=20, help="epochs to train to (may grow on a resumed run)")
+        q.add_argument("--batch", type=int, default=128, help="clips per batch")
+        q.add_argument("--lr", type=float, default=None,
+                       help="AdamW learning rate (default: 2e-3 classifier, 1e-3 prior)")
+        q.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation")
         q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
-        q.add_argument("--no-augment", action="store_true")
-        q.add_argument("--threads", type=int, default=None)
+        q.add_argument("--no-augment", action="store_true", help="train the classifier without augmentation")
+        q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
         if what == "prior":
             q.add_argument("--classifier", default="classifier",
                            help="classifier (shipped name or path) used to measure the prior (default: classifier)")
