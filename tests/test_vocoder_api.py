@@ -1,4 +1,5 @@
 """speechmax.Vocoder, `speechmax synthesize` and `speechmax bench vocoder`: the drop-in API and its errors."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -226,3 +227,81 @@ def test_synthesize_refuses_seeds_outside_64_bits(seed, err):
 
     with pytest.raises(err, match="seed"):
         Vocoder(None).synthesize(np.full((80, 6), -6.0), backend="griffinlim", seed=seed)
+
+
+@needs_cpu
+def test_save_pretrained_round_trip_keeps_card_and_synthesis(tmp_path):
+    """save_pretrained writes model.safetensors + model.json that from_pretrained reads back: the card's metrics
+    and training record carried over, the same audio for a seed; an occupied target needs overwrite=True."""
+    torch.manual_seed(1)
+    cfg = dataclasses.replace(TINY, preemphasis=0.85)
+    metrics = {"clips": 3, "separate_accuracy": {"wavenet": 0.5, "griffinlim": 0.4, "original": 0.9}}
+    save_wavenet(WaveNet(cfg), tmp_path / "src", metrics=metrics, training={"steps": 7})
+    voc = speechmax.Vocoder.from_pretrained(tmp_path / "src")
+    out = tmp_path / "saved"
+    assert voc.save_pretrained(out) == out / "model.json"
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    back = speechmax.Vocoder.from_pretrained(out)
+    assert back.model.cfg == cfg and back.model.card["metrics"] == metrics and back.model.card["training"] == {"steps": 7}
+    m = mel(80, 7)
+    assert np.array_equal(back.synthesize(m, backend="cpu", seed=4), voc.synthesize(m, backend="cpu", seed=4))
+
+    with pytest.raises(FileExistsError, match="not empty.*overwrite=True"):
+        back.save_pretrained(out)
+    (out / "notes.txt").write_text("mine")
+    torch.manual_seed(2)
+    speechmax.Vocoder(WaveNet(TINY)).save_pretrained(out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"                 # only the model's two files are replaced
+    assert speechmax.Vocoder.from_pretrained(out).model.cfg == TINY
+    (tmp_path / "empty").mkdir()
+    speechmax.Vocoder(WaveNet(TINY)).save_pretrained(tmp_path / "empty")
+    assert speechmax.Vocoder.from_pretrained(tmp_path / "empty" / "model.json").model.cfg == TINY
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        voc.save_pretrained(tmp_path / "a_file", overwrite=True)
+    with pytest.raises(ValueError, match="no WaveNet"):
+        speechmax.Vocoder(None).save_pretrained(tmp_path / "gl")
+    with pytest.raises(FileNotFoundError, match="without model.json"):
+        speechmax.Vocoder.from_pretrained(tmp_path / "empty" / "..")
+
+
+def test_to_moves_the_model_and_returns_self():
+    voc = speechmax.Vocoder(WaveNet(TINY))
+    assert voc.to("cpu") is voc and next(voc.model.parameters()).device.type == "cpu"
+    assert speechmax.Vocoder(None).to(torch.device("cpu")).model is None
+
+
+@needs_cpu
+@pytest.mark.parametrize("preemphasis", [0.0, 0.85])
+@pytest.mark.parametrize("sizes", [[13], [1] * 13, [2, 0, 5, 6], [3, 3, 3, 4], [12, 1], [1, 12]])
+def test_stream_equals_one_shot_synthesis(preemphasis, sizes):
+    """The pieces a stream yields, concatenated, are one-shot synthesis of the whole mel with the same seed, for
+    any chunking down to one frame a piece (ring state, uniforms and de-emphasis state carried across)."""
+    torch.manual_seed(0)
+    voc = speechmax.Vocoder(WaveNet(dataclasses.replace(TINY, preemphasis=preemphasis)))
+    m = mel(80, sum(sizes), seed=2)
+    pieces = list(voc.stream(np.split(m, np.cumsum(sizes)[:-1], axis=1), backend="cpu", seed=7))
+    assert len(pieces) == len(sizes) + 1 and all(p.dtype == np.float32 for p in pieces)
+    assert np.array_equal(np.concatenate(pieces), voc.synthesize(m, backend="cpu", seed=7))
+    # a piece's audio waits only for the conditioning's look-ahead: 2 frames and half a hop
+    hop = TINY.hop_length
+    assert sum(len(p) for p in pieces[:-1]) == max(0, (sum(sizes) - 2) * hop - hop // 2)
+
+
+@needs_cpu
+def test_stream_refuses_what_it_cannot_stream():
+    voc = speechmax.Vocoder(WaveNet(TINY))
+    for backend, match in (("griffinlim", "incremental samplers"), ("reference", "incremental samplers")):
+        with pytest.raises(ValueError, match=match):
+            voc.stream([mel(80, 4)], backend=backend)              # refused at the call, before any piece
+    with pytest.raises(BackendUnavailable, match="unknown"):
+        voc.stream([mel(80, 4)], backend="fast")
+    with pytest.raises(ValueError, match="no WaveNet"):
+        speechmax.Vocoder(None).stream([mel(80, 4)])
+    with pytest.raises(ValueError, match="one utterance"):
+        list(voc.stream([mel(2, 80, 4)], backend="cpu"))
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        list(voc.stream([mel(80, 1), mel(80, 0)], backend="cpu"))
+    with pytest.raises(ValueError, match="NaN"):
+        list(voc.stream([mel(80, 3), np.full((80, 2), np.nan, np.float32)], backend="cpu"))

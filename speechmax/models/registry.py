@@ -9,10 +9,10 @@ from ..weights import WeightsError, read_card
 def resolve(name_or_path: str | Path) -> Path:
     """A shipped asset name or a path (with or without suffix) -> path stem of the weights/card pair."""
     p = Path(name_or_path)
+    if p.is_dir() and (p / "model.json").exists():   # a folder written by save_pretrained
+        return p / "model"
     if p.suffix in (".safetensors", ".json") or p.exists() or p.with_suffix(".json").exists():
         return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    if p.is_dir() and (p / "model.json").exists():
-        return p / "model"
     from ..assets import asset_path
 
     return asset_path(str(name_or_path))

@@ -310,10 +310,12 @@ def sample_wavenet(model: WaveNet, mel, uniforms: torch.Tensor | None = None, te
 @torch.no_grad()
 def wavenet_update(model: WaveNet, features: torch.Tensor, uniforms: torch.Tensor, state: RingState,
                    temperature: float = 1.0, backend: str = "cpu", *, teacher: torch.Tensor | None = None,
-                   return_logits: bool = False, return_wave: bool = False, threads: int | None = None):
+                   return_logits: bool = False, return_wave: bool = False, threads: int | None = None,
+                   frame0: int = 0):
     """Advance ``state`` (updated in place) by n = uniforms.shape[1] samples.
 
-    features: (batch, cond_channels, frames) = ``model.cond_net(mel)`` for the whole utterance; sample
+    features: (batch, cond_channels, frames) = ``model.cond_net(mel)`` for the whole utterance, or for its
+    frames from ``frame0`` on (a streaming caller keeps only a window; frame0 <= state.step // hop); sample
     ``t = state.step + i`` reads frame ``(t + hop // 2) // hop``, so consecutive calls continue exactly where
     one long call would be. uniforms: (batch, n) in [0, 1); teacher: (batch, n) int64 to feed back instead.
     Returns classes (batch, n) int64, then the mu-law-decoded waveform (batch, n) float32 if ``return_wave``,
@@ -327,12 +329,15 @@ def wavenet_update(model: WaveNet, features: torch.Tensor, uniforms: torch.Tenso
     if features.dim() != 3 or features.shape[1] != cfg.cond_channels:
         raise ValueError(f"features must be (batch, {cfg.cond_channels}, frames), got {tuple(features.shape)}")
     B, n = features.shape[0], uniforms.shape[-1]
+    t0 = state.step - frame0 * cfg.hop_length
+    if frame0 < 0 or t0 < 0:
+        raise ValueError(f"frame0 must lie in [0, state.step // hop] = [0, {state.step // cfg.hop_length}], got {frame0}")
     device = features.device
     uniforms = _check_uniforms(uniforms, B, n, device)
     teacher = _check_teacher(teacher, B, n, cfg.n_classes, device)
     classes = torch.empty(B, n, dtype=torch.long, device=device)
     wave = torch.empty(B, n, device=device) if return_wave else None
     logits = torch.empty(B, n, cfg.n_classes, device=device) if return_logits else None
-    _run(model, backend, _conditioning(model, backend, features), uniforms, state, state.step, temperature, teacher, classes, wave, logits,
+    _run(model, backend, _conditioning(model, backend, features), uniforms, state, t0, temperature, teacher, classes, wave, logits,
          threads)
     return tuple(x for x in (classes, wave, logits) if x is not None) if (return_wave or return_logits) else classes

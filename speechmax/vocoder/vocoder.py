@@ -4,20 +4,33 @@
     wave = voc(log_mel)                               # (80, T) -> ((T - 1) * 160,) float32 in [-1, 1]
     waves = voc.synthesize(batch_of_mels, backend="cpu", temperature=1.0, seed=0)   # (B, 80, T) -> (B, samples)
     wave = voc.resynthesize("speech.wav")             # through the mel and back
+    for audio in voc.stream(mel_chunks, seed=0): ...  # (80, frames_i) pieces in, audio pieces out
+    voc.save_pretrained("my-vocoder")                 # my-vocoder/model.safetensors + model.json
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..features import FeatureConfig, load_audio, log_mel
-from ..models.wavenet import WaveNet
+from ..features import FeatureConfig, load_audio, log_mel, mu_law_decode
+from ..models.wavenet import WaveNet, save_wavenet
 
 DEFAULT_ASSET = "vocoder"
 BACKENDS = ("auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim")
+STREAM_BACKENDS = ("cpu", "cpu-bf16", "triton", "cuda")   # the samplers with an incremental op (wavenet_update)
+CARD_OWN = ("kind", "config", "feature_config", "sha256", "weights")   # card fields save_wavenet writes itself
+
+
+def _uniform_generator(seed: int | None) -> torch.Generator:
+    """The generator of a synthesis' uniforms, drawn in sample order (so a stream draws the same ones)."""
+    gen = torch.Generator()
+    gen.manual_seed(seed) if seed is not None else gen.seed()
+    return gen
 
 
 def check_seed(seed) -> int:
@@ -57,12 +70,15 @@ class Vocoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "default", device="cpu") -> "Vocoder":
-        """``"default"`` (speechmax/assets/vocoder.safetensors), another shipped vocoder's name, or a path to a
-        ``.safetensors`` + card written by ``save_wavenet`` / ``speechmax train vocoder --export``."""
+        """``"default"`` (speechmax/assets/vocoder.safetensors), another shipped vocoder's name, a folder written
+        by :meth:`save_pretrained`, or a path to a ``.safetensors`` + card written by ``save_wavenet`` /
+        ``speechmax train vocoder --export``."""
         from ..assets import ASSET_DIR
         from ..models.registry import resolve
         from ..models.wavenet import load_wavenet
 
+        if Path(name_or_path).is_dir() and not (Path(name_or_path) / "model.json").exists():
+            raise FileNotFoundError(f"{name_or_path}: a folder without model.json (not written by save_pretrained)")
         name = DEFAULT_ASSET if str(name_or_path) == "default" else name_or_path
         try:
             stem = resolve(name)
@@ -73,6 +89,44 @@ class Vocoder:
                 f"the default vocoder is not shipped in this version ({ASSET_DIR / 'vocoder.safetensors'} is missing); "
                 "train one with `speechmax train vocoder` and pass its path, or use backend='griffinlim'") from None
         return cls(load_wavenet(stem, device=device), name=str(name_or_path))
+
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the WaveNet as ``directory/model.safetensors`` + ``directory/model.json`` (its card, with the
+        metrics and training record it was loaded with), for :meth:`from_pretrained`. Returns the card's path.
+
+        A folder that holds anything is refused unless ``overwrite`` (then only the two model files are
+        replaced). The pair is written into a temporary folder beside ``directory`` and renamed into place,
+        so an interrupted save leaves no half-written model (on overwrite the weights are renamed before the
+        card: a crash between the two leaves a pair whose sha256 check fails on load, never a mixed model).
+        """
+        if self.model is None:
+            raise ValueError("this vocoder has no WaveNet (Griffin-Lim only): there are no weights to save")
+        out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise FileExistsError(f"{out} is not empty: choose a new or empty folder, or pass overwrite=True")
+        card = {k: v for k, v in (getattr(self.model, "card", None) or {}).items() if k not in CARD_OWN}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            save_wavenet(self.model, tmp / "model", **card)
+            if out.is_dir() and any(out.iterdir()):
+                for name in ("model.safetensors", "model.json"):
+                    os.replace(tmp / name, out / name)
+            else:
+                if out.is_dir():
+                    out.rmdir()
+                os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out / "model.json"
+
+    def to(self, device) -> "Vocoder":
+        """Move the WaveNet to ``device`` (a torch device or its name); returns self."""
+        if self.model is not None:
+            self.model.to(device)
+        return self
 
     @property
     def feature_config(self) -> FeatureConfig:
@@ -85,7 +139,7 @@ class Vocoder:
     def __call__(self, mel, **kwargs) -> np.ndarray:
         return self.synthesize(mel, **kwargs)
 
-    def _check_mel(self, mel) -> torch.Tensor:
+    def _check_mel(self, mel, min_frames: int = 2) -> torch.Tensor:
         n_mels = self.feature_config.n_mels
         if not isinstance(mel, (np.ndarray, torch.Tensor)):
             raise TypeError(f"mel must be a numpy array or a torch tensor, got {type(mel).__name__}")
@@ -97,8 +151,8 @@ class Vocoder:
         if m.dim() not in (2, 3) or m.shape[-2] != n_mels:
             raise ValueError(f"expected a log-mel of shape ({n_mels}, frames) or (batch, {n_mels}, frames), "
                              f"got shape {tuple(m.shape)}")
-        if m.shape[-1] < 2 or (m.dim() == 3 and m.shape[0] == 0):
-            raise ValueError(f"the log-mel is empty: shape {tuple(m.shape)}; at least 2 frames are needed "
+        if m.shape[-1] < min_frames or (m.dim() == 3 and m.shape[0] == 0):
+            raise ValueError(f"the log-mel is empty: shape {tuple(m.shape)}; at least {min_frames} frames are needed "
                              f"({self.feature_config.hop_length} samples per frame after the first)")
         if not torch.isfinite(m).all():
             raise ValueError("the log-mel contains NaN or infinite values")
@@ -140,12 +194,90 @@ class Vocoder:
         backend = resolve_backend(backend, batch=m.shape[0], threads=threads)
         cfg = self.model.cfg
         B, T = m.shape[0], (m.shape[-1] - 1) * cfg.hop_length
-        gen = torch.Generator()
-        gen.manual_seed(seed) if seed is not None else gen.seed()
-        uniforms = torch.rand(B, T, generator=gen)
+        uniforms = torch.rand(B, T, generator=_uniform_generator(seed))
         q = sample_wavenet(self.model, m, uniforms, temperature, backend=backend, progress=progress, threads=threads)
         wave = self.model.decode(q)
         return wave[0] if squeeze else wave
+
+    def stream(self, mel_chunks, backend: str = "auto", temperature: float = 1.0, seed: int | None = None,
+               threads: int | None = None):
+        """Log-mel pieces of one utterance in, its audio out piece by piece: a generator.
+
+        mel_chunks: an iterable of (n_mels, frames_i) log-mel pieces, in order (frames_i >= 0; at least 2 frames
+        in all). Yields a float32 (samples_i,) array after each piece and one more at the end; concatenated they
+        equal ``synthesize(concatenated mel, backend, temperature, seed)`` sample for sample: the uniforms are
+        drawn in order from one generator, and the sampler's ring state and the de-emphasis filter's state
+        carry across pieces. The conditioning net looks 2 * (cond_kernel // 2) frames ahead, so the audio of a
+        piece's last frames (that many, plus half a hop) waits for the next piece or the end; early yields may
+        be empty. backend: auto | cpu | cpu-bf16 | triton | cuda (the samplers with an incremental op).
+        The arguments are checked when ``stream`` is called; the pieces as they arrive.
+        """
+        from ..ops.wavenet import resolve_backend
+
+        if self.model is None:
+            raise ValueError("this vocoder has no WaveNet (Griffin-Lim only): streaming needs one")
+        if backend not in BACKENDS:
+            from ..ops import BackendUnavailable
+
+            raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        resolved = "griffinlim" if backend == "griffinlim" else resolve_backend(backend, batch=1, threads=threads)
+        if resolved not in STREAM_BACKENDS:
+            raise ValueError(f"stream runs on the incremental samplers ({', '.join(STREAM_BACKENDS)}), not on "
+                             f"{resolved!r}" + (" (what 'auto' gives here)" if backend == "auto" else ""))
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        seed = None if seed is None else check_seed(seed)
+        return self._stream(iter(mel_chunks), resolved, temperature, _uniform_generator(seed), threads)
+
+    @torch.no_grad()
+    def _stream(self, chunks, backend: str, temperature: float, gen: torch.Generator, threads: int | None):
+        from scipy.signal import lfilter
+
+        from ..ops.wavenet import RingState, wavenet_update
+
+        model, cfg = self.model, self.model.cfg
+        hop, ahead, coef = cfg.hop_length, 2 * (cfg.cond_kernel // 2), cfg.preemphasis
+        device = next(model.parameters()).device
+        table = mu_law_decode(torch.arange(cfg.n_classes), cfg.n_classes)   # as WaveNet.decode builds it
+        state = RingState.zeros(cfg, 1, device)
+        zi = np.zeros((1, 1))                       # the de-emphasis filter's state
+        mel = torch.empty(1, cfg.n_mels, 0)         # received frames from mel0 on that features still need
+        feats = torch.empty(1, cfg.cond_channels, 0, device=device)   # final features from feat0 on
+        n = mel0 = feat0 = 0                        # frames received; absolute frames of mel[0], feats[0]
+
+        def advance(final: bool) -> np.ndarray:
+            nonlocal mel, feats, mel0, feat0, zi
+            done = feat0 + feats.shape[-1]          # frames whose features are final
+            upto = n if final else max(done, n - ahead)
+            if upto > done:                         # the window starts `ahead` frames early: its edge is exact from there
+                start = max(0, done - ahead)
+                window = model.cond_net(mel[..., start - mel0:].to(device))
+                feats = torch.cat([feats, window[..., done - start:upto - start]], dim=-1)
+                mel, mel0 = mel[..., max(0, upto - ahead) - mel0:], max(0, upto - ahead)
+            ready = max(0, min((n - 1) * hop, upto * hop - hop // 2))
+            count = ready - state.step
+            if count <= 0:
+                return np.zeros(0, np.float32)
+            first = state.step // hop
+            classes = wavenet_update(model, feats[..., first - feat0:], torch.rand(1, count, generator=gen), state,
+                                     temperature, backend, threads=threads, frame0=first)
+            feats, feat0 = feats[..., state.step // hop - feat0:], state.step // hop
+            wave = table[classes.cpu()].numpy()
+            if coef:
+                wave, zi = lfilter([1.0], [1.0, -coef], wave, axis=-1, zi=zi)
+                wave = np.clip(wave.astype(np.float32), -1.0, 1.0)
+            return wave[0]
+
+        for chunk in chunks:
+            m = self._check_mel(chunk, min_frames=0)
+            if m.dim() != 2:
+                raise ValueError(f"stream takes (n_mels, frames) pieces of one utterance, got shape {tuple(m.shape)}")
+            mel = torch.cat([mel, m[None]], dim=-1)
+            n += m.shape[-1]
+            yield advance(final=False)
+        if n < 2:
+            raise ValueError(f"the streamed log-mel has {n} frame(s); at least 2 are needed")
+        yield advance(final=True)
 
     def resynthesize(self, wav_path: str | os.PathLike, **kwargs) -> np.ndarray:
         """Read a wav (any rate; resampled), take its log-mel and synthesize it back: (samples,) float32."""
