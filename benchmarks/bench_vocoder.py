@@ -5,19 +5,23 @@ in the same run -- the figures `speechmax bench vocoder --json` prints, as a pyt
     .venv/bin/pytest benchmarks/bench_vocoder.py --benchmark-only
 
 Read ``extra_info.samples_per_s`` (median round) and ``extra_info.gflops``; ``extra_info.loadavg`` tells
-whether the machine was idle (it must be, for the figures to mean anything).
+whether the machine was idle (it must be, for the figures to mean anything). ``test_stream_latency_per_chunk``
+gives ``Vocoder.stream``'s latency: ms from handing over a log-mel piece to getting its audio.
 """
 import os
+import time
 
 import pytest
 import torch
 
 from speechmax.models.wavenet import WaveNet, WaveNetConfig
 from speechmax.ops.wavenet import sample_wavenet, wavenet_backends
+from speechmax.vocoder import Vocoder
 from speechmax.vocoder.bench import sgemm_gflops
 
 # Frames per item: enough samples that a round lasts ~0.3-1 s (the reference runs ~1,000 steps/s).
 FRAMES = {"reference": 3, "cpu": 41, "cpu-bf16": 41}
+STREAM_FRAMES, STREAM_CHUNK = 101, 10   # a 1 s utterance streamed in 100 ms pieces
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,33 @@ def test_vocoder_samples_per_s(benchmark, model, threads_set, backend, batch, th
 def test_sgemm_gflops(benchmark, threads):
     gflops = benchmark.pedantic(lambda: sgemm_gflops(threads, seconds=0.3), rounds=3, iterations=1)
     benchmark.extra_info.update({"sgemm_gflops": round(gflops, 1), "loadavg": [round(x, 2) for x in os.getloadavg()]})
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cpu-bf16"])
+def test_stream_latency_per_chunk(benchmark, model, threads_set, backend):
+    """Vocoder.stream on one thread: the time each piece of STREAM_CHUNK frames takes to come back as audio
+    (steady-state pieces carry STREAM_CHUNK * hop samples; the first is shorter, held back by the look-ahead)."""
+    if not wavenet_backends()[backend]:
+        pytest.skip(f"backend {backend} does not run here")
+    threads_set(1)
+    voc = Vocoder(model)
+    mel = torch.randn(model.cfg.n_mels, STREAM_FRAMES, generator=torch.Generator().manual_seed(0)) - 5
+    pieces = list(mel.split(STREAM_CHUNK, dim=1))
+
+    def run():
+        times, stream = [], voc.stream(pieces, backend=backend, seed=0, threads=1)
+        while True:
+            t0 = time.perf_counter()
+            audio = next(stream, None)
+            if audio is None:
+                return times
+            times.append((time.perf_counter() - t0, len(audio)))
+
+    times = benchmark.pedantic(run, rounds=2, iterations=1)
+    steady = sorted(t for t, n in times[1:-1])
+    audio_ms = 1e3 * STREAM_CHUNK * model.cfg.hop_length / model.feature_config.sample_rate
+    benchmark.extra_info.update({"chunk_frames": STREAM_CHUNK, "chunk_audio_ms": audio_ms,
+                                 "chunk_ms_median": round(1e3 * steady[len(steady) // 2], 2),
+                                 "chunk_ms_max": round(1e3 * steady[-1], 2),
+                                 "first_chunk_ms": round(1e3 * times[0][0], 2),
+                                 "loadavg": [round(x, 2) for x in os.getloadavg()]})
