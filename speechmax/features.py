@@ -57,6 +57,65 @@ class FeatureConfig:
         """The smallest value a log-mel can take (silence)."""
         return math.log(self.log_floor)
 
+    def to_torchaudio(self) -> dict:
+        """Keyword arguments for ``torchaudio.transforms.MelSpectrogram`` that compute this config's mel (its
+        window is torchaudio's default, the periodic Hann); :func:`log_mel` is ``log(clamp(that, log_floor))``."""
+        return dict(sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.win_length,
+                    hop_length=self.hop_length, f_min=self.fmin, f_max=self.fmax, n_mels=self.n_mels,
+                    power=self.power, center=self.center, pad_mode=self.pad_mode, norm="slaney", mel_scale="slaney")
+
+    @classmethod
+    def from_torchaudio(cls, transform_or_kwargs, log_floor: float = 1e-5) -> "FeatureConfig":
+        """The config of a ``torchaudio.transforms.MelSpectrogram``: the module, or the keyword arguments it is
+        built with (missing ones take torchaudio's defaults). ``log_floor`` is not torchaudio's: it is the clamp
+        of speechmax's log. A ValueError names every setting speechmax cannot express: a window other than
+        the periodic Hann, ``pad``, ``normalized``, ``onesided=False``, ``power=None`` (complex output), a
+        norm or mel scale other than Slaney."""
+        s = _torchaudio_settings(transform_or_kwargs)
+        fixed = dict(pad=0, normalized=False, onesided=True, norm="slaney", mel_scale="slaney")
+        problems = [f"{k}={s[k]!r} (speechmax: {v!r})" for k, v in fixed.items() if s[k] != v]
+        if s["power"] is None:
+            problems.append("power=None (a complex spectrogram; speechmax takes |STFT| ** power)")
+        if not s["hann"]:
+            problems.append("window: not the periodic Hann window torch.hann_window (window_fn / wkwargs)")
+        if problems:
+            raise ValueError(f"this MelSpectrogram has settings speechmax's FeatureConfig cannot express: {'; '.join(problems)}")
+        win = s["win_length"] or s["n_fft"]
+        return cls(sample_rate=int(s["sample_rate"]), n_fft=int(s["n_fft"]), win_length=int(win),
+                   hop_length=int(s["hop_length"] or win // 2), n_mels=int(s["n_mels"]), fmin=float(s["f_min"]),
+                   fmax=float(s["sample_rate"] // 2 if s["f_max"] is None else s["f_max"]), center=bool(s["center"]),
+                   pad_mode=str(s["pad_mode"]), power=float(s["power"]), log_floor=log_floor)
+
+
+# torchaudio.transforms.MelSpectrogram's arguments and defaults (torchaudio 2.x), window_fn/wkwargs aside
+_TORCHAUDIO_DEFAULTS = dict(sample_rate=16000, n_fft=400, win_length=None, hop_length=None, f_min=0.0, f_max=None,
+                            pad=0, n_mels=128, power=2.0, normalized=False, center=True, pad_mode="reflect",
+                            onesided=None, norm=None, mel_scale="htk")
+
+
+def _torchaudio_settings(obj) -> dict:
+    """MelSpectrogram kwargs or module -> its settings by argument name, plus ``hann``: whether the window is
+    the periodic Hann (for a module, read from its window tensor; its onesided None means True)."""
+    if isinstance(obj, dict):
+        unknown = set(obj) - set(_TORCHAUDIO_DEFAULTS) - {"window_fn", "wkwargs"}
+        if unknown:
+            raise ValueError(f"unknown torchaudio MelSpectrogram arguments: {sorted(unknown)}")
+        s = {**_TORCHAUDIO_DEFAULTS, **obj}
+        s["hann"] = obj.get("window_fn", torch.hann_window) is torch.hann_window and \
+            (obj.get("wkwargs") or {}) in ({}, {"periodic": True})
+    elif hasattr(obj, "spectrogram") and hasattr(obj, "mel_scale"):
+        spec, mel = obj.spectrogram, obj.mel_scale
+        s = dict(sample_rate=obj.sample_rate, n_fft=obj.n_fft, win_length=obj.win_length, hop_length=obj.hop_length,
+                 f_min=mel.f_min, f_max=mel.f_max, pad=spec.pad, n_mels=obj.n_mels, power=spec.power,
+                 normalized=spec.normalized, center=spec.center, pad_mode=spec.pad_mode, onesided=getattr(spec, "onesided", True),
+                 norm=mel.norm, mel_scale=mel.mel_scale)
+        window, hann = spec.window.detach().cpu().double(), torch.hann_window(obj.win_length, dtype=torch.float64)
+        s["hann"] = window.shape == hann.shape and torch.allclose(window, hann, atol=1e-6)
+    else:
+        raise TypeError(f"expected a torchaudio.transforms.MelSpectrogram or its keyword arguments, got {type(obj).__name__}")
+    s["onesided"] = True if s["onesided"] is None else s["onesided"]
+    return s
+
 
 class FeatureMismatchError(ValueError):
     """Two things that must share a FeatureConfig do not."""

@@ -79,6 +79,62 @@ def test_feature_config_round_trip_and_mismatch():
         FeatureConfig.from_dict({"bogus": 1})
 
 
+@pytest.mark.parametrize("cfg", [CFG, FeatureConfig(n_fft=512, win_length=400, hop_length=100, n_mels=40, fmin=0.0,
+                                                    fmax=7600.0, center=False, pad_mode="constant", power=2.0, log_floor=1e-6)])
+def test_torchaudio_kwargs_round_trip(cfg):
+    kwargs = cfg.to_torchaudio()
+    assert kwargs["norm"] == kwargs["mel_scale"] == "slaney" and kwargs["f_min"] == cfg.fmin
+    assert FeatureConfig.from_torchaudio(kwargs, log_floor=cfg.log_floor) == cfg
+    assert FeatureConfig.from_torchaudio(dict(kwargs, window_fn=torch.hann_window, wkwargs={"periodic": True}),
+                                         log_floor=cfg.log_floor) == cfg
+
+
+def test_torchaudio_defaults_and_inexpressible_settings():
+    # torchaudio's own defaults fill what the kwargs omit: win_length = n_fft, hop = win // 2, f_max = sr // 2
+    cfg = FeatureConfig.from_torchaudio(dict(n_fft=400, norm="slaney", mel_scale="slaney", power=1.0))
+    assert (cfg.win_length, cfg.hop_length, cfg.fmax, cfg.n_mels) == (400, 200, 8000.0, 128)
+    with pytest.raises(ValueError, match="norm=None.*mel_scale='htk'"):   # torchaudio's default filterbank
+        FeatureConfig.from_torchaudio({})
+    base = CFG.to_torchaudio()
+    for bad, match in ((dict(window_fn=torch.hamming_window), "window"), (dict(wkwargs={"periodic": False}), "window"),
+                       (dict(mel_scale="htk"), "mel_scale='htk'"), (dict(normalized=True), "normalized=True"),
+                       (dict(pad=8), "pad=8"), (dict(power=None), "power=None"), (dict(onesided=False), "onesided"),
+                       (dict(norm=None), "norm=None")):
+        with pytest.raises(ValueError, match=match):
+            FeatureConfig.from_torchaudio(dict(base, **bad))
+    with pytest.raises(ValueError, match="unknown.*'n_bins'"):
+        FeatureConfig.from_torchaudio(dict(base, n_bins=3))
+    with pytest.raises(TypeError, match="MelSpectrogram"):
+        FeatureConfig.from_torchaudio("slaney")
+
+
+def test_from_torchaudio_reads_a_module_by_its_attributes():
+    """Without torchaudio installed: an object laid out as torchaudio 2.x's MelSpectrogram (spectrogram.window,
+    mel_scale.norm, ...); the window is recognised from its values."""
+    from types import SimpleNamespace
+
+    def module(window):
+        spec = SimpleNamespace(pad=0, power=1.0, normalized=False, center=True, pad_mode="reflect", onesided=None,
+                               window=window)
+        mel = SimpleNamespace(f_min=20.0, f_max=8000.0, norm="slaney", mel_scale="slaney")
+        return SimpleNamespace(sample_rate=16000, n_fft=1024, win_length=640, hop_length=160, n_mels=80,
+                               spectrogram=spec, mel_scale=mel)
+
+    assert FeatureConfig.from_torchaudio(module(torch.hann_window(640))) == CFG
+    with pytest.raises(ValueError, match="window"):
+        FeatureConfig.from_torchaudio(module(torch.hann_window(640, periodic=False)))
+
+
+def test_log_mel_equals_torchaudio(rng):
+    """Runs only where torchaudio imports (it is not a dependency: it pins its own torch)."""
+    torchaudio = pytest.importorskip("torchaudio")
+    transform = torchaudio.transforms.MelSpectrogram(**CFG.to_torchaudio()).double()
+    assert FeatureConfig.from_torchaudio(transform) == CFG
+    wave = torch.from_numpy(rng.uniform(-0.5, 0.5, 16000))
+    theirs = torch.log(torch.clamp(transform(wave), min=CFG.log_floor))
+    assert (theirs - log_mel(wave, CFG)).abs().max().item() < 1e-4
+
+
 def test_load_audio_resamples_and_downmixes(tmp_path):
     t = np.arange(44100) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1) * 0.5
