@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from speechmax.cli.config import apply_config, fill_from_config
+
 # Subcommand modules, in the order `speechmax --help` lists them.
 COMMANDS = ["info", "demo", "corpus", "train", "classify", "synthesize", "maximize", "evaluate", "listen", "bench"]
 
@@ -56,11 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """``argv`` (default: the command line) as the command's arguments; with ``--config FILE`` the file's values
+    stand where no flag is given."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from_file = apply_config(parser, argv)
     args, extra = parser.parse_known_args(argv)
+    fill_from_config(args, from_file)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, FileNotFoundError, RuntimeError) as e:

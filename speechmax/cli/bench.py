@@ -2,6 +2,8 @@
 import json
 import sys
 
+from speechmax.cli.config import add_config_option
+
 
 def register(sub):
     p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize",
@@ -19,6 +21,7 @@ def register(sub):
     v.add_argument("--backends", default="reference,cpu,cpu-bf16", help="comma-separated (default: %(default)s)")
     v.add_argument("--batches", default="1,64", help="comma-separated batch sizes (default: %(default)s)")
     v.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
+    add_config_option(v)
     v.set_defaults(func=run_vocoder)
 
     m = bsub.add_parser("maximize", help="steps/s of activation maximization: autograd vs the fused kernel",
@@ -35,6 +38,7 @@ def register(sub):
     m.add_argument("--paper-starts", type=int, default=0,
                    help="also time the paper's experiment (35 classes x 20 steps, latent, 2 threads) with this many "
                         "starts per class and extrapolate to 10,000 (10000 runs the whole experiment)")
+    add_config_option(m)
     m.set_defaults(func=run_maximize)
 
 

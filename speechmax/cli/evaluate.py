@@ -3,6 +3,7 @@
 import json
 
 from speechmax.cli import CommandError
+from speechmax.cli.config import add_config_option, write_config
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 
 
@@ -39,6 +40,7 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the starts, corpus and listening set")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print the headline metrics as JSON")
+    add_config_option(p)
     p.set_defaults(func=run)
 
 
@@ -57,6 +59,7 @@ def run(args):
                  speakers=args.speakers, seed=args.seed, threads=args.threads,
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
                  c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe, overwrite=args.overwrite)
+    write_config(args, args.out)   # only now: evaluate() is what accepts --out
     head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
             "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},
             "vocoder_control": {g: {k: (v.get(k) or {}).get("rate") for k in ("features", "wavenet", "griffinlim")}

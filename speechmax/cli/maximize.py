@@ -8,11 +8,13 @@ import warnings
 from pathlib import Path
 
 from speechmax.cli import CommandError
+from speechmax.cli.config import add_config_option, write_config
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 
 RUN_MARKER = "run.json"
 # Arguments that change neither the samples nor their files: a run differing only in these resumes.
-OUTPUT_NEUTRAL = {"command", "out", "overwrite", "json", "threads", "chunk", "accepts_extra"}
+OUTPUT_NEUTRAL = {"command", "out", "overwrite", "json", "threads", "chunk", "accepts_extra", "config", "log_level",
+                  "progress"}
 
 
 def register(sub):
@@ -55,6 +57,7 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="reuse a non-empty --out that holds something else (a previous run's listed files are removed)")
     p.add_argument("--json", action="store_true", help="print the machine-readable summary")
+    add_config_option(p)
     p.set_defaults(func=run)
 
 
@@ -77,6 +80,7 @@ def run(args):
     # What makes the files: a run with the same settings resumes in --out, another one is refused before compute.
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
     resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run", overwrite=args.overwrite)
+    write_config(args, args.out)
     classifier = load_model(args.model, kind="classifier")
     separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
     prior = None

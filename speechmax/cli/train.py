@@ -2,6 +2,7 @@
 import json
 
 from speechmax.cli import CommandError
+from speechmax.cli.config import add_config_option, write_config
 
 
 def register(sub):
@@ -33,6 +34,7 @@ def register(sub):
                         "accuracy on original / WaveNet / Griffin-Lim audio, STOI) into the card")
     v.add_argument("--per-class", type=int, default=10, help="test clips per word for --measure (default 10)")
     v.add_argument("--separate", default="classifier-separate", help="classifier used by --measure")
+    add_config_option(v)
     v.set_defaults(func=run_vocoder)
 
     for what, presets in (("classifier", ("classifier", "classifier-separate", "classifier-paper")),
@@ -57,6 +59,7 @@ def register(sub):
         if what == "prior":
             q.add_argument("--classifier", default="classifier",
                            help="classifier (shipped name or path) used to measure the prior (default: classifier)")
+        add_config_option(q)
         q.set_defaults(func=run_model)
 
 
@@ -71,6 +74,7 @@ def run_model(args):
     if args.what == "classifier":
         metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads,
                                    overwrite=args.overwrite)
+        write_config(args, args.out)   # after training: train_classifier is what accepts --out
         print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
               f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")
         return 0
@@ -79,6 +83,7 @@ def run_model(args):
     clf = load_model(args.classifier, "classifier", missing_ok=True)
     metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads,
                           overwrite=args.overwrite)
+    write_config(args, args.out)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(f"{args.preset}: {json.dumps(shown)}; wrote {args.out}/model.safetensors")
     return 0
@@ -108,6 +113,7 @@ def run_vocoder(args):
     tc = VocoderTrainConfig(batch=args.batch, window=args.window, steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed)
     result = train_vocoder(args.data, args.out, tc, model_cfg=WaveNetConfig(preemphasis=args.preemphasis),
                            max_steps_this_run=args.max_steps, threads=args.threads)
+    write_config(args, args.out)
     print(f"vocoder: step {result['step']}, {result['train_hours']:.2f} h trained, loss {result['loss']:.3f}; "
           f"checkpoint {result['checkpoint']}")
     return 0
