@@ -77,7 +77,8 @@ class Vocoder:
         from ..models.registry import resolve
         from ..models.wavenet import load_wavenet
 
-        if Path(name_or_path).is_dir() and not (Path(name_or_path) / "model.json").exists():
+        folder = Path(name_or_path)
+        if str(name_or_path) != "default" and folder.is_dir() and not (folder / "model.json").exists():
             raise FileNotFoundError(f"{name_or_path}: a folder without model.json (not written by save_pretrained)")
         name = DEFAULT_ASSET if str(name_or_path) == "default" else name_or_path
         try:
