@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from speechmax.cli.config import apply_config, fill_from_config
+from speechmax.progress import set_progress
 
 # Subcommand modules, in the order `speechmax --help` lists them.
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 COMMANDS = ["info", "demo", "corpus", "train", "classify", "synthesize", "maximize", "evaluate", "listen", "bench"]
 
 
@@ -49,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  speechmax evaluate --out runs/eval --quick\n"
                "run `speechmax COMMAND --help` for a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"speechmax {__version__}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", type=str.upper,
+                        help="messages shown on stderr: INFO shows each stage of a long run, WARNING only problems")
+    parser.add_argument("--progress", action="store_true",
+                        help="progress bars even when stderr is not a terminal (default: on a terminal only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -71,8 +78,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and tqdm replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+_handler = _StderrHandler()
+_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def configure_logging(level: str, progress: bool) -> None:
+    """The library's log records at ``level`` and above to stderr; progress bars on a terminal or if asked."""
+    root = logging.getLogger("speechmax")
+    root.setLevel(level)
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
+    set_progress(True if progress else None)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    configure_logging(args.log_level, args.progress)
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, FileNotFoundError, RuntimeError) as e:

@@ -62,13 +62,12 @@ def register(sub):
 
 
 def run(args):
-    from tqdm import tqdm
-
     from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
     from speechmax.maximize.output import remove_samples, write_samples
     from speechmax.models.inference import load_clips
     from speechmax.models.registry import load_model
     from speechmax.outputs import prepare_output, write_json
+    from speechmax.progress import progress_bar
 
     objective = parse_objective(args.objective or "prob")
     if args.target is None and objective in ("prob", "logit"):
@@ -106,12 +105,12 @@ def run(args):
         remove_samples(args.out)
     write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": False})
     t0 = time.time()
-    with tqdm(unit="step", unit_scale=True, desc="maximize", file=sys.stderr, disable=None) as bar:
+    with progress_bar(unit="step", unit_scale=True, desc="maximize") as bar:
         res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
                        optimizer=args.optimizer, objective=objective, regularizers=regs or None, seed=args.seed,
                        recipe=args.recipe, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
                        progress=bar.update)
-    with tqdm(total=len(res.targets), unit="sample", desc="write", file=sys.stderr, disable=None) as bar:
+    with progress_bar(total=len(res.targets), unit="sample", desc="write") as bar:
         manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update,
                                  resume=resume)
     write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": True})

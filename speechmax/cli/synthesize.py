@@ -27,13 +27,12 @@ def register(sub):
 
 
 def run(args):
-    from tqdm import tqdm
-
     import numpy as np
 
     from speechmax.features import save_audio
     from speechmax.ops.wavenet import resolve_backend
     from speechmax.outputs import prepare_output, write_json
+    from speechmax.progress import progress_bar
     from speechmax.vocoder.synthesis import load_inputs
     from speechmax.vocoder.vocoder import Vocoder
 
@@ -61,8 +60,7 @@ def run(args):
     hop = voc.feature_config.hop_length
     total = sum(len(job.names) * (job.mel.shape[-1] - 1) * hop for job in jobs)
     written, bad = [], []
-    with tqdm(total=total, unit="sample", unit_scale=True, desc=f"synthesize ({args.backend})", file=sys.stderr,
-              disable=None) as bar:
+    with progress_bar(total=total, unit="sample", unit_scale=True, desc=f"synthesize ({args.backend})") as bar:
         for job in jobs:
             n_items = len(job.names)
             waves = voc.synthesize(job.mel, backend=args.backend, temperature=args.temperature, seed=args.seed,

@@ -91,6 +91,7 @@ def run_model(args):
 
 def run_vocoder(args):
     from speechmax.models.wavenet import WaveNetConfig
+    from speechmax.progress import progress_enabled
     from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
 
     if args.export:
@@ -112,7 +113,7 @@ def run_vocoder(args):
         raise CommandError(f"--window must be a multiple of 160 samples, got {args.window}")
     tc = VocoderTrainConfig(batch=args.batch, window=args.window, steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed)
     result = train_vocoder(args.data, args.out, tc, model_cfg=WaveNetConfig(preemphasis=args.preemphasis),
-                           max_steps_this_run=args.max_steps, threads=args.threads)
+                           max_steps_this_run=args.max_steps, threads=args.threads, progress=progress_enabled())
     write_config(args, args.out)
     print(f"vocoder: step {result['step']}, {result['train_hours']:.2f} h trained, loss {result['loss']:.3f}; "
           f"checkpoint {result['checkpoint']}")

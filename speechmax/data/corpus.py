@@ -26,6 +26,7 @@ import numpy as np
 
 from speechmax.features import load_audio, save_audio
 from speechmax.outputs import prepare_output, write_json
+from speechmax.progress import progress_bar
 
 from .noise import write_background_noise
 from .sentences import random_text
@@ -135,9 +136,7 @@ def _default_workers() -> int:
 
 
 def _progress(total: int, unit: str, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, dynamic_ncols=True)
+    return progress_bar(enabled, total=total, unit=unit, desc=desc)
 
 
 def _settings(kind: str, seed: int, engines, **extra) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from speechmax.features import AudioError, FeatureConfig, load_audio, log_mel
+from speechmax.progress import progress_bar
 
 from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
@@ -181,9 +182,7 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(enabled, total=total, desc=desc, unit="clip")
 
 
 class SpeechCommands(torch.utils.data.Dataset):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from ..features import log_mel, save_audio
 from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
 from ..outputs import prepare_output, write_json
+from ..progress import progress_bar
 from . import figures
 from .stats import pair_matrix, rounded, success_rates, top_confusions
 
@@ -117,7 +117,7 @@ def pick_per_class(labels: np.ndarray, k: int, n_classes: int, rng: np.random.Ge
 
 
 class Stage:
-    """Times a stage, logs it on stderr and records the seconds in ``timing``."""
+    """Times a stage, logs it and records the seconds in ``timing``."""
 
     def __init__(self, timing: dict, name: str, quiet: bool):
         self.timing, self.name, self.quiet = timing, name, quiet
@@ -125,13 +125,13 @@ class Stage:
     def __enter__(self):
         self.t0 = time.perf_counter()
         if not self.quiet:
-            print(f"[evaluate] {self.name} ...", file=sys.stderr, flush=True)
+            log.info("%s ...", self.name)
         return self
 
     def __exit__(self, *exc):
         self.timing[self.name] = round(time.perf_counter() - self.t0, 2)
         if not self.quiet and exc[0] is None:
-            print(f"[evaluate] {self.name}: {self.timing[self.name]:.1f} s", file=sys.stderr, flush=True)
+            log.info("%s: %.1f s", self.name, self.timing[self.name])
 
 
 def _run_stats(res, n_classes: int) -> dict:
@@ -210,8 +210,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
             resumed += 1
         else:
             if not quiet:
-                print(f"[evaluate] noise {name}: target {c + 1} of {len(labels)} ({labels[c]})", file=sys.stderr,
-                      flush=True)
+                log.info("noise %s: target %d of %d (%s)", name, c + 1, len(labels), labels[c])
             t0 = time.perf_counter()
             res = _maximize(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
                             keep_features=False, score_before=False)
@@ -227,8 +226,7 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
         by_cpu[cpu] = round(by_cpu.get(cpu, 0.0) + meta["seconds"], 4)
         settings = settings or meta["settings"]
     if resumed and not quiet:
-        print(f"[evaluate] noise {name}: {resumed} of {len(labels)} targets resumed from {folder}", file=sys.stderr,
-              flush=True)
+        log.info("noise %s: %d of %d targets resumed from %s", name, resumed, len(labels), folder)
     summary = _summary(_merge_stats(parts), settings, labels, seed)
     summary["seconds_by_cpu"] = by_cpu
     return summary, round(seconds, 4)
@@ -253,14 +251,12 @@ def _first_per_target(res, k: int) -> np.ndarray:
 
 def _synthesize(models: EvalModels, mels: torch.Tensor, seed: int, threads, wavenet: bool, desc: str, quiet: bool):
     """Batched synthesis of (N, n_mels, T) log-mels: WaveNet (``wavenet``) or Griffin-Lim; (N, samples) float32."""
-    from tqdm import tqdm
-
     from ..vocoder.griffinlim import griffinlim_synthesize
 
     cfg = models.vocoder.feature_config
     outs = []
     batch = 64 if wavenet else 32
-    with tqdm(total=len(mels), unit="clip", desc=desc, file=sys.stderr, disable=quiet or None) as bar:
+    with progress_bar(not quiet, total=len(mels), unit="clip", desc=desc) as bar:
         for i in range(0, len(mels), batch):
             m = mels[i:i + batch]
             if wavenet:
@@ -409,7 +405,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                 timing[f"noise {name}"] = noise[name]["seconds"]
                 earlier += noise[name]["seconds"]
                 if not quiet:
-                    print(f"[evaluate] noise {name}: resumed from {out / 'partial'}", file=sys.stderr, flush=True)
+                    log.info("noise %s: resumed from %s", name, out / "partial")
                 continue
             with Stage(timing, f"noise {name}", quiet):
                 big = per_class * C > KEEP_LIMIT

@@ -20,6 +20,7 @@ from ..ops.backends import available_backends
 from ..ops.decoder2d import decoder2d_unsupported
 from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
                             clamp_features, fused_decoder, fused_unsupported, objective_code, objective_value)
+from ..progress import progress_bar
 from .recipes import DEFAULT_RECIPE, PAPER, get_recipe
 
 log = logging.getLogger(__name__)
@@ -331,11 +332,7 @@ def _progress(progress, total):
     if callable(progress):
         return None, progress
     if progress:
-        import sys
-
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="step", unit_scale=True, desc="maximize", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=total, unit="step", unit_scale=True, desc="maximize")
         return bar, bar.update
     return None, None
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..features import FeatureConfig, check_compatible, log_mel
 from ..outputs import prepare_output, write_json
+from ..progress import progress_bar
 from ..training import JsonLog, load_checkpoint, save_checkpoint
 from .classifier import PRESETS as CLASSIFIER_PRESETS, Classifier, save_classifier
 from .prior import PRESETS as PRIOR_PRESETS, Prior, save_prior
@@ -207,8 +208,6 @@ def prepare_run(out: Path, what: str, settings: dict, fc: FitConfig, overwrite: 
 
 def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val_fn, progress: bool, tag: str):
     """Shared epoch loop: resumes from out/last, keeps the best validation score in out/best."""
-    from tqdm.auto import tqdm
-
     log = JsonLog(out / "log.jsonl")
     opt = torch.optim.AdamW(model.parameters(), lr=fc.lr, weight_decay=fc.weight_decay)
     state = load_checkpoint(out, model, opt) or {}
@@ -219,8 +218,8 @@ def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val
     for ep in range(epoch, fc.epochs):
         model.train()
         g = torch.Generator().manual_seed(fc.seed * 1000 + ep)
-        bar = tqdm(total=steps_per_epoch, desc=f"{tag} epoch {ep + 1}/{fc.epochs}", unit="batch", disable=not progress,
-                   mininterval=10)
+        bar = progress_bar(progress, total=steps_per_epoch, desc=f"{tag} epoch {ep + 1}/{fc.epochs}", unit="batch",
+                           mininterval=10)
         t0, losses = time.time(), []
         for i, idx in enumerate(_batches(len(train.x), fc.batch, g)):
             step = ep * steps_per_epoch + i
