@@ -263,3 +263,49 @@ def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
     t = again["timing"]
     assert t["total"] == pytest.approx(t["this sitting"] + noise_seconds, abs=0.05)
     assert "this sitting" in (tmp_path / "report.html").read_text()
+
+
+def test_evaluate_drives_one_overall_bar_across_targets(models, tmp_path, monkeypatch):
+    """The long evaluation's overall bar (issue 20 item 4): its total is every target of the four noise runs
+    plus one unit per later stage; what out/partial/ holds (a finished run, most targets of another) is its
+    ``initial``, so the ETA counts only the work left; targets and stages advance it to the total."""
+    pytest.importorskip("sklearn")
+    import speechmax.evaluate.run as run
+    from speechmax.evaluate import load_models
+
+    monkeypatch.setattr(run, "KEEP_LIMIT", 10)   # 1 start per class goes one target at a time, as a full run does
+    # the audio is not what this test is about: silence instead of Griffin-Lim keeps it fast
+    monkeypatch.setattr(run, "_synthesize", lambda models, mels, *a: np.zeros((len(mels), 16000), np.float32))
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
+    labels = tuple(m.classifier.cfg.labels)
+    key = {n: run._run_key(m, *n.split("/"), 1, 0, 1, 1) for n in ("paper/latent", "paper/features")}
+    # an earlier sitting: paper/latent finished, paper/features interrupted with 5 targets to go
+    done = run._run_summary(run._maximize(m, "latent", "paper", 1, False, n=1, seed=0), labels, 0)
+    run._save_partial(tmp_path, "paper/latent", key["paper/latent"], {**done, "seconds": 1.0}, None)
+    run._maximize_by_target(tmp_path, "paper/features", key["paper/features"], m, "features", "paper", 1, False, 1,
+                            1, 0, labels, True)
+    for piece in sorted(run._target_folder(tmp_path, "paper/features", key["paper/features"]).glob("target*"))[:5]:
+        piece.unlink()
+
+    bars = []
+
+    class Recorder:   # what evaluate() needs of a bar: tqdm's keywords in, update(n), close()
+        def __init__(self, **kw):
+            self.kw, self.n, self.updates, self.closed = kw, kw.get("initial", 0), [], False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates.append(n)
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    run.evaluate(tmp_path, per_class=1, steps=1, models=m, speakers=1, listen_per_class=1, control_per_class=1,
+                 c2c_per_class=1, threads=1, quiet=True, progress=Recorder)
+    (bar,) = bars
+    total = 4 * C + len(run.LATER_STAGES)
+    assert bar.kw["total"] == total and bar.kw["initial"] == C + (C - 5)   # resumed units are done at the start
+    # the 5 missing targets, then speechmax's two runs a target at a time, then a unit per later stage
+    assert bar.updates == [1] * (5 + 2 * C + len(run.LATER_STAGES))
+    assert bar.n == total and bar.closed

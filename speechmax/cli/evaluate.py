@@ -46,6 +46,7 @@ def register(sub):
 
 def run(args):
     from speechmax.evaluate import evaluate
+    from speechmax.progress import progress_bar
 
     for name in ("per_class", "steps", "speakers", "listen_per_class", "control_per_class", "c2c_per_class"):
         v = getattr(args, name)
@@ -58,7 +59,8 @@ def run(args):
     m = evaluate(args.out, per_class=args.per_class, quick=args.quick, data=args.data, models=models,
                  speakers=args.speakers, seed=args.seed, threads=args.threads,
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
-                 c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe, overwrite=args.overwrite)
+                 c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe, overwrite=args.overwrite,
+                 progress=progress_bar)   # one overall bar with an ETA across targets (on a terminal or --progress)
     write_config(args, args.out)   # only now: evaluate() is what accepts --out
     head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
             "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},

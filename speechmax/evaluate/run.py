@@ -36,6 +36,9 @@ MODES = ("features", "latent")
 QUICK_PER_CLASS = 20
 EVAL_CORPUS_SEED = 7777   # a corpus seed no shipped model was trained on (1000 classifiers, 2000 vocoder)
 KEEP_LIMIT = 8000         # starts a run may keep the features of (8000 x 80 x 101 x 4 B x 2 = 520 MB)
+# stages after noise -> class, a unit each of the overall bar (noise -> class: a unit per target and run)
+LATER_STAGES = ("class-to-class features", "class-to-class latent", "figures", "t-SNE", "vocoder control",
+                "listening set")
 RUN_MARKER = "run.json"   # an evaluation's settings, written before its compute: a rerun with them resumes
 
 
@@ -117,10 +120,10 @@ def pick_per_class(labels: np.ndarray, k: int, n_classes: int, rng: np.random.Ge
 
 
 class Stage:
-    """Times a stage, logs it and records the seconds in ``timing``."""
+    """Times a stage, logs it and records the seconds in ``timing``; ``advance(1)`` once it finished, if given."""
 
-    def __init__(self, timing: dict, name: str, quiet: bool):
-        self.timing, self.name, self.quiet = timing, name, quiet
+    def __init__(self, timing: dict, name: str, quiet: bool, advance=None):
+        self.timing, self.name, self.quiet, self.advance = timing, name, quiet, advance
 
     def __enter__(self):
         self.t0 = time.perf_counter()
@@ -132,6 +135,8 @@ class Stage:
         self.timing[self.name] = round(time.perf_counter() - self.t0, 2)
         if not self.quiet and exc[0] is None:
             log.info("%s: %.1f s", self.name, self.timing[self.name])
+        if self.advance is not None and exc[0] is None:
+            self.advance(1)
 
 
 def _run_stats(res, n_classes: int) -> dict:
@@ -184,22 +189,34 @@ def _run_summary(res, labels, seed: int) -> dict:
 
 
 def _maximize(models: EvalModels, mode: str, recipe: str, threads, progress, steps=None, targets="all", **kw):
+    """maximize() with the recipe's prior; ``progress``: True for a bar of its own that is cleared once done
+    (it sits under the evaluation's overall bar)."""
     from ..maximize import maximize
 
     prior = None if mode == "features" else (models.prior_paper if recipe == "paper" else models.prior)
     steps = steps if recipe == "speechmax" else None   # --steps tunes speechmax's recipe; the paper's is fixed
-    return maximize(models.classifier, targets, mode=mode, prior=prior, separate=models.separate, threads=threads,
-                    progress=progress, recipe=recipe, steps=steps, **kw)
+    run = lambda tick: maximize(models.classifier, targets, mode=mode, prior=prior,  # noqa: E731
+                                separate=models.separate, threads=threads, progress=tick, recipe=recipe,
+                                steps=steps, **kw)
+    if progress is not True:
+        return run(progress)
+    n = len(kw["init"]) if kw.get("init") is not None else kw.get("n", 1)
+    total = n * (models.classifier.cfg.n_classes if targets == "all" else 1) * (steps or RECIPES[recipe].steps)
+    with progress_bar(total=total, unit="step", unit_scale=True, desc=f"maximize {recipe}/{mode}",
+                      leave=False) as bar:
+        return run(bar.update)
 
 
 def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode: str, recipe: str, threads,
-                        progress, steps, per_class: int, seed: int, labels, quiet: bool):
+                        progress, steps, per_class: int, seed: int, labels, quiet: bool, advance=None):
     """A noise run done one target at a time, each target's :func:`_run_stats` saved in out/partial/ as it
     finishes (start j's noise depends on the seed and j only, so the pieces equal the run done at once).
-    Returns the run's summary and the seconds of compute its pieces took, including earlier sittings'."""
+    Returns the run's summary and the seconds of compute its pieces took, including earlier sittings'.
+    advance: optional callable(n), called with 1 as each target this sitting computes is saved (targets
+    resumed from disk are not counted: see :func:`_targets_done`)."""
     from safetensors.numpy import load_file, save_file
 
-    folder = out / "partial" / f"noise-{name.replace('/', '-')}-{key}"
+    folder = _target_folder(out, name, key)
     folder.mkdir(parents=True, exist_ok=True)
     parts, seconds, by_cpu, resumed, settings = [], 0.0, {}, 0, None
     for c in range(len(labels)):
@@ -220,6 +237,8 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
             tmp = path.with_suffix(".tmp")
             save_file({**stats, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, str(tmp))
             tmp.replace(path)
+            if advance is not None:
+                advance(1)
         parts.append(stats)
         seconds += meta["seconds"]
         cpu = meta.get("cpu", "not recorded")   # pieces before 2026-11-30 did not say
@@ -230,6 +249,16 @@ def _maximize_by_target(out: Path, name: str, key: str, models: EvalModels, mode
     summary = _summary(_merge_stats(parts), settings, labels, seed)
     summary["seconds_by_cpu"] = by_cpu
     return summary, round(seconds, 4)
+
+
+def _target_folder(out: Path, name: str, key: str) -> Path:
+    return out / "partial" / f"noise-{name.replace('/', '-')}-{key}"
+
+
+def _targets_done(out: Path, name: str, key: str, n_classes: int) -> int:
+    """Targets of a by-target noise run already on disk (what :func:`_maximize_by_target` will resume)."""
+    folder = _target_folder(out, name, key)
+    return sum((folder / f"target{c:03d}.safetensors").is_file() for c in range(n_classes))
 
 
 def cpu_model() -> str:
@@ -256,7 +285,7 @@ def _synthesize(models: EvalModels, mels: torch.Tensor, seed: int, threads, wave
     cfg = models.vocoder.feature_config
     outs = []
     batch = 64 if wavenet else 32
-    with progress_bar(not quiet, total=len(mels), unit="clip", desc=desc) as bar:
+    with progress_bar(not quiet, total=len(mels), unit="clip", desc=desc, leave=False) as bar:
         for i in range(0, len(mels), batch):
             m = mels[i:i + batch]
             if wavenet:
@@ -315,7 +344,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
              models: EvalModels | dict | None = None, speakers: int | None = None, seed: int = 0,
              threads: int | None = None, listen_per_class: int | None = None, control_per_class: int | None = None,
              c2c_per_class: int | None = None, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
-             quiet: bool = False, overwrite: bool = False) -> dict:
+             quiet: bool = False, overwrite: bool = False, progress=None) -> dict:
     """Run the evaluation into ``out`` (report.html, metrics.json, figures/, listening/); returns the metrics.
 
     ``out`` is new or empty, or a previous evaluation with the same settings, which this one resumes (finished
@@ -330,6 +359,12 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     3; quick 1 / 2 / 1). steps: ascent steps of speechmax's recipe (default 60; the paper's keeps 20).
     recipe: the recipe (:data:`speechmax.maximize.RECIPES`) of the parts that use one -- class to class, the
     vocoder control and the listening set; noise -> class always compares every recipe.
+    progress: the run's overall bar, or None for none: a callable given tqdm's keywords (total, initial, desc,
+    unit) once the clips are ready, returning a bar with ``update(n)`` and ``close()`` --
+    :func:`speechmax.progress.progress_bar` (what the CLI passes) for a tqdm bar with an ETA across targets.
+    Its units are every target of every noise run plus one per later stage; the targets resumed from
+    out/partial/ are its ``initial``, so the ETA counts only the work left. Stages advance it as they finish;
+    the per-run bars (shown unless ``quiet``) are cleared under it.
     """
     from .report import debugging_summary, write_report
 
@@ -372,7 +407,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     C = len(labels)
     cfg = clf.feature_config
     timing: dict = {}
-    progress = not quiet
+    inner = not quiet   # the per-run bars (maximize, synthesis)
     metrics = {"version": _version(), "settings": {
         "quick": quick, "per_class": per_class, "seed": seed, "threads": torch.get_num_threads(),
         "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
@@ -389,112 +424,132 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                            "separate_accuracy": round(float((_predict(models.separate, clips.mels) ==
                                                              clips.labels).mean()), 4)}
 
-    # 1. noise -> class; each finished run is kept in out/partial/, so an interrupted long run resumes
-    noise, keep = {}, {}
-    earlier = 0.0   # seconds of compute that earlier sittings measured for what this one resumed
+    # the overall bar: C units per noise run (a target each), one per later stage; what out/partial/ holds is
+    # done already, so the bar starts there and its ETA counts the work left
     k_keep = max(listen_k, control_k)
+    big = per_class * C > KEEP_LIMIT   # noise runs go one target at a time, each kept on disk
+    plan, resumed = {}, 0
     for run_recipe in RECIPES:
         for mode in MODES:
             name = f"{run_recipe}/{mode}"
             key = _run_key(models, run_recipe, mode, per_class, seed, steps, k_keep)
             cached = _load_partial(out, name, key, run_recipe == recipe)
-            if cached is not None:
-                noise[name], kept = cached
-                if kept is not None:
-                    keep[mode] = kept
-                timing[f"noise {name}"] = noise[name]["seconds"]
-                earlier += noise[name]["seconds"]
-                if not quiet:
-                    log.info("noise %s: resumed from %s", name, out / "partial")
-                continue
-            with Stage(timing, f"noise {name}", quiet):
-                big = per_class * C > KEEP_LIMIT
-                if big:   # one target at a time, each kept on disk: hours of work resume where they stopped
-                    noise[name], seconds = _maximize_by_target(out, name, key, models, mode, run_recipe, threads,
-                                                               progress, steps, per_class, seed, labels, quiet)
-                    res = None
-                else:
-                    res = _maximize(models, mode, run_recipe, threads, progress, steps, n=per_class, seed=seed)
-                    noise[name] = _run_summary(res, labels, seed)
-                if run_recipe == recipe:
-                    small = res if not big else _maximize(models, mode, run_recipe, threads, False, steps,
-                                                          n=min(k_keep, per_class), seed=seed)
-                    sel = _first_per_target(small, min(k_keep, per_class))
-                    keep[mode] = dict(before=small.features_before[sel], after=small.features[sel],
-                                      targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
-                del res
-            # a run done in pieces over several sittings is timed by the compute its pieces measured
-            if big:
-                earlier += max(0.0, seconds - timing[f"noise {name}"])
-            noise[name]["seconds"] = timing[f"noise {name}"] = seconds if big else timing[f"noise {name}"]
-            _save_partial(out, name, key, noise[name], keep.get(mode) if run_recipe == recipe else None)
-    metrics["noise_to_class"] = noise
+            plan[name] = key, cached
+            resumed += C if cached is not None else (_targets_done(out, name, key, C) if big else 0)
+    units = len(plan) * C + len(LATER_STAGES)
+    bar = progress(total=units, initial=resumed, desc="evaluate", unit="unit") if progress else None
+    tick = bar.update if bar is not None else (lambda n: None)
+    try:
+        # 1. noise -> class; each finished run is kept in out/partial/, so an interrupted long run resumes
+        noise, keep = {}, {}
+        earlier = 0.0   # seconds of compute that earlier sittings measured for what this one resumed
+        for run_recipe in RECIPES:
+            for mode in MODES:
+                name = f"{run_recipe}/{mode}"
+                key, cached = plan[name]
+                if cached is not None:
+                    noise[name], kept = cached
+                    if kept is not None:
+                        keep[mode] = kept
+                    timing[f"noise {name}"] = noise[name]["seconds"]
+                    earlier += noise[name]["seconds"]
+                    if not quiet:
+                        log.info("noise %s: resumed from %s", name, out / "partial")
+                    continue
+                with Stage(timing, f"noise {name}", quiet):
+                    if big:   # one target at a time, each kept on disk: hours of work resume where they stopped
+                        noise[name], seconds = _maximize_by_target(out, name, key, models, mode, run_recipe, threads,
+                                                                   inner, steps, per_class, seed, labels, quiet,
+                                                                   advance=tick)
+                        res = None
+                    else:
+                        res = _maximize(models, mode, run_recipe, threads, inner, steps, n=per_class, seed=seed)
+                        noise[name] = _run_summary(res, labels, seed)
+                        tick(C)
+                    if run_recipe == recipe:
+                        small = res if not big else _maximize(models, mode, run_recipe, threads, False, steps,
+                                                              n=min(k_keep, per_class), seed=seed)
+                        sel = _first_per_target(small, min(k_keep, per_class))
+                        keep[mode] = dict(before=small.features_before[sel], after=small.features[sel],
+                                          targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
+                    del res
+                # a run done in pieces over several sittings is timed by the compute its pieces measured
+                if big:
+                    earlier += max(0.0, seconds - timing[f"noise {name}"])
+                noise[name]["seconds"] = timing[f"noise {name}"] = seconds if big else timing[f"noise {name}"]
+                _save_partial(out, name, key, noise[name], keep.get(mode) if run_recipe == recipe else None)
+        metrics["noise_to_class"] = noise
 
-    # 3. class to class (the chosen recipe, both modes) -- before the vocoder, which needs its samples
-    rng = np.random.default_rng(seed)
-    src = pick_per_class(clips.labels, c2c_k, C, rng)
-    c2c, c2c_res = {}, {}
-    for mode in MODES:
-        with Stage(timing, f"class-to-class {mode}", quiet):
-            res = _maximize(models, mode, recipe, threads, progress, steps, init=clips.mels[src], seed=seed)
-            j = res.start.numpy()
-            source = clips.labels[src][j]
-            t = res.targets.numpy()
-            hits = (res.probs_after.argmax(-1).numpy() == t) & (res.separate_after.argmax(-1).numpy() == t)
-            off = source != t
-            c2c[mode] = {"matrix": rounded(pair_matrix(source, t, hits, C)),
-                         "success_off_diagonal": round(float(hits[off].mean()), 4) if off.any() else None,
-                         "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
-                         "clips": int(len(src)), "starts": int(len(t)), "seconds": timing.get(f"class-to-class {mode}")}
-            c2c_res[mode] = (res, source)
-        c2c[mode]["seconds"] = timing[f"class-to-class {mode}"]
-    metrics["class_to_class"] = c2c
-
-    # 4. figures: t-SNE of the latent class-to-class run, spectrogram grids, heatmaps, success charts
-    figs = {}
-    with Stage(timing, "figures", quiet):
-        for name, m in noise.items():
-            slug = name.replace("/", "-")
-            figs[f"heatmap {name}"] = figures.heatmap(
-                fig_dir / f"heatmap-{slug}.png", np.array(m["heatmap_separate"], dtype=float), labels,
-                f"{name}: separate classifier's mean softmax per target (n = {per_class} per class)",
-                "class heard by the separate classifier", "target")
-        for r in RECIPES:
-            figs[f"success {r}"] = figures.success_chart(
-                fig_dir / f"success-{r}.png", {f"{r}/{m}": noise[f"{r}/{m}"]["per_class"] for m in MODES},
-                labels, f"noise -> class, {r} recipe: both classifiers give the target (95% bootstrap CI)")
+        # 3. class to class (the chosen recipe, both modes) -- before the vocoder, which needs its samples
+        rng = np.random.default_rng(seed)
+        src = pick_per_class(clips.labels, c2c_k, C, rng)
+        c2c, c2c_res = {}, {}
         for mode in MODES:
-            figs[f"class-to-class {mode}"] = figures.heatmap(
-                fig_dir / f"class-to-class-{mode}.png", np.array(c2c[mode]["matrix"], dtype=float), labels,
-                f"class to class ({mode} mode): real clips of A climbed toward B, success rate",
-                "target B", "source word A")
-            k = keep[mode]
-            first = [int(np.flatnonzero(k["targets"] == c)[0]) for c in range(C)]
-            figs[f"spectrograms {mode}"] = figures.spectrogram_grid(
-                fig_dir / f"spectrograms-{mode}.png", k["before"][first].numpy(), k["after"][first].numpy(), labels,
-                f"noise -> class, {mode} mode ({recipe} recipe): start | result per target")
-    with Stage(timing, "t-SNE", quiet):
-        figs["t-SNE"], metrics["tsne"] = _tsne(c2c_res["latent"], clips, src, clip_pred, labels, fig_dir, seed)
+            with Stage(timing, f"class-to-class {mode}", quiet, tick):
+                res = _maximize(models, mode, recipe, threads, inner, steps, init=clips.mels[src], seed=seed)
+                j = res.start.numpy()
+                source = clips.labels[src][j]
+                t = res.targets.numpy()
+                hits = (res.probs_after.argmax(-1).numpy() == t) & (res.separate_after.argmax(-1).numpy() == t)
+                off = source != t
+                c2c[mode] = {"matrix": rounded(pair_matrix(source, t, hits, C)),
+                             "success_off_diagonal": round(float(hits[off].mean()), 4) if off.any() else None,
+                             "hit_rate": {"classifier": res.hit_rate("classifier"),
+                                          "separate": res.hit_rate("separate")},
+                             "clips": int(len(src)), "starts": int(len(t)),
+                             "seconds": timing.get(f"class-to-class {mode}")}
+                c2c_res[mode] = (res, source)
+            c2c[mode]["seconds"] = timing[f"class-to-class {mode}"]
+        metrics["class_to_class"] = c2c
 
-    # 2. vocoder control, and 5. the listening set (shares the vocoded audio)
-    with Stage(timing, "vocoder control", quiet):
-        metrics["vocoder_control"], audio = _vocoder_control(models, clips, keep, control_k, labels, seed, threads,
-                                                             quiet)
-        figs["vocoder control"] = figures.control_chart(
-            fig_dir / "vocoder-control.png",
-            {g: v for g, v in metrics["vocoder_control"]["groups"].items()},
-            "vocoder control: the separate classifier before and after the vocoder")
-    with Stage(timing, "listening set", quiet):
-        metrics["listening_set"] = _listening_set(models, clips, keep, c2c_res, src, audio, listen_k, labels,
-                                                  listen_dir, seed, threads, quiet)
+        # 4. figures: t-SNE of the latent class-to-class run, spectrogram grids, heatmaps, success charts
+        figs = {}
+        with Stage(timing, "figures", quiet, tick):
+            for name, m in noise.items():
+                slug = name.replace("/", "-")
+                figs[f"heatmap {name}"] = figures.heatmap(
+                    fig_dir / f"heatmap-{slug}.png", np.array(m["heatmap_separate"], dtype=float), labels,
+                    f"{name}: separate classifier's mean softmax per target (n = {per_class} per class)",
+                    "class heard by the separate classifier", "target")
+            for r in RECIPES:
+                figs[f"success {r}"] = figures.success_chart(
+                    fig_dir / f"success-{r}.png", {f"{r}/{m}": noise[f"{r}/{m}"]["per_class"] for m in MODES},
+                    labels, f"noise -> class, {r} recipe: both classifiers give the target (95% bootstrap CI)")
+            for mode in MODES:
+                figs[f"class-to-class {mode}"] = figures.heatmap(
+                    fig_dir / f"class-to-class-{mode}.png", np.array(c2c[mode]["matrix"], dtype=float), labels,
+                    f"class to class ({mode} mode): real clips of A climbed toward B, success rate",
+                    "target B", "source word A")
+                k = keep[mode]
+                first = [int(np.flatnonzero(k["targets"] == c)[0]) for c in range(C)]
+                figs[f"spectrograms {mode}"] = figures.spectrogram_grid(
+                    fig_dir / f"spectrograms-{mode}.png", k["before"][first].numpy(), k["after"][first].numpy(), labels,
+                    f"noise -> class, {mode} mode ({recipe} recipe): start | result per target")
+        with Stage(timing, "t-SNE", quiet, tick):
+            figs["t-SNE"], metrics["tsne"] = _tsne(c2c_res["latent"], clips, src, clip_pred, labels, fig_dir, seed)
 
-    metrics["summary"] = debugging_summary(metrics, labels)
-    timing["this sitting"] = round(time.perf_counter() - t_start, 2)
-    timing["total"] = round(timing["this sitting"] + earlier, 2)
-    metrics["timing"] = timing
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
-    write_report(out / "report.html", metrics, figs)
-    return metrics
+        # 2. vocoder control, and 5. the listening set (shares the vocoded audio)
+        with Stage(timing, "vocoder control", quiet, tick):
+            metrics["vocoder_control"], audio = _vocoder_control(models, clips, keep, control_k, labels, seed, threads,
+                                                                 quiet)
+            figs["vocoder control"] = figures.control_chart(
+                fig_dir / "vocoder-control.png",
+                {g: v for g, v in metrics["vocoder_control"]["groups"].items()},
+                "vocoder control: the separate classifier before and after the vocoder")
+        with Stage(timing, "listening set", quiet, tick):
+            metrics["listening_set"] = _listening_set(models, clips, keep, c2c_res, src, audio, listen_k, labels,
+                                                      listen_dir, seed, threads, quiet)
+
+        metrics["summary"] = debugging_summary(metrics, labels)
+        timing["this sitting"] = round(time.perf_counter() - t_start, 2)
+        timing["total"] = round(timing["this sitting"] + earlier, 2)
+        metrics["timing"] = timing
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+        write_report(out / "report.html", metrics, figs)
+        return metrics
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _is_evaluation(out: Path) -> bool:
