@@ -99,13 +99,17 @@ def preemphasize(wave: torch.Tensor, coef: float) -> torch.Tensor:
     return y.clamp_(-1.0, 1.0)
 
 
-def deemphasize(wave: np.ndarray, coef: float) -> np.ndarray:
-    """The inverse filter of :func:`preemphasize`: x[t] = y[t] + coef * x[t-1] along the last axis, float32."""
+def deemphasize(wave: np.ndarray, coef: float, zi: np.ndarray | None = None):
+    """The inverse filter of :func:`preemphasize`: x[t] = y[t] + coef * x[t-1] along the last axis, float32.
+    With ``zi`` (the filter state, (..., 1), zeros at the start) returns (x, final state), to continue a stream."""
     if coef == 0:
-        return wave
+        return wave if zi is None else (wave, zi)
     from scipy.signal import lfilter
 
-    return lfilter([1.0], [1.0, -coef], wave, axis=-1).astype(np.float32)
+    if zi is None:
+        return lfilter([1.0], [1.0, -coef], wave, axis=-1).astype(np.float32)
+    x, zf = lfilter([1.0], [1.0, -coef], wave, axis=-1, zi=zi)
+    return x.astype(np.float32), zf
 
 
 def frame_index(n_samples: int, hop_length: int, device=None) -> torch.Tensor:
@@ -227,12 +231,17 @@ class WaveNet(nn.Module):
             x = (x + sr[:, S:]) * RES_SCALE
         return self.head(skip.transpose(1, 2)).transpose(1, 2)
 
-    def decode(self, classes: torch.Tensor) -> np.ndarray:
+    def decode(self, classes: torch.Tensor, zi: np.ndarray | None = None):
         """Sampled mu-law classes (..., samples) -> the float32 waveform in [-1, 1]: one table lookup (no float
-        temporaries of the batch's size), then de-emphasis for a noise-shaped model."""
+        temporaries of the batch's size), then de-emphasis for a noise-shaped model. With ``zi`` (the
+        de-emphasis state, (..., 1)) returns (waveform, next state), so a stream decodes piece by piece."""
         table = mu_law_decode(torch.arange(self.cfg.n_classes), self.cfg.n_classes).to(classes.device)
         wave = table[classes].cpu().numpy()
-        return np.clip(deemphasize(wave, self.cfg.preemphasis), -1.0, 1.0) if self.cfg.preemphasis else wave
+        out = deemphasize(wave, self.cfg.preemphasis, zi)
+        wave, zf = out if zi is not None else (out, None)
+        if self.cfg.preemphasis:
+            wave = np.clip(wave, -1.0, 1.0)
+        return wave if zi is None else (wave, zf)
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:
         """skip: (..., S) -> logits (..., n_classes)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import FeatureConfig, load_audio, log_mel, mu_law_decode
+from ..features import FeatureConfig, load_audio, log_mel
 from ..models.wavenet import WaveNet, save_wavenet
 
 DEFAULT_ASSET = "vocoder"
@@ -232,14 +232,11 @@ class Vocoder:
 
     @torch.no_grad()
     def _stream(self, chunks, backend: str, temperature: float, gen: torch.Generator, threads: int | None):
-        from scipy.signal import lfilter
-
         from ..ops.wavenet import RingState, wavenet_update
 
         model, cfg = self.model, self.model.cfg
-        hop, ahead, coef = cfg.hop_length, 2 * (cfg.cond_kernel // 2), cfg.preemphasis
+        hop, ahead = cfg.hop_length, 2 * (cfg.cond_kernel // 2)
         device = next(model.parameters()).device
-        table = mu_law_decode(torch.arange(cfg.n_classes), cfg.n_classes)   # as WaveNet.decode builds it
         state = RingState.zeros(cfg, 1, device)
         zi = np.zeros((1, 1))                       # the de-emphasis filter's state
         mel = torch.empty(1, cfg.n_mels, 0)         # received frames from mel0 on that features still need
@@ -263,10 +260,7 @@ class Vocoder:
             classes = wavenet_update(model, feats[..., first - feat0:], torch.rand(1, count, generator=gen), state,
                                      temperature, backend, threads=threads, frame0=first)
             feats, feat0 = feats[..., state.step // hop - feat0:], state.step // hop
-            wave = table[classes.cpu()].numpy()
-            if coef:
-                wave, zi = lfilter([1.0], [1.0, -coef], wave, axis=-1, zi=zi)
-                wave = np.clip(wave.astype(np.float32), -1.0, 1.0)
+            wave, zi = model.decode(classes, zi)
             return wave[0]
 
         for chunk in chunks:
