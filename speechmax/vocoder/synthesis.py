@@ -18,7 +18,8 @@ class SynthesisJob:
 
     def without(self, names) -> "SynthesisJob":
         """This job less the items named in ``names``."""
-        keep = [i for i, n in enumerate(self.names) if n not in set(names)]
+        drop = set(names)
+        keep = [i for i, n in enumerate(self.names) if n not in drop]
         return SynthesisJob([self.names[i] for i in keep], self.mel[keep])
 
 
