@@ -19,7 +19,7 @@ __all__ = ["__version__", *_PUBLIC]
 
 def __getattr__(name):
     if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        return getattr(importlib.import_module(_PUBLIC[name]), name)  # deferred: keeps torch off `import speechmax`
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
