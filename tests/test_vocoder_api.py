@@ -83,8 +83,6 @@ def test_auto_prefers_griffinlim_when_the_card_measures_the_wavenet_below_it(tmp
     """Tools that write audio for people (maximize, demo, listening set) read the card's measured quality:
     `auto` keeps the WaveNet loaded (for the vocoder control) but vocodes through Griffin-Lim when the WaveNet
     measured less intelligible; a vocoder named explicitly is used as it is."""
-    from speechmax.maximize.output import load_vocoder
-
     torch.manual_seed(0)
     path = tmp_path / "measured"
     save_wavenet(WaveNet(TINY), path, metrics={"clips": 350, "separate_accuracy": {
@@ -93,15 +91,16 @@ def test_auto_prefers_griffinlim_when_the_card_measures_the_wavenet_below_it(tmp
     monkeypatch.setattr(speechmax.Vocoder, "from_pretrained",
                         classmethod(lambda cls, name="default", device="cpu": real(cls, path if name == "default"
                                                                                    else name, device)))
-    voc, backend, why = load_vocoder("auto")
-    assert voc.model is not None and backend == expected and voc.preferred_backend == expected
+    voc = speechmax.Vocoder.for_listeners("auto")
+    why = voc.preference_note
+    assert voc.model is not None and voc.preferred_backend == expected
     if expected == "griffinlim":
         assert "below Griffin-Lim" in why and "30.0% vs 97.0%" in why
     else:
         assert why is None
-    voc, backend, why = load_vocoder(str(path))     # named: used as it is
-    assert backend == "auto" and why is None
-    assert load_vocoder("griffinlim")[1] == "griffinlim"
+    voc = speechmax.Vocoder.for_listeners(str(path))     # named: used as it is
+    assert voc.preferred_backend == "auto" and voc.preference_note is None
+    assert speechmax.Vocoder.for_listeners("griffinlim").preferred_backend == "griffinlim"
 
 def test_resynthesize(voc, tmp_path):
     path = tmp_path / "tone.wav"

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechmax.weights import read_card
+
 ASSET_DIR = Path(__file__).resolve().parent
 
 
@@ -18,8 +20,6 @@ class Asset:
 
 def list_assets() -> dict[str, Asset]:
     """Every shipped model with a card, by name."""
-    from speechmax.weights import read_card
-
     out = {}
     for card_file in sorted(ASSET_DIR.glob("*.json")):
         card = read_card(card_file)

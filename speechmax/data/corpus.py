@@ -28,12 +28,12 @@ from speechmax.features import load_audio, save_audio
 from speechmax.outputs import prepare_output, write_json
 from speechmax.progress import progress_bar
 
+from .dataset import scan_corpus
 from .noise import write_background_noise
 from .sentences import random_text
 from .speakers import Speaker, sample_speakers, speak
 from .tts import EngineError, available_engines, engine_versions
-from .words import (BACKGROUND_NOISE_DIR, SPLITS, TESTING_LIST, VALIDATION_LIST, WORDS, clip_name,
-                    which_set)
+from .words import BACKGROUND_NOISE_DIR, SPLITS, TESTING_LIST, VALIDATION_LIST, WORDS, clip_name, which_set
 
 __all__ = ["CorpusSummary", "build_corpus", "build_vocoder_corpus", "corpus_stats", "CLIP_SAMPLES",
            "MAX_WORD_SECONDS"]
@@ -307,8 +307,6 @@ def build_vocoder_corpus(out, minutes: float, seed: int = 0, workers: int | None
 def corpus_stats(root) -> dict:
     """Counts for a v0.02-layout folder (real or built): clips per word and split, speakers, durations of a
     sample of clips, and the build settings when it is a speechmax corpus."""
-    from .dataset import scan_corpus
-
     root = Path(root)
     items, extra = scan_corpus(root)
     per_word, per_split, speakers = {}, dict.fromkeys(SPLITS, 0), set()

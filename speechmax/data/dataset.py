@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechmax.features import AudioError, FeatureConfig, load_audio, log_mel
+from speechmax.features import AudioError, FeatureConfig, load_audio, log_mel, n_frames
 from speechmax.progress import progress_bar
 
 from .noise import load_noise_files
@@ -313,8 +313,6 @@ class SpeechCommands(torch.utils.data.Dataset):
         return mels
 
     def _frames(self) -> int:
-        from speechmax.features import n_frames
-
         return n_frames(self.clip_samples, self.cfg)
 
     # --- access ---------------------------------------------------------------------------------------

@@ -16,10 +16,13 @@ import time
 
 import torch
 
-from ..models.classifier import PRESETS as CLASSIFIERS, Classifier
-from ..models.prior import PRESETS as PRIORS, Prior
+from ..models.classifier import PRESETS as CLASSIFIERS
+from ..models.classifier import Classifier
+from ..models.prior import PRESETS as PRIORS
+from ..models.prior import Prior
 from ..ops.backends import available_backends
 from ..ops.maximize import ascent_step, ascent_step_ref
+from .engine import maximize
 
 PATHS = ("autograd", "fused")
 MODES = ("latent", "features")
@@ -102,8 +105,6 @@ def paper_scale(starts: int, threads: int = 2, classes: int = 35, steps: int = 2
     """Time :func:`speechmax.maximize.maximize` end to end (ascent, decoding, scoring) in the paper's
     configuration -- latent mode, ``classes`` targets, ``steps`` rms-normalised steps -- for ``starts`` starts
     per class, and extrapolate to 10,000 starts. Pass ``starts=10000`` to run the whole experiment."""
-    from .engine import maximize
-
     if classifier is None or prior is None:
         classifier, prior = default_models()
     saved = torch.get_num_threads()

@@ -11,28 +11,14 @@ import torch
 
 from ..features import FeatureConfig, save_audio
 from ..outputs import atomic_path, write_json
+from ..vocoder.vocoder import Vocoder
 from .engine import MaximizeResult
 
 
 def load_vocoder(name: str = "auto"):
-    """(vocoder, backend, why): ``auto`` takes the shipped WaveNet vocoder when there is one and its card does not
-    measure it below Griffin-Lim, else Griffin-Lim (``why`` says why; the WaveNet stays loaded, for controls);
-    ``griffinlim`` forces the fallback; anything else is a vocoder name/path, used as it is."""
-    from ..vocoder.vocoder import Vocoder
-
-    if name == "griffinlim":
-        voc, why = Vocoder(None, name="griffinlim"), "asked for"
-    else:
-        try:
-            voc = Vocoder.from_pretrained("default" if name == "auto" else name)
-            why = voc.below_griffinlim() if name == "auto" else None
-        except FileNotFoundError as e:
-            if name != "auto":
-                raise
-            voc, why = Vocoder(None, name="griffinlim"), str(e)
-    if why is not None:
-        voc.preferred_backend, voc.preference_note = "griffinlim", why
-    return voc, voc.preferred_backend, why
+    """(vocoder, backend, why) of :meth:`Vocoder.for_listeners`."""
+    voc = Vocoder.for_listeners(name)
+    return voc, voc.preferred_backend, voc.preference_note
 
 
 def _top(probs: torch.Tensor, labels) -> dict:
@@ -122,10 +108,8 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
                          "its before | after pages cannot be written")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(vocoder, str):
-        voc, backend, why = load_vocoder(vocoder)
-    else:   # a speechmax.Vocoder already loaded
-        voc, backend, why = vocoder, vocoder.preferred_backend, vocoder.preference_note
+    voc = Vocoder.for_listeners(vocoder) if isinstance(vocoder, str) else vocoder
+    backend, why = voc.preferred_backend, voc.preference_note
     cfg = feature_config or voc.feature_config
     samples = []
     for i in range(len(res.targets)):

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..features import FeatureConfig
+from ..weights import load_model_from_card, save_model
 
 
 @dataclass(frozen=True)
@@ -201,14 +202,10 @@ PRESETS = {
 
 def save_classifier(model: Classifier, path, **card) -> None:
     """Write ``path.safetensors`` + card (kind "classifier", config, feature_config, plus ``card`` fields)."""
-    from ..weights import save_model
-
     save_model(model, path, "classifier", **card)
 
 
 def load_classifier(path, device="cpu") -> Classifier:
     """Load a classifier saved by :func:`save_classifier` (sha256, kind and shapes checked)."""
-    from ..weights import load_model_from_card
-
     return load_model_from_card(path, "classifier", lambda card: Classifier(ClassifierConfig.from_dict(card["config"]),
                                                                   FeatureConfig.from_dict(card["feature_config"])), device)

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..features import FeatureConfig
+from ..weights import load_model_from_card, save_model
 from .classifier import InputNorm
 
 
@@ -189,14 +190,10 @@ PRESETS = {
 
 def save_prior(model: Prior, path, **card) -> None:
     """Write ``path.safetensors`` + card (kind "prior", config, feature_config, plus ``card`` fields)."""
-    from ..weights import save_model
-
     save_model(model, path, "prior", **card)
 
 
 def load_prior(path, device="cpu") -> Prior:
     """Load a prior saved by :func:`save_prior` (sha256, kind and shapes checked)."""
-    from ..weights import load_model_from_card
-
     return load_model_from_card(path, "prior", lambda card: Prior(PriorConfig.from_dict(card["config"]),
                                                                   FeatureConfig.from_dict(card["feature_config"])), device)

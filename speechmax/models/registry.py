@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..assets import asset_path
 from ..weights import WeightsError, read_card
+from .classifier import load_classifier
+from .prior import load_prior
+from .wavenet import load_wavenet
+
+LOADERS = {"classifier": load_classifier, "prior": load_prior, "vocoder": load_wavenet}
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -13,8 +19,6 @@ def resolve(name_or_path: str | Path) -> Path:
         return p / "model"
     if p.suffix in (".safetensors", ".json") or p.exists() or p.with_suffix(".json").exists():
         return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    from ..assets import asset_path
-
     return asset_path(str(name_or_path))
 
 
@@ -34,13 +38,6 @@ def load_model(name_or_path: str | Path, kind: str | None = None, missing_ok: bo
     card = read_card(stem)
     if kind is not None and card.get("kind") != kind:
         raise WeightsError(f"{stem}: expected a {kind}, the card says {card.get('kind')!r}")
-    if card.get("kind") == "classifier":
-        from .classifier import load_classifier
-        return load_classifier(stem)
-    if card.get("kind") == "prior":
-        from .prior import load_prior
-        return load_prior(stem)
-    if card.get("kind") == "vocoder":
-        from .wavenet import load_wavenet
-        return load_wavenet(stem)
-    raise WeightsError(f"{stem}: unknown model kind {card.get('kind')!r}")
+    if card.get("kind") not in LOADERS:
+        raise WeightsError(f"{stem}: unknown model kind {card.get('kind')!r}")
+    return LOADERS[card["kind"]](stem)

@@ -18,12 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import SpeechCommands
+from ..data.noise import load_noise_files
+from ..data.words import labels as task_labels
 from ..features import FeatureConfig, check_compatible, log_mel
 from ..outputs import prepare_output, write_json
 from ..progress import progress_bar
 from ..training import JsonLog, load_checkpoint, save_checkpoint
-from .classifier import PRESETS as CLASSIFIER_PRESETS, Classifier, save_classifier
-from .prior import PRESETS as PRIOR_PRESETS, Prior, save_prior
+from .classifier import PRESETS as CLASSIFIER_PRESETS
+from .classifier import Classifier, save_classifier
+from .prior import PRESETS as PRIOR_PRESETS
+from .prior import Prior, save_prior
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,6 @@ class Split:
 
 def load_split(root, split: str, cfg: FeatureConfig = FeatureConfig(), progress: bool = False) -> Split:
     """The whole split of a v0.02-layout corpus as in-memory tensors (features cached by speechmax.data)."""
-    from ..data import SpeechCommands
-
     ds = SpeechCommands(root, split, cfg, progress=progress)
     x, y, speakers = ds.tensors()
     if len(y) == 0:
@@ -102,8 +105,6 @@ class FeatureAugment:
 
 def noise_log_mels(root, cfg: FeatureConfig, n: int = 512, seed: int = 0) -> torch.Tensor | None:
     """Random 1 s crops of the corpus's background noise, as log-mel (n, n_mels, frames)."""
-    from ..data.noise import load_noise_files
-
     folder = Path(root) / "_background_noise_"
     if not folder.is_dir():
         return None
@@ -266,8 +267,6 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
     """Train a classifier preset (classifier | classifier-separate | classifier-paper) on ``data``; write
     ``out/model.safetensors`` + card and ``out/confusion.png``. Returns the card's metrics. ``out``: see
     :func:`prepare_run`."""
-    from ..data.words import labels as task_labels
-
     out = Path(out)
     prepare_run(out, "classifier", {"preset": preset, "arch": arch, "data": str(Path(data).resolve()),
                                     "features": feature_cfg.to_dict()}, fc, overwrite)

@@ -14,6 +14,7 @@ import time
 import torch
 
 from ..models.wavenet import WaveNet, WaveNetConfig
+from ..ops.backends import extension
 from ..ops.wavenet import sample_wavenet, wavenet_backends
 
 DEFAULT_BACKENDS = ("reference", "cpu", "cpu-bf16")
@@ -78,8 +79,6 @@ def bench_vocoder(quick: bool = False, model: WaveNet | None = None, backends=DE
     the values). quick: ~0.3 s timed runs, 3 repeats (under 60 s in all on 2 cores); otherwise ~1.5 s, 5.
     progress: optional callable(result dict), called after each measurement.
     """
-    from ..ops.backends import extension
-
     if model is None:
         torch.manual_seed(0)
         model = WaveNet(WaveNetConfig()).eval()

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import SpeechCommands
 from ..features import log_mel, save_audio
+from ..ops.backends import available_backends
+from ..ops.wavenet import sample_wavenet
+from .griffinlim import griffinlim_synthesize
+from .reference import sample_wavenet_ref
 
 
 def pick_test_clips(root, per_class: int, seed: int = 0):
     """``per_class`` test-split clips of each word (deterministic), as (waves (N, 16000), labels (N,), names)."""
-    from ..data import SpeechCommands
-
     ds = SpeechCommands(root, "testing")
     w, y, _ = ds.waveforms()
     rng = np.random.default_rng(seed)
@@ -33,20 +36,16 @@ def pick_test_clips(root, per_class: int, seed: int = 0):
 
 def synthesize_wavenet(model, mel: torch.Tensor, seed: int, batch: int = 64, progress=None,
                        temperature: float = 1.0) -> np.ndarray:
-    """mel (N, n_mels, T) -> waveforms (N, (T - 1) * hop), with the fastest sampler that runs here."""
-    try:
-        from ..ops.wavenet import sample_wavenet
-    except ImportError:
-        sample_wavenet = None
-    from .reference import sample_wavenet_ref
-
+    """mel (N, n_mels, T) -> waveforms (N, (T - 1) * hop), on the fused fp32 sampler where the extension runs
+    (its draws equal the reference's; ``auto`` may pick bf16), else on the reference."""
+    fused = available_backends()["cpu"]
     g = torch.Generator().manual_seed(seed)
     outs = []
     for i in range(0, len(mel), batch):
         m = mel[i:i + batch]
         u = torch.rand(len(m), (m.shape[-1] - 1) * model.cfg.hop_length, generator=g)
-        if sample_wavenet is not None:
-            q = sample_wavenet(model, m, u, temperature, backend="cpu")   # fp32: draws equal the reference; auto may pick bf16
+        if fused:
+            q = sample_wavenet(model, m, u, temperature, backend="cpu")
         else:
             q = sample_wavenet_ref(model, m, u, temperature)
         outs.append(model.decode(q))
@@ -113,8 +112,6 @@ def mel_cepstral_distortion_db(reference: torch.Tensor, degraded: torch.Tensor, 
 def vocoder_quality(model, root, separate, per_class: int = 10, seed: int = 0, examples_dir=None,
                     n_examples: int = 6, griffinlim_iters: int = 32, progress=None, temperature: float = 1.0) -> dict:
     from pystoi import stoi
-
-    from .griffinlim import griffinlim_synthesize
 
     cfg = model.feature_config
     waves, y, names = pick_test_clips(root, per_class, seed)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..features import AudioError, FeatureConfig, load_audio, load_log_mel, log_mel
+from ..models.inference import find_inputs
 
 
 @dataclass
@@ -60,8 +61,6 @@ def load_inputs(path: str | Path, cfg: FeatureConfig, batch: int = 64) -> tuple[
     file is an error. A (B, n_mels, T) .npy gives items named ``stem_0 ... stem_{B-1}``; names are unique
     (see :func:`_output_names`).
     """
-    from ..models.inference import find_inputs
-
     root = Path(path)
     files = find_inputs(root)
     read, skipped = [], []

@@ -20,9 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.words import WORDS, which_set
 from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_encode
+from ..models.registry import load_model
 from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, preemphasize, save_wavenet
 from ..training import EMA, JsonLog, load_checkpoint, save_checkpoint
+from .quality import vocoder_quality
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,6 @@ def speaker_of_path(path: Path) -> str:
 
 
 def split_of_path(path: Path) -> str:
-    from ..data.words import which_set
-
     return which_set(speaker_of_path(path) + "_nohash_0.wav")
 
 
@@ -291,17 +292,12 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
 def _quality_probe(data_dirs, tc: VocoderTrainConfig):
     """A callable(model, snapshot_dir) measuring the curve's points on the first word corpus among
     ``data_dirs`` (its test split) with the shipped separate classifier; None when either is missing."""
-    from ..data.words import WORDS
-    from ..models.registry import load_model
-
     root = next((Path(d) for d in data_dirs if any((Path(d) / w).is_dir() for w in WORDS)), None)
     separate = load_model("classifier-separate", kind="classifier", missing_ok=True)
     if root is None or separate is None or not tc.quality_every:
         return None
 
     def probe(model, snapshot_dir):
-        from .quality import vocoder_quality
-
         model.eval()
         return vocoder_quality(model, root, separate, per_class=tc.quality_per_class, examples_dir=snapshot_dir,
                                n_examples=3)
@@ -339,8 +335,6 @@ def export_vocoder(run_dir: str | Path, dest: str | Path, extra_card: dict | Non
             "averages all clips, counting those as 1e-5 (pystoi's value under 384 ms of speech)")
     card.update(extra_card or {})
     if measure is not None:
-        from .quality import vocoder_quality
-
         dest_p = Path(dest)
         q = vocoder_quality(ema.model, measure["root"], measure["separate"], per_class=measure.get("per_class", 10),
                             examples_dir=dest_p.parent / f"{dest_p.name}-examples")

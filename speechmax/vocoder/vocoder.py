@@ -17,8 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..assets import ASSET_DIR
 from ..features import FeatureConfig, load_audio, log_mel
-from ..models.wavenet import WaveNet, save_wavenet
+from ..models.registry import resolve
+from ..models.wavenet import WaveNet, load_wavenet, save_wavenet
+from ..ops import BackendUnavailable
+from ..ops.wavenet import RingState, resolve_backend, sample_wavenet, wavenet_update
+from .griffinlim import griffinlim_synthesize
 
 DEFAULT_ASSET = "vocoder"
 BACKENDS = ("auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim")
@@ -50,9 +55,39 @@ class Vocoder:
         self.model = model.eval() if model is not None else None
         self.name = name
         self._feature_config = model.feature_config if model is not None else (feature_config or FeatureConfig())
-        # what tools that write audio for people (maximize, the demo, the listening set) should use, and why
-        self.preferred_backend = "auto" if model is not None else "griffinlim"
-        self.preference_note: str | None = None
+        self._preferred, self._note = ("auto" if model is not None else "griffinlim"), None
+
+    @classmethod
+    def for_listeners(cls, name: str = "auto") -> "Vocoder":
+        """The vocoder of the tools that write audio for people (maximize, the demo, the listening set).
+
+        ``auto`` takes the shipped WaveNet when there is one and its card does not measure it below Griffin-Lim,
+        else prefers Griffin-Lim (the WaveNet stays loaded, for controls); ``griffinlim`` forces Griffin-Lim;
+        anything else is a vocoder name or path, used as it is. :attr:`preferred_backend` is what to synthesize
+        with, :attr:`preference_note` why it is not the WaveNet (None when it is)."""
+        if name == "griffinlim":
+            voc, why = cls(None, name="griffinlim"), "asked for"
+        else:
+            try:
+                voc = cls.from_pretrained("default" if name == "auto" else name)
+                why = voc.below_griffinlim() if name == "auto" else None
+            except FileNotFoundError as e:
+                if name != "auto":
+                    raise
+                voc, why = cls(None, name="griffinlim"), str(e)
+        if why is not None:
+            voc._preferred, voc._note = "griffinlim", why
+        return voc
+
+    @property
+    def preferred_backend(self) -> str:
+        """The backend audio for people should be made with: ``auto`` (the WaveNet) or ``griffinlim``."""
+        return self._preferred
+
+    @property
+    def preference_note(self) -> str | None:
+        """Why :attr:`preferred_backend` is Griffin-Lim although a WaveNet was asked for (None otherwise)."""
+        return self._note
 
     def below_griffinlim(self) -> str | None:
         """Why this WaveNet's card says it is less intelligible than Griffin-Lim, or None (it is not, or its card
@@ -73,10 +108,6 @@ class Vocoder:
         """``"default"`` (speechmax/assets/vocoder.safetensors), another shipped vocoder's name, a folder written
         by :meth:`save_pretrained`, or a path to a ``.safetensors`` + card written by ``save_wavenet`` /
         ``speechmax train vocoder --export``."""
-        from ..assets import ASSET_DIR
-        from ..models.registry import resolve
-        from ..models.wavenet import load_wavenet
-
         folder = Path(name_or_path)
         if str(name_or_path) != "default" and folder.is_dir() and not (folder / "model.json").exists():
             raise FileNotFoundError(f"{name_or_path}: a folder without model.json (not written by save_pretrained)")
@@ -171,11 +202,7 @@ class Vocoder:
         the same seed gives the same uniforms on every backend, hence the same samples on the fp32 ones.
         progress: optional callable(n), called as samples are produced (per item).
         """
-        from ..ops.wavenet import resolve_backend, sample_wavenet
-
         if backend not in BACKENDS:
-            from ..ops import BackendUnavailable
-
             raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         m = self._check_mel(mel)
         seed = None if seed is None else check_seed(seed)
@@ -183,8 +210,6 @@ class Vocoder:
         if squeeze:
             m = m[None]
         if backend == "griffinlim":
-            from .griffinlim import griffinlim_synthesize
-
             wave = griffinlim_synthesize(m, self.feature_config, seed=seed)
             if progress is not None:
                 progress(wave.shape[-1])
@@ -213,13 +238,9 @@ class Vocoder:
         be empty. backend: auto | cpu | cpu-bf16 | triton | cuda (the samplers with an incremental op).
         The arguments are checked when ``stream`` is called; the pieces as they arrive.
         """
-        from ..ops.wavenet import resolve_backend
-
         if self.model is None:
             raise ValueError("this vocoder has no WaveNet (Griffin-Lim only): streaming needs one")
         if backend not in BACKENDS:
-            from ..ops import BackendUnavailable
-
             raise BackendUnavailable(f"unknown vocoder backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         resolved = "griffinlim" if backend == "griffinlim" else resolve_backend(backend, batch=1, threads=threads)
         if resolved not in STREAM_BACKENDS:
@@ -232,8 +253,6 @@ class Vocoder:
 
     @torch.no_grad()
     def _stream(self, chunks, backend: str, temperature: float, gen: torch.Generator, threads: int | None):
-        from ..ops.wavenet import RingState, wavenet_update
-
         model, cfg = self.model, self.model.cfg
         hop, ahead = cfg.hop_length, 2 * (cfg.cond_kernel // 2)
         device = next(model.parameters()).device
