@@ -7,8 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, AugmentConfig, SpeechCommands, VocoderClips,
-                            augment_waveforms, build_corpus, build_vocoder_corpus, labels, load_split, which_set)
+from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, AugmentConfig, SpeechCommands, augment_waveforms,
+                            build_corpus, build_vocoder_corpus, labels, load_split, speaker_of, vocoder_files,
+                            which_set)
 from speechmax.data import dataset as dataset_mod
 from speechmax.features import load_audio, log_mel
 
@@ -186,7 +187,18 @@ def test_loader_on_a_built_corpus(tmp_path):
     assert sorted(torch.bincount(y, minlength=35).tolist()) == [len(X) // 35] * 35
 
     build_vocoder_corpus(tmp_path / "v", 0.1, seed=1, workers=1, engines=["espeak-ng"])
-    clips = VocoderClips([tmp_path / "v", tmp_path / "c"], "training", segment=4000)
-    assert len(clips) > 0 and clips.seconds > 3
-    wave, speaker = clips[0]
-    assert wave.shape == (4000,) and wave.dtype == torch.float32 and isinstance(speaker, str)
+    files = vocoder_files([tmp_path / "v", tmp_path / "c"])
+    assert set(files) == {"training", "validation", "testing"} and files["training"]
+    speakers = {split: {speaker_of(p) for p in paths} for split, paths in files.items()}
+    assert not (speakers["training"] & (speakers["validation"] | speakers["testing"]))   # split by speaker
+    continuous = [p for p in files["training"] if (tmp_path / "v") in p.parents]
+    assert continuous and all(speaker_of(p) == p.parent.name for p in continuous)
+    assert all("_background_noise_" not in p.parts for paths in files.values() for p in paths)
+
+
+def test_speaker_of_names_and_folders():
+    # one speaker rule for word clips (the name before _nohash_) and continuous speech (the folder)
+    assert speaker_of("yes/ab12cd_nohash_3.wav") == speaker_of("ab12cd_nohash_0.wav") == "ab12cd"
+    assert speaker_of("voc/8e671b76/0.wav") == "8e671b76"
+    assert speaker_of("loose.wav") == "loose.wav"
+

@@ -1,5 +1,5 @@
-"""Loaders: :class:`SpeechCommands` over any v0.02-layout folder (the real corpus or a built one) and
-:class:`VocoderClips` over continuous speech and word clips for vocoder training.
+"""Loaders: :class:`SpeechCommands` over any v0.02-layout folder (the real corpus or a built one), and
+:func:`vocoder_files`, the continuous speech and word clips for vocoder training by split.
 
 A split's clips are read once (mono, 16 kHz, fitted to 1 s: shorter ones centred in zeros, longer ones
 centre-cropped) and cached as one int16 array; log-mels of that array are cached beside it, keyed by the
@@ -26,7 +26,7 @@ from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
-__all__ = ["ClipItem", "AugmentConfig", "CorpusError", "SpeechCommands", "VocoderClips", "load_split", "scan_corpus",
+__all__ = ["ClipItem", "AugmentConfig", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus",
            "fit_to_length", "augment_waveforms"]
 
 _CACHE_VERSION = 1
@@ -386,70 +386,16 @@ def load_split(root, split: str, cfg: FeatureConfig = FeatureConfig(), task: str
     return SpeechCommands(root, split, cfg, task=task, cache_dir=cache_dir, progress=progress).tensors()
 
 
-class VocoderClips(torch.utils.data.Dataset):
-    """Speech waveforms for vocoder training from continuous-speech corpora (``manifest.tsv``, built by
-    :func:`speechmax.data.build_vocoder_corpus`) and/or v0.02 word corpora.
-
-    roots: a folder or a list of folders; each is read by its kind. split: as for word corpora (by speaker).
-    segment: None -> whole clips (variable length); an int -> a random ``segment``-sample window per access
-        (zero-padded when the clip is shorter). max_word_clips: cap on word clips per word corpus (a
-        deterministic sample), since a word corpus is mostly 1 s clips with silence around the word.
-    Items: (float32 tensor (samples,), speaker str). All audio is read once into memory (int16).
-    Unreadable files are skipped and named in one warning.
-    """
-
-    def __init__(self, roots, split: str = "training", segment: int | None = None, sample_rate: int = 16000,
-                 max_word_clips: int | None = None, seed: int = 0):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-        self.segment, self.sample_rate = segment, sample_rate
-        files = []  # (path, speaker)
-        for root in map(Path, roots):
-            if (root / "manifest.tsv").is_file():
-                with open(root / "manifest.tsv", newline="") as f:
-                    rows = list(csv.DictReader(f, delimiter="\t"))
-                files += [(root / r["path"], r["speaker"]) for r in rows if r["split"] == split]
-            else:
-                items, _ = scan_corpus(root)
-                items = [it for it in items if it.split == split]
-                if max_word_clips is not None and len(items) > max_word_clips:
-                    pick = np.random.default_rng([seed, 3]).choice(len(items), max_word_clips, replace=False)
-                    items = [items[j] for j in sorted(pick)]
-                files += [(root / it.path, it.speaker) for it in items]
-        waves, self.speakers, problems = [], [], []
-        for path, speaker in files:
-            try:
-                w = load_audio(path, sample_rate)
-            except AudioError as e:
-                problems.append(str(e))
-                continue
-            waves.append(np.round(np.clip(w, -1, 1) * 32767).astype(np.int16))
-            self.speakers.append(speaker)
-        if problems:
-            warnings.warn(f"skipped {len(problems)} unreadable clip(s): " + "; ".join(problems[:20]), stacklevel=2)
-        self.lengths = np.array([len(w) for w in waves], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self.audio = np.concatenate(waves) if waves else np.zeros(0, np.int16)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def clip(self, i: int) -> torch.Tensor:
-        """Whole clip ``i``: float32 (samples,)."""
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return torch.from_numpy(self.audio[a:b].astype(np.float32) / 32768.0)
-
-    @property
-    def seconds(self) -> float:
-        return float(self.lengths.sum()) / self.sample_rate
-
-    def __getitem__(self, i: int):
-        x = self.clip(i)
-        if self.segment is not None:
-            if len(x) > self.segment:
-                start = int(torch.randint(len(x) - self.segment + 1, ()))
-                x = x[start:start + self.segment]
-            else:
-                x = torch.nn.functional.pad(x, (0, self.segment - len(x)))
-        return x, self.speakers[i]
+def vocoder_files(roots) -> dict[str, list[Path]]:
+    """Every ``.wav`` under ``roots`` (a folder or a list; background noise excluded) for vocoder training, by
+    split: TensorFlow's hash rule on the speaker (:func:`speaker_of`: the name before ``_nohash_``, else the
+    folder), so a speaker's word clips and continuous speech land in the same split. Sorted within each root."""
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    out = {split: [] for split in SPLITS}
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such data folder")
+        for p in sorted(root.rglob("*.wav")):
+            if BACKGROUND_NOISE_DIR not in p.parts:
+                out[which_set(p)].append(p)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 
 __all__ = [
     "WORDS", "TASK12_WORDS", "SILENCE_LABEL", "UNKNOWN_LABEL", "BACKGROUND_NOISE_DIR", "SPLITS",
@@ -39,10 +40,13 @@ def labels(task: str = "35") -> tuple[str, ...]:
     raise ValueError(f"unknown task {task!r} (expected '35' or '12')")
 
 
-def speaker_of(filename: str | os.PathLike) -> str:
-    """The speaker part of a clip name: everything before ``_nohash_`` (the whole stem if absent)."""
-    base = os.path.basename(os.fspath(filename))
-    return re.sub(r"_nohash_.*$", "", base)
+def speaker_of(path: str | os.PathLike) -> str:
+    """The speaker of a clip: the part of its name before ``_nohash_`` (Speech Commands); for a name without it,
+    the folder it is in (a continuous-speech corpus keeps a folder per speaker), or its stem if no folder is given."""
+    p = Path(os.fspath(path))
+    if "_nohash_" in p.name or p.parent == Path("."):
+        return re.sub(r"_nohash_.*$", "", p.name)
+    return p.parent.name
 
 
 def which_set(filename: str | os.PathLike, validation_percentage: float = 10.0,

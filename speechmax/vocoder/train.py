@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.words import WORDS, which_set
+from ..data.dataset import vocoder_files
+from ..data.words import WORDS
 from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_encode
 from ..models.registry import load_model
 from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, preemphasize, save_wavenet
@@ -51,29 +52,6 @@ class VocoderTrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def speaker_of_path(path: Path) -> str:
-    name = path.name
-    return name.split("_nohash_")[0] if "_nohash_" in name else path.parent.name
-
-
-def split_of_path(path: Path) -> str:
-    return which_set(speaker_of_path(path) + "_nohash_0.wav")
-
-
-def collect_wavs(roots: list[str | Path]) -> dict[str, list[Path]]:
-    """All .wav files under ``roots`` (background noise excluded), by split."""
-    out = {"training": [], "validation": [], "testing": []}
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such data folder")
-        for p in sorted(root.rglob("*.wav")):
-            if "_background_noise_" in p.parts:
-                continue
-            out[split_of_path(p)].append(p)
-    return out
 
 
 @dataclass
@@ -211,7 +189,7 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = JsonLog(out / "log.jsonl")
-    files = collect_wavs(data_dirs)
+    files = vocoder_files(data_dirs)
     rng = np.random.default_rng(tc.seed)
 
     def pick(split, cap):
