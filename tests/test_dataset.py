@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, AugmentConfig, SpeechCommands, augment_waveforms,
+from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, FeatureAugment, SpeechCommands,
                             build_corpus, build_vocoder_corpus, labels, load_split, speaker_of, vocoder_files,
                             which_set)
 from speechmax.data import dataset as dataset_mod
@@ -143,20 +143,21 @@ def test_features_are_cached(tree, tmp_path, monkeypatch):
 
 
 def test_augmentation(tree, tmp_path):
-    ds, _ = _load(tree["root"], "training", cache_dir=tmp_path, augment=AugmentConfig(noise_prob=1.0))
+    ds, _ = _load(tree["root"], "training", cache_dir=tmp_path, augment=True)
     torch.manual_seed(0)
     a, la, sa = ds[0]
     b, lb, sb = ds[0]
     assert a.shape == (80, 101) and (la, sa) == (lb, sb) and not torch.equal(a, b)
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.from_numpy(_tone(1.0)).float()[None].repeat(4, 1)
-    same = augment_waveforms(x, [], AugmentConfig(shift_s=0.0, gain_db=(0.0, 0.0), noise_prob=0.0), g)
-    assert torch.allclose(same, x)
-    noisy = augment_waveforms(x, ds.noise, AugmentConfig(snr_db=(10.0, 10.0), noise_prob=1.0, shift_s=0.0,
-                                                          gain_db=(0.0, 0.0)), g)
-    snr = 10 * torch.log10(x.pow(2).mean(1) / (noisy - x).pow(2).mean(1))
-    assert torch.allclose(snr, torch.full((4,), 10.0), atol=0.5) and noisy.abs().max() <= 1.0
+    cfg = ds.cfg
+    x = log_mel(torch.from_numpy(_tone(1.0)).float()[None].repeat(4, 1), cfg)
+    off = dict(max_shift=0, gain_db=0.0, freq_masks=0, time_masks=0)
+    assert torch.equal(FeatureAugment(None, cfg, **off)(x, torch.Generator().manual_seed(0)), x)
+    noise = log_mel(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, (8, 16000))).float(), cfg)
+    noisy = FeatureAugment(noise, cfg, p_noise=1.0, snr_db=(10.0, 10.0), **off)(x, torch.Generator().manual_seed(0))
+    added = (noisy.exp() - x.exp())
+    snr = 10 * torch.log10(x.exp().pow(2).sum((1, 2)) / added.pow(2).sum((1, 2)))
+    assert torch.allclose(snr, torch.full((4,), 10.0), atol=0.5)
 
 
 def test_real_corpus_without_lists_or_noise(tmp_path):

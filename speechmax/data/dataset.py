@@ -22,12 +22,13 @@ import torch
 from speechmax.features import AudioError, FeatureConfig, load_audio, log_mel, n_frames
 from speechmax.progress import progress_bar
 
+from .augment import FeatureAugment, noise_log_mels
 from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
 __all__ = ["ClipItem", "AugmentConfig", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus",
-           "fit_to_length", "augment_waveforms"]
+           "fit_to_length"]
 
 _CACHE_VERSION = 1
 _MEL_BATCH = 256
@@ -103,52 +104,6 @@ def fit_to_length(wave: np.ndarray, n: int, offset: int | None = None) -> np.nda
     return out
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Waveform augmentation: time shift, gain, then background noise at a random SNR."""
-    shift_s: float = 0.1                       # uniform shift in [-shift_s, shift_s], zero fill
-    gain_db: tuple[float, float] = (-6.0, 6.0)
-    noise_prob: float = 0.8
-    snr_db: tuple[float, float] = (0.0, 25.0)
-
-
-def _noise_segments(noises: list[torch.Tensor], n: int, samples: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` random ``samples``-long crops of the noise recordings (tiled when a recording is shorter)."""
-    out = torch.empty(n, samples)
-    picks = torch.randint(len(noises), (n,), generator=g).tolist()
-    for i, j in enumerate(picks):
-        src = noises[j]
-        if len(src) < samples:
-            src = src.repeat(math.ceil(samples / len(src)) + 1)
-        start = int(torch.randint(len(src) - samples + 1, (1,), generator=g))
-        out[i] = src[start:start + samples]
-    return out
-
-
-def augment_waveforms(x: torch.Tensor, noises: list[torch.Tensor], aug: AugmentConfig, g: torch.Generator,
-                      sample_rate: int = 16000) -> torch.Tensor:
-    """Augment a batch of clips x: (batch, samples) float in [-1, 1]; returns the same shape, clipped.
-
-    noises: float tensors (any length) to draw background noise from (may be empty).
-    """
-    B, S = x.shape
-    max_shift = int(aug.shift_s * sample_rate)
-    if max_shift:
-        shifts = torch.randint(-max_shift, max_shift + 1, (B,), generator=g)
-        idx = torch.arange(S)[None] - shifts[:, None]
-        x = torch.where((idx >= 0) & (idx < S), torch.gather(x, 1, idx.clamp(0, S - 1)), torch.zeros(()))
-    lo, hi = aug.gain_db
-    x = x * 10 ** ((lo + torch.rand(B, 1, generator=g) * (hi - lo)) / 20)
-    if noises and aug.noise_prob > 0:
-        n = _noise_segments(noises, B, S, g)
-        snr = aug.snr_db[0] + torch.rand(B, generator=g) * (aug.snr_db[1] - aug.snr_db[0])
-        p_sig, p_noise = x.pow(2).mean(1), n.pow(2).mean(1).clamp_min(1e-12)
-        scale = torch.sqrt(p_sig / (p_noise * 10 ** (snr / 10)))
-        use = (torch.rand(B, generator=g) < aug.noise_prob) & (p_sig > 0)
-        x = x + torch.where(use, scale, torch.zeros(()))[:, None] * n
-    return x.clamp(-1.0, 1.0)
-
-
 def _file_key(root: Path, items) -> str:
     h = hashlib.sha1(f"v{_CACHE_VERSION}".encode())
     for it in items:
@@ -194,15 +149,16 @@ class SpeechCommands(torch.utils.data.Dataset):
         (TensorFlow's ``_silence_``, ``_unknown_`` + 10 words; other words, including unknown folders,
         become ``_unknown_``, sampled down to ``unknown_percentage`` % of the known words, and
         ``silence_percentage`` % ``_silence_`` items are made from the background noise).
-    augment: None/False, True (default :class:`AugmentConfig`) or an AugmentConfig: time shift, gain,
-        background noise at a random SNR, drawn from torch's generator on every access.
+    augment: None/False, True (a :class:`~speechmax.data.augment.FeatureAugment` with the corpus's background
+        noise) or a FeatureAugment: applied to the item's log-mel on every access, drawn from torch's generator
+        (``_silence_`` items stay as they are).
     cache_dir: where the int16 waveforms and log-mels of the split are cached (default ``root/.cache``).
 
     Items: (float32 tensor (n_mels, frames) = 80x101 at defaults, int label, str speaker). Unreadable or
     corrupt files are skipped, listed in ``skipped`` and named in one warning. ``files`` are the readable
     :class:`ClipItem` of the split (the rows of the caches); ``items`` are (row or -1 for a silence item,
-    label, speaker). For training in memory use :meth:`tensors` (features) or :meth:`waveforms` with
-    :attr:`noise` and :func:`augment_waveforms`.
+    label, speaker). For training in memory use :meth:`tensors` (features, with a FeatureAugment per batch)
+    or :meth:`waveforms`.
     """
 
     def __init__(self, root, split: str = "training", cfg: FeatureConfig = FeatureConfig(), task: str = "35",
@@ -212,7 +168,7 @@ class SpeechCommands(torch.utils.data.Dataset):
             raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
         self.root, self.split, self.cfg, self.task = Path(root), split, cfg, task
         self.labels = labels(task)
-        self.augment = AugmentConfig() if augment is True else (augment or None)
+        self.augment = FeatureAugment(noise_log_mels(self.root, cfg), cfg) if augment is True else (augment or None)
         self.clip_samples = cfg.sample_rate  # 1 s
         self.progress = progress
         all_items, extra = scan_corpus(self.root)
@@ -234,8 +190,7 @@ class SpeechCommands(torch.utils.data.Dataset):
         self.items = self._select(self.files, np.random.default_rng([seed, SPLITS.index(split)]),
                                   silence_percentage, unknown_percentage)
         self._silence_seed = seed
-        if self.augment is None:
-            self._mel_cache()  # here, once, rather than in every DataLoader worker
+        self._mel_cache()  # here, once, rather than in every DataLoader worker
 
     # --- building the item list -------------------------------------------------------------------
     def _select(self, items, rng, silence_percentage, unknown_percentage):
@@ -339,16 +294,11 @@ class SpeechCommands(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         row, label, speaker = self.items[i]
-        if self.augment is None:
-            mel = torch.from_numpy(np.array(self._mel_cache()[row])) if row >= 0 else log_mel(self.waveform(i), self.cfg)
-            return mel, label, speaker
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, ())))
-        if row < 0:
-            wave = torch.from_numpy(self._silence_wave(np.random.default_rng(int(torch.randint(0, 2 ** 62, ())))))
-            x = wave[None]  # silence stays silence: no speech to shift or mix against
-        else:
-            x = augment_waveforms(self.waveform(i)[None], self._noise, self.augment, g, self.cfg.sample_rate)
-        return log_mel(x, self.cfg)[0], label, speaker
+        mel = torch.from_numpy(np.array(self._mel_cache()[row])) if row >= 0 else log_mel(self.waveform(i), self.cfg)
+        if self.augment is not None and row >= 0:   # silence stays silence: no speech to shift or mix against
+            g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, ())))
+            mel = self.augment(mel[None], g)[0]
+        return mel, label, speaker
 
     def tensors(self):
         """The whole split without augmentation, in memory: (X float32 (N, n_mels, frames), y int64 (N,),
@@ -367,7 +317,7 @@ class SpeechCommands(torch.utils.data.Dataset):
 
     def waveforms(self):
         """The whole split's un-augmented waveforms, in memory: (W float32 (N, samples), y int64 (N,),
-        speakers list[str]); with :attr:`noise` and :func:`augment_waveforms` for in-memory augmentation."""
+        speakers list[str])."""
         w = torch.stack([self.waveform(i) for i in range(len(self.items))]) if self.items else \
             torch.empty(0, self.clip_samples)
         y = torch.tensor([lab for _, lab, _ in self.items], dtype=torch.int64)
