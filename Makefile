@@ -80,7 +80,7 @@ train-vocoder:
 	$(SM) train vocoder --data $(CORPUS) --data $(VOCDATA) --out checkpoints/vocoder --threads $(THREADS) $(VOCODER_BF16)
 ship-vocoder:
 	$(SM) train vocoder --data $(CORPUS) --out checkpoints/vocoder --export speechmax/assets/vocoder --measure
-# The paper-scale evaluation (10,000 starts per class; 6.7 h of both cores measured, README): each finished target is kept in
+# The paper-scale evaluation (10,000 starts per class; 6.7 h of both cores measured, RESULTS.md): each finished target is kept in
 # checkpoints/evaluate/partial/ (small; committed), so it accumulates over sittings and machines.
 evaluate-full:
 	$(SM) evaluate --out checkpoints/evaluate --threads $(THREADS)
