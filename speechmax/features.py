@@ -277,6 +277,25 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def fit_length(wave: np.ndarray, n: int, keep: str = "centre", step: int = 160) -> np.ndarray:
+    """Exactly ``n`` samples of ``wave`` (samples,). A shorter wave is centred in zeros; a longer one keeps its
+    centre (``keep="centre"``: how the corpus loader fits clips to 1 s) or its loudest ``n``-sample stretch,
+    searched every ``step`` samples (``keep="loudest"``: how classify fits a long recording to the model)."""
+    if keep not in ("centre", "loudest"):
+        raise ValueError(f"keep must be 'centre' or 'loudest', got {keep!r}")
+    if len(wave) == n:
+        return wave
+    if len(wave) < n:
+        left = (n - len(wave)) // 2
+        return np.pad(wave, (left, n - len(wave) - left))
+    if keep == "centre":
+        start = (len(wave) - n) // 2
+    else:
+        energy = np.convolve(wave.astype(np.float64) ** 2, np.ones(n), mode="valid")
+        start = int(np.argmax(energy[::step])) * step
+    return wave[start:start + n]
+
+
 def load_log_mel(path: str | os.PathLike, n_mels: int = 80) -> np.ndarray:
     """Read a ``.npy`` log-mel, (n_mels, frames) or (batch, n_mels, frames), as float32 (batch, n_mels, frames).
 

@@ -10,7 +10,8 @@ import torch
 from speechmax.data.words import WORDS
 from speechmax.features import AudioError, save_audio
 from speechmax.models.classifier import Classifier, ClassifierConfig, save_classifier
-from speechmax.models.inference import classify_files, fit_length
+from speechmax.features import fit_length
+from speechmax.models.inference import classify_files
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,15 @@ def test_bad_files_in_a_folder_are_skipped_single_bad_file_is_an_error(tiny, inp
         classify_files(tiny[0], inputs / "missing.wav")
 
 
-def test_fit_length_keeps_the_loudest_second():
+def test_fit_length_keeps_the_loudest_second_or_the_centre():
     w = np.zeros(48000, np.float32)
     w[30000:31000] = 1.0
-    out = fit_length(w, 16000)
+    out = fit_length(w, 16000, keep="loudest")
     assert len(out) == 16000 and out.max() == 1.0
+    assert np.array_equal(fit_length(np.arange(10.0), 4), [3.0, 4.0, 5.0, 6.0])             # the centre
+    assert np.array_equal(fit_length(np.ones(2, np.float32), 5), [0, 1, 1, 0, 0])           # centred in zeros
+    with pytest.raises(ValueError, match="keep"):
+        fit_length(w, 10, keep="middle")
 
 
 def test_cli_json_contract(tiny, inputs):

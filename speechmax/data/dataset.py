@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechmax.features import AudioError, FeatureConfig, load_audio, log_mel, n_frames
+from speechmax.features import AudioError, FeatureConfig, fit_length, load_audio, log_mel, n_frames
 from speechmax.progress import progress_bar
 
 from .augment import FeatureAugment, noise_log_mels
@@ -27,8 +27,7 @@ from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
-__all__ = ["ClipItem", "AugmentConfig", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus",
-           "fit_to_length"]
+__all__ = ["ClipItem", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus"]
 
 _CACHE_VERSION = 1
 _MEL_BATCH = 256
@@ -88,20 +87,6 @@ def scan_corpus(root, validation_percentage: float = 10.0, testing_percentage: f
     noise_dir = root / BACKGROUND_NOISE_DIR
     noise = sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else []
     return items, {"unknown_folders": unknown, "background_noise": noise, "missing_lists": missing}
-
-
-def fit_to_length(wave: np.ndarray, n: int, offset: int | None = None) -> np.ndarray:
-    """Exactly ``n`` samples: a shorter wave is placed at ``offset`` (default: centred) in zeros, a longer
-    one cropped from ``offset`` (default: the centre)."""
-    if len(wave) == n:
-        return wave
-    if len(wave) > n:
-        start = (len(wave) - n) // 2 if offset is None else offset
-        return wave[start:start + n]
-    start = (n - len(wave)) // 2 if offset is None else offset
-    out = np.zeros(n, dtype=wave.dtype)
-    out[start:start + len(wave)] = wave
-    return out
 
 
 def _file_key(root: Path, items) -> str:
@@ -232,7 +217,7 @@ class SpeechCommands(torch.utils.data.Dataset):
         with _progress(len(items), f"reading {self.split}", self.progress) as bar:
             for it in items:
                 try:
-                    w = fit_to_length(load_audio(self.root / it.path, self.cfg.sample_rate), self.clip_samples)
+                    w = fit_length(load_audio(self.root / it.path, self.cfg.sample_rate), self.clip_samples)
                     waves[len(ok)] = np.round(np.clip(w, -1.0, 1.0) * 32767).astype(np.int16)
                     ok.append(it)
                 except AudioError as e:

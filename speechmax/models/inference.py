@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import AudioError, FeatureConfig, load_audio, load_log_mel, log_mel, n_frames
+from ..features import AudioError, FeatureConfig, fit_length, load_audio, load_log_mel, log_mel, n_frames
 
 INPUT_SUFFIXES = (".wav", ".npy")
 
@@ -27,18 +27,6 @@ def find_inputs(path: str | Path) -> list[Path]:
     if p.suffix.lower() not in INPUT_SUFFIXES:
         raise ValueError(f"{p}: expected a .wav, a .npy log-mel or a folder, got a {p.suffix or 'suffix-less'} file")
     return [p]
-
-
-def fit_length(wave: np.ndarray, n: int) -> np.ndarray:
-    """Pad (centred) or crop to n samples; a long clip keeps its loudest n-sample stretch."""
-    if len(wave) == n:
-        return wave
-    if len(wave) < n:
-        left = (n - len(wave)) // 2
-        return np.pad(wave, (left, n - len(wave) - left))
-    energy = np.convolve(wave.astype(np.float64) ** 2, np.ones(n), mode="valid")
-    start = int(np.argmax(energy[:: 160])) * 160
-    return wave[start:start + n]
 
 
 def fit_frames(lm: np.ndarray, frames: int, floor: float) -> np.ndarray:
@@ -67,7 +55,7 @@ def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str
         if len(wave) <= min_samples:
             raise AudioError(f"{path}: too short to classify ({len(wave) / cfg.sample_rate:.3f} s; more than "
                              f"{MIN_SECONDS} s needed)")
-        wave = fit_length(wave, (frames - 1) * cfg.hop_length)
+        wave = fit_length(wave, (frames - 1) * cfg.hop_length, keep="loudest", step=cfg.hop_length)
         return [str(path)], log_mel(torch.from_numpy(wave), cfg).numpy()[None]
     arr = load_log_mel(path, cfg.n_mels)
     if arr.shape[-1] <= n_frames(min_samples, cfg):
