@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from .noise import load_noise_files
 from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
-__all__ = ["ClipItem", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus"]
+__all__ = ["ClipItem", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus", "Split"]
 
 _CACHE_VERSION = 1
 _MEL_BATCH = 256
@@ -298,7 +299,7 @@ class SpeechCommands(torch.utils.data.Dataset):
         if len(silent):
             x[torch.from_numpy(silent)] = log_mel(torch.stack([self.waveform(int(i)) for i in silent]), self.cfg)
         y = torch.tensor([lab for _, lab, _ in self.items], dtype=torch.int64)
-        return x, y, [s for _, _, s in self.items]
+        return Split(x, y, [s for _, _, s in self.items])
 
     def waveforms(self):
         """The whole split's un-augmented waveforms, in memory: (W float32 (N, samples), y int64 (N,),
@@ -315,10 +316,21 @@ class SpeechCommands(torch.utils.data.Dataset):
 
 
 def load_split(root, split: str, cfg: FeatureConfig = FeatureConfig(), task: str = "35", cache_dir=None,
-               progress: bool = False):
-    """``SpeechCommands(root, split, cfg, task, cache_dir=...).tensors()``: (X (N, n_mels, frames) float32,
-    y (N,) int64, speakers list[str])."""
-    return SpeechCommands(root, split, cfg, task=task, cache_dir=cache_dir, progress=progress).tensors()
+               progress: bool = False) -> Split:
+    """``SpeechCommands(root, split, cfg, task, cache_dir=...).tensors()``, refusing an empty split (a corpus
+    with too few speakers for the split rule)."""
+    data = SpeechCommands(root, split, cfg, task=task, cache_dir=cache_dir, progress=progress).tensors()
+    if len(data.y) == 0:
+        raise ValueError(f"the {split} split of {root} is empty: the corpus needs more speakers "
+                         "(splits are by speaker, about 80/10/10)")
+    return data
+
+
+class Split(NamedTuple):
+    """A whole split in memory."""
+    x: torch.Tensor        # (N, n_mels, frames) float32 log-mel
+    y: torch.Tensor        # (N,) int64 labels
+    speakers: list[str]
 
 
 def vocoder_files(roots) -> dict[str, list[Path]]:

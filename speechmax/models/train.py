@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import SpeechCommands
+from ..data import Split, load_split
 from ..data.augment import FeatureAugment, noise_log_mels
 from ..data.words import labels as task_labels
 from ..features import FeatureConfig, check_compatible, log_mel
@@ -45,23 +45,6 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class Split:
-    x: torch.Tensor        # (N, n_mels, frames) float32 log-mel
-    y: torch.Tensor        # (N,) int64
-    speakers: list
-
-
-def load_split(root, split: str, cfg: FeatureConfig = FeatureConfig(), progress: bool = False) -> Split:
-    """The whole split of a v0.02-layout corpus as in-memory tensors (features cached by speechmax.data)."""
-    ds = SpeechCommands(root, split, cfg, progress=progress)
-    x, y, speakers = ds.tensors()
-    if len(y) == 0:
-        raise ValueError(f"the {split} split of {root} is empty: the corpus needs more speakers "
-                         "(splits are by speaker, about 80/10/10)")
-    return Split(x.float(), y.long(), list(speakers))
 
 
 def _batches(n: int, batch: int, g: torch.Generator | None):
@@ -218,7 +201,8 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
     cfg = CLASSIFIER_PRESETS[preset] if arch is None else dataclasses.replace(CLASSIFIER_PRESETS[preset], arch=arch)
     labels = task_labels("35")
     cfg = dataclasses.replace(cfg, labels=tuple(labels), n_classes=len(labels))
-    train, val = load_split(data, "training", feature_cfg, progress), load_split(data, "validation", feature_cfg, progress)
+    train = load_split(data, "training", feature_cfg, progress=progress)
+    val = load_split(data, "validation", feature_cfg, progress=progress)
     torch.manual_seed(fc.seed)
     model = Classifier(cfg, feature_cfg)
     model.norm.set_stats(train.x[:5000])
@@ -235,7 +219,7 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
 
     t0 = time.time()
     best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset)
-    test = load_split(data, "testing", feature_cfg, progress)
+    test = load_split(data, "testing", feature_cfg, progress=progress)
     metrics = classification_metrics(predict(model, test.x), test.y, labels)
     plot_confusion(metrics["confusion"], labels, out / "confusion.png",
                    f"{preset} ({cfg.arch}) on the test split: accuracy {metrics['accuracy']:.3f}")
@@ -261,7 +245,8 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
     if threads:
         torch.set_num_threads(threads)
     cfg = PRIOR_PRESETS[preset]
-    train, val = load_split(data, "training", feature_cfg, progress), load_split(data, "validation", feature_cfg, progress)
+    train = load_split(data, "training", feature_cfg, progress=progress)
+    val = load_split(data, "validation", feature_cfg, progress=progress)
     torch.manual_seed(fc.seed)
     model = Prior(cfg, feature_cfg)
     model.norm.set_stats(train.x[:5000])
@@ -277,7 +262,7 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
 
     t0 = time.time()
     best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset)
-    test = load_split(data, "testing", feature_cfg, progress)
+    test = load_split(data, "testing", feature_cfg, progress=progress)
     metrics = prior_metrics(model, test, classifier)
     card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best, seconds=round(time.time() - t0)),
             "training_data": dict(_corpus_info(data), train_clips=len(train.x)), "metrics": metrics,
