@@ -192,9 +192,9 @@ def test_paper_preset_equals_a_plain_loop(mode, path):
     if path == "auto" and not available_backends()["cpu"]:
         pytest.skip("speechmax._C is not built")
     clf, prior = tiny_classifier(), (tiny_prior() if mode == "latent" else None)
-    res = maximize(clf, ["yes", "no"], mode=mode, prior=prior, n=3, preset="paper", seed=7, path=path)
+    res = maximize(clf, ["yes", "no"], mode=mode, prior=prior, n=3, preset="paper", seed=7, backend=path)
     assert res.settings["steps"] == 20 and res.trajectory.shape == (6, 21)
-    assert res.settings["path"] == ("cpu" if path == "auto" else "autograd")
+    assert res.settings["backend"] == ("cpu" if path == "auto" else "autograd")
     start = res.latents_before if mode == "latent" else res.features_before
     distinct = start[:3]   # starts are shared across targets
     assert torch.equal(start[3:], distinct)
@@ -294,23 +294,23 @@ def test_regularizers_run_on_the_autograd_path():
     clf, prior = tiny_classifier(), tiny_prior()
     res = maximize(clf, "yes", mode="latent", prior=prior, n=2, steps=3, seed=0,
                    regularizers=[L2(0.1), TotalVariation(0.01, 0.01), Jitter(3), Clamp()])
-    assert res.settings["path"] == "autograd" and "TotalVariation" in res.settings["fallback_reason"]
+    assert res.settings["backend"] == "autograd" and "TotalVariation" in res.settings["fallback_reason"]
     lo, hi = clf.norm.mean - 1e9, clf.norm.mean + 4 * clf.norm.std
     assert (res.features <= hi[:, None] + 1e-5).all() and (res.features >= lo[:, None]).all()
     feats = maximize(clf, "yes", n=2, steps=3, seed=0, regularizers=[Clamp(low=-5.0, high=-3.0)])
-    assert feats.settings["path"] == "cpu" or not available_backends()["cpu"]
+    assert feats.settings["backend"] == "cpu" or not available_backends()["cpu"]
     assert feats.features.min() >= -5.0 and feats.features.max() <= -3.0
 
 
 def test_fallback_for_models_the_kernels_do_not_cover():
     clf = tiny_classifier(arch="cnn2d", channels=(4, 8))
     res = maximize(clf, "yes", n=2, steps=2, seed=0)
-    assert res.settings["path"] == "autograd" and "cnn2d" in res.settings["fallback_reason"]
+    assert res.settings["backend"] == "autograd" and "cnn2d" in res.settings["fallback_reason"]
     paper = tiny_prior(arch="paper", latent=16)
-    res = maximize(tiny_classifier(), "no", mode="latent", prior=paper, n=2, steps=2, seed=0, path="autograd")
-    assert res.settings["path"] == "autograd" and res.latents.shape == (2, 16)
+    res = maximize(tiny_classifier(), "no", mode="latent", prior=paper, n=2, steps=2, seed=0, backend="autograd")
+    assert res.settings["backend"] == "autograd" and res.latents.shape == (2, 16)
     with pytest.raises(FusedUnsupported, match="cnn2d"):
-        maximize(clf, "no", n=2, steps=2, path="cpu")
+        maximize(clf, "no", n=2, steps=2, backend="cpu")
 
 
 @needs_cpu
@@ -337,7 +337,7 @@ def test_paper_prior_runs_its_decoder_in_its_own_kernel_around_the_step_kernel(o
     assert rel_err(xf - x, xr - x) < 1e-4
     assert len(calls) == 5  # 2 objectives + 3 steps, all through the decoder's kernel
     res = maximize(clf, "no", mode="latent", prior=paper, n=2, steps=2, seed=0)
-    assert res.settings["path"] == "cpu" and res.settings["decoder"] == "decoder2d"
+    assert res.settings["backend"] == "cpu" and res.settings["decoder"] == "decoder2d"
 
 
 def test_bad_input_is_a_clear_error():
@@ -365,7 +365,7 @@ def test_a_start_that_turns_non_finite_is_stopped_and_the_others_kept(path):
     clf = tiny_classifier()
     clips = -4 + 2 * torch.randn(3, 80, 101, generator=torch.Generator().manual_seed(2))
     clips[1] = 3e38   # finite, but the classifier overflows on it
-    res = maximize(clf, "yes", init=clips, steps=4, seed=0, path=path)
+    res = maximize(clf, "yes", init=clips, steps=4, seed=0, backend=path)
     assert res.nan_stopped == [1] and int(res.stopped_at[1]) == 0
     assert torch.isnan(res.trajectory[1]).all() and torch.equal(res.features[1], clips[1])
     assert torch.isfinite(res.trajectory[[0, 2]]).all() and not torch.equal(res.features[0], clips[0])

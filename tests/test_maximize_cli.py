@@ -34,7 +34,7 @@ def test_maximize_latent_writes_samples_and_manifest(models, tmp_path, capsys):
     assert main(args(models, out, "--target", "yes", "--starts", "3", "--mode", "latent", "--steps", "4", "--json")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert {"n", "targets", "hit_rate", "manifest"} <= set(summary)
-    assert summary["n"] == 3 and summary["targets"] == ["yes"] and summary["path"] == "cpu"
+    assert summary["n"] == 3 and summary["targets"] == ["yes"] and summary["backend"] == "cpu"
     assert set(summary["hit_rate"]) == {"classifier", "separate"}
     assert all(0.0 <= v <= 1.0 for v in summary["hit_rate"].values())
     manifest = json.loads(open(summary["manifest"]).read())
@@ -155,7 +155,7 @@ def test_evaluation_run_keys_survive_the_move_of_the_recipes():
     import hashlib
     from types import SimpleNamespace
 
-    from speechmax.evaluate.run import _run_key
+    from speechmax.evaluate.resume import run_key as _run_key
 
     m = SimpleNamespace(**{k: SimpleNamespace(card={"sha256": k}) for k in ("classifier", "separate", "prior",
                                                                              "prior_paper")})

@@ -239,7 +239,7 @@ def test_fused_cpu_stops_a_start_that_overflows_like_autograd():
     init = -4 + 0.1 * torch.randn(3, clf.cfg.n_mels, clf.cfg.n_frames, generator=torch.Generator().manual_seed(0))
     init[1] = 3e38
     for path in ("autograd", "cpu"):
-        res = maximize(clf, "yes", init=init, steps=2, path=path, threads=1, seed=0)
+        res = maximize(clf, "yes", init=init, steps=2, backend=path, threads=1, seed=0)
         assert res.nan_stopped == [1], path
         assert torch.isnan(res.trajectory[1]).all() and torch.isfinite(res.trajectory[[0, 2]]).all(), path
 

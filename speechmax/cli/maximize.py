@@ -48,8 +48,9 @@ def register(sub):
                    help="separate evaluation classifier: a shipped name, PATH, or 'none'")
     p.add_argument("--prior", default=None, help="prior for latent mode (default: the recipe's, prior / prior-paper)")
     p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
-    p.add_argument("--path", choices=["auto", "autograd", "cpu", "triton"], default="auto",
-                   help="ascent implementation: auto = fused kernels where they cover the models, else autograd")
+    p.add_argument("--backend", "--path", dest="backend", choices=["auto", "autograd", "cpu", "triton"], default="auto",
+                   help="ascent implementation: auto = fused kernels where they cover the models, else autograd "
+                        "(--path is its older name)")
     p.add_argument("--chunk", type=int, default=1024, help="starts per batch (bounds memory)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--out", required=True, help="output folder: new, empty, or a previous run of the same command "
@@ -108,7 +109,7 @@ def run(args):
     with progress_bar(unit="step", unit_scale=True, desc="maximize") as bar:
         res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
                        optimizer=args.optimizer, objective=objective, regularizers=regs or None, seed=args.seed,
-                       recipe=args.recipe, separate=separate, chunk=args.chunk, path=args.path, threads=args.threads,
+                       recipe=args.recipe, separate=separate, chunk=args.chunk, backend=args.backend, threads=args.threads,
                        progress=bar.update)
     with progress_bar(total=len(res.targets), unit="sample", desc="write") as bar:
         manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update,
@@ -118,15 +119,15 @@ def run(args):
     summary = {"n": res.settings["n"], "targets": [res.labels[t] for t in dict.fromkeys(res.targets.tolist()) if t >= 0],
                "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
                "manifest": str(manifest), "samples": len(res.targets), "mode": res.settings["mode"],
-               "path": res.settings["path"], "nan_stopped": res.nan_stopped, "wav_skipped": wav_skipped, "resumed": resume,
+               "backend": res.settings["backend"], "nan_stopped": res.nan_stopped, "wav_skipped": wav_skipped, "resumed": resume,
                "seconds": round(time.time() - t0, 2)}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         hr = summary["hit_rate"]
         fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        print(f"wrote {summary['samples']} sample(s) to {args.out} ({res.settings['mode']} mode, {res.settings['path']} "
-              f"path, {summary['seconds']} s); target hit rate: classifier {fmt(hr['classifier'])}, "
+        print(f"wrote {summary['samples']} sample(s) to {args.out} ({res.settings['mode']} mode, {res.settings['backend']} "
+              f"backend, {summary['seconds']} s); target hit rate: classifier {fmt(hr['classifier'])}, "
               f"separate {fmt(hr['separate'])}")
         if res.nan_stopped:
             print(f"stopped (non-finite ascent): {len(res.nan_stopped)} start(s): {res.nan_stopped[:20]}")

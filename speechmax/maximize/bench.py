@@ -118,7 +118,7 @@ def paper_scale(starts: int, threads: int = 2, classes: int = 35, steps: int = 2
         torch.set_num_threads(saved)
     full = PAPER_SCALE["starts"] * classes * steps
     done = starts * classes * steps
-    return {"starts": starts, "classes": classes, "steps": steps, "threads": threads, "path": res.settings["path"],
+    return {"starts": starts, "classes": classes, "steps": steps, "threads": threads, "backend": res.settings["backend"],
             "seconds": round(seconds, 2), "start_steps_per_s": round(done / seconds, 1),
             "extrapolated_seconds_10000_starts": round(seconds * full / done, 1)}
 

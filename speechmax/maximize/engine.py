@@ -26,7 +26,7 @@ from .recipes import DEFAULT_RECIPE, PAPER, get_recipe
 log = logging.getLogger(__name__)
 
 MODES = ("features", "latent")
-PATHS = ("auto", "autograd", "cpu", "cuda", "triton")
+BACKENDS = ("auto", "autograd", "cpu", "cuda", "triton")
 
 
 @dataclass
@@ -139,37 +139,37 @@ def _score(classifier, separate, prior, clamp, x, keep_features=True):
     return out
 
 
-def _pick_path(path, classifier, prior, objective, regularizers):
-    """(step function, path name, why the kernels were not used or None)."""
-    if path not in PATHS:
-        raise ValueError(f"unknown path {path!r}; expected one of {', '.join(PATHS)}")
-    if path == "autograd":
+def _pick_backend(backend, classifier, prior, objective, regularizers):
+    """(step function, backend name, why the kernels were not used or None)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "autograd":
         return ascent_step_ref, "autograd", None
     why = fused_unsupported(classifier, prior, objective, regularizers)
     runs = available_backends()
-    if path == "auto":
+    if backend == "auto":
         kernel = "cuda" if classifier.norm.mean.is_cuda else "cpu"
         if why is None and runs[kernel]:
             return ascent_step, kernel, None
         return ascent_step_ref, "autograd", why or f"the {kernel} kernels do not run here"
     if why is not None:
-        raise FusedUnsupported(f"path {path!r}: the fused kernels do not cover {why}")
-    return ascent_step, path, None
+        raise FusedUnsupported(f"backend {backend!r}: the fused kernels do not cover {why}")
+    return ascent_step, backend, None
 
 
-def _decoder_path(prior, path_name) -> str | None:
+def _decoder_backend(prior, backend) -> str | None:
     """How the prior's decoder runs: in the step kernels, in its own CPU kernel (the paper's 2-D decoder),
     or through autograd."""
     if prior is None:
         return None
-    if path_name != "autograd" and fused_decoder(prior):
+    if backend != "autograd" and fused_decoder(prior):
         return "kernels"
-    return "decoder2d" if path_name == "cpu" and decoder2d_unsupported(prior) is None else "autograd"
+    return "decoder2d" if backend == "cpu" and decoder2d_unsupported(prior) is None else "autograd"
 
 
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
              optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, recipe=DEFAULT_RECIPE,
-             preset=None, separate=None, chunk=1024, path="auto", threads=None, keep_features=True, score_before=True,
+             preset=None, separate=None, chunk=1024, backend="auto", threads=None, keep_features=True, score_before=True,
              progress=False) -> MaximizeResult:
     """Climb ``n`` starts per target toward each target (or toward a hidden unit).
 
@@ -185,8 +185,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     seed: start j's noise and jitter come from SeedSequence(seed, spawn_key=(j,)) -- the same for every
         target, and independent of ``chunk``; None draws a seed (kept in ``settings``).
     separate: the separate evaluation classifier, scored before and after (optional).
-    chunk: starts per batch (bounds memory). path: "auto" (fused kernels where they cover the models, else
-        autograd), "autograd", "cpu", "triton". threads: for the CPU kernels.
+    chunk: starts per batch (bounds memory). backend: "auto" (fused kernels where they cover the models, else
+        autograd), "autograd", "cpu", "triton", "cuda". threads: for the CPU kernels.
     keep_features: False leaves the (N, n_mels, n_frames) features out of the result (in latent mode the
         latents reproduce them) -- what a 350,000-start run needs to fit in memory.
     score_before: False skips scoring (and keeping) the starts before the ascent -- a run that only reports
@@ -248,10 +248,10 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
 
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 63))
-    step_fn, path_name, why = _pick_path(path, classifier, prior, objective, regularizers)
+    step_fn, backend, why = _pick_backend(backend, classifier, prior, objective, regularizers)
     device = classifier.norm.mean.device
     if why:
-        log.info("maximize: autograd path (%s)", why)
+        log.info("maximize: autograd backend (%s)", why)
     jitter = next((r.frames for r in regularizers if isinstance(r, Jitter)), 0)
     clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
     shape = (prior.cfg.latent,) if prior is not None else (classifier.cfg.n_mels, classifier.cfg.n_frames)
@@ -277,8 +277,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels,
         settings=dict(mode=mode, recipe=recipe.name, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
-                      init_std=init_std if clips is None else None, n=n, seed=seed, path=path_name,
-                      decoder=_decoder_path(prior, path_name),
+                      init_std=init_std if clips is None else None, n=n, seed=seed, backend=backend,
+                      decoder=_decoder_backend(prior, backend),
                       fallback_reason=why, chunk=chunk))
     # Scores before the ascent, once per distinct start (start j is shared by every target).
     device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731
@@ -299,7 +299,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
             tg = targets_t[c0:c1].to(device)
             _ascend(step_fn, classifier, prior, x, tg, objective, optimizer, lr, regularizers,
                     None if shifts is None else shifts[start_t[c0:c1]].to(device), steps, threads, traj, stopped, tick,
-                    path_name)
+                    backend)
             after = _score(classifier, separate, prior, clamp, x, keep_features)
             if objective in ("prob", "logit"):
                 final = after["p" if objective == "prob" else "l"].gather(1, targets_t[c0:c1, None])[:, 0]
@@ -338,13 +338,13 @@ def _progress(progress, total):
 
 
 def _ascend(step_fn, classifier, prior, x, targets, objective, optimizer, lr, regularizers, shifts, steps, threads,
-            traj, stopped, tick, path="cpu"):
+            traj, stopped, tick, backend="cpu"):
     """``steps`` ascent steps on one chunk x in place; a start whose objective, gradient or x turns non-finite
     is put back to its last finite x, marked in ``stopped`` and left out of the remaining steps."""
     state = AdamState.zeros_like(x) if optimizer == "adam" else None
     kw = dict(objective=objective, optimizer=optimizer, lr=lr, regularizers=regularizers)
     if step_fn is ascent_step:
-        kw.update(threads=threads, backend=path)
+        kw.update(threads=threads, backend=backend)
     active = torch.arange(len(x))
     for k in range(steps):
         if len(active) == 0:
