@@ -1,5 +1,6 @@
-"""The ``speechmax`` command. Each subcommand lives in its own module with ``register(subparsers)``;
-handlers only parse arguments and call the library."""
+"""The ``speechmax`` command. Each subcommand lives in its own module with ``register(subparsers, help)`` and its
+handler; handlers only parse arguments and call the library. Only the module of the command being run is
+imported (with the library it calls), so ``speechmax --help`` and ``speechmax listen`` do not load torch."""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +8,24 @@ import importlib
 import logging
 import sys
 
+from speechmax import __version__
 from speechmax.cli.config import apply_config, fill_from_config
 from speechmax.progress import set_progress
 
-# Subcommand modules, in the order `speechmax --help` lists them.
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
-COMMANDS = ["info", "demo", "corpus", "train", "classify", "synthesize", "maximize", "evaluate", "listen", "bench"]
+# The subcommands (module speechmax.cli.NAME each) with the line `speechmax --help` shows, in its order.
+COMMANDS = {
+    "info": "version, backends and shipped models",
+    "demo": "quick evaluation report + maximized, vocoded samples on the shipped defaults",
+    "corpus": "build or inspect the offline Speech Commands corpus",
+    "train": "train a classifier, prior or vocoder (resumes from OUT/last)",
+    "classify": "what a classifier says about a wav, a .npy log-mel, or a folder of them",
+    "synthesize": "log-mel (.npy) or wav -> audio with the WaveNet vocoder",
+    "maximize": "activation maximization toward a class or a hidden unit",
+    "evaluate": "the evaluation report: noise->class, vocoder control, class to class, figures, listening set",
+    "listen": "self-hosted listening test (quality MOS and word identification)",
+    "bench": "speed benchmarks: vocoder, maximize",
+}
 
 
 class CommandError(Exception):
@@ -42,9 +55,9 @@ def walk_parsers(parser: argparse.ArgumentParser, path: tuple = ()):
                 yield from walk_parsers(child, path + (name,))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from speechmax import __version__
-
+def build_parser(commands=tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The whole command line; the subcommands not in ``commands`` appear by name and summary only (their
+    modules, and the library they import, are not loaded)."""
     parser = argparse.ArgumentParser(
         prog="speechmax", description="Debug speech classifiers by generating speech: activation maximization of a "
                                       "classifier,\nvocoded to audio, measured by a separate classifier and by listeners.",
@@ -58,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="progress bars even when stderr is not a terminal (default: on a terminal only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"speechmax.cli.{name}").register(sub)
+    for name, summary in COMMANDS.items():
+        if name in commands:
+            # deferred on purpose: a subcommand's module imports torch and the library it drives
+            importlib.import_module(f"speechmax.cli.{name}").register(sub, summary)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     for _, p in walk_parsers(parser):
         p.formatter_class = HelpFormatter
     return parser
@@ -68,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     """``argv`` (default: the command line) as the command's arguments; with ``--config FILE`` the file's values
     stand where no flag is given."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(commands=[a for a in argv if a in COMMANDS][:1])
     from_file = apply_config(parser, argv)
     args, extra = parser.parse_known_args(argv)
     fill_from_config(args, from_file)

@@ -3,10 +3,13 @@ import json
 import sys
 
 from speechmax.cli.config import add_config_option
+from speechmax.maximize.bench import bench_maximize
+from speechmax.vocoder.bench import bench_vocoder
+from speechmax.vocoder.vocoder import Vocoder
 
 
-def register(sub):
-    p = sub.add_parser("bench", help="speed benchmarks: vocoder, maximize",
+def register(sub, help):
+    p = sub.add_parser("bench", help=help,
                        description="Speed benchmarks of the vocoder samplers and of activation maximization (figures are\nonly as good as the machine is idle).",
                        epilog="example:\n  speechmax bench vocoder --quick --json")
     bsub = p.add_subparsers(dest="what", metavar="WHAT")
@@ -47,12 +50,8 @@ def _ints(text):
 
 
 def run_vocoder(args):
-    from speechmax.vocoder.bench import bench_vocoder
-
     model = None
     if args.model:
-        from speechmax.vocoder.vocoder import Vocoder
-
         model = Vocoder.from_pretrained(args.model).model
     report = bench_vocoder(
         quick=args.quick, model=model, backends=tuple(args.backends.split(",")), batches=_ints(args.batches),
@@ -70,8 +69,6 @@ def run_vocoder(args):
 
 
 def run_maximize(args):
-    from speechmax.maximize.bench import bench_maximize
-
     report = bench_maximize(
         quick=args.quick, batches=_ints(args.batches) if args.batches else None, threads=_ints(args.threads),
         paths=tuple(args.paths.split(",")), modes=tuple(args.modes.split(",")), paper_starts=args.paper_starts,

@@ -4,10 +4,12 @@ import sys
 import warnings
 
 from speechmax.cli import CommandError
+from speechmax.models.inference import classify_files, folder_accuracy
+from speechmax.models.registry import load_model
 
 
-def register(sub):
-    p = sub.add_parser("classify", help="what a classifier says about a wav, a .npy log-mel, or a folder of them",
+def register(sub, help):
+    p = sub.add_parser("classify", help=help,
                        description="Top word and its probability for each clip. Where folders name the words (Speech\nCommands layout), the accuracy, per-class accuracy and most confused pairs too.",
                        epilog="examples:\n  speechmax classify clip.wav\n  speechmax classify data/speech_commands --model classifier-separate --json")
     p.add_argument("input", help="a .wav, a .npy log-mel (80, T) or (B, 80, T), or a folder (searched recursively)")
@@ -18,9 +20,6 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.models.inference import classify_files, folder_accuracy
-    from speechmax.models.registry import load_model
-
     model = load_model(args.model, kind="classifier")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -5,10 +5,11 @@ import sys
 import warnings
 
 from speechmax.cli import CommandError
+from speechmax.data import build_corpus, build_vocoder_corpus, corpus_stats
 
 
-def register(sub):
-    p = sub.add_parser("corpus", help="build or inspect the offline Speech Commands corpus",
+def register(sub, help):
+    p = sub.add_parser("corpus", help=help,
                        description="Build the offline Speech Commands-style corpus with local TTS engines, speech for\nvocoder training, or count what a v0.02-layout folder holds.",
                        epilog="example:\n  speechmax corpus build --out data/corpus --speakers 30")
     csub = p.add_subparsers(dest="corpus_command", metavar="{build,build-vocoder,stats}")
@@ -64,8 +65,6 @@ def _positive(name, value):
 
 
 def run_build(args):
-    from speechmax.data import build_corpus
-
     _positive("--speakers", args.speakers)
     _positive("--workers", args.workers)
     _positive("--repeats", args.repeats)
@@ -80,8 +79,6 @@ def run_build(args):
 
 
 def run_build_vocoder(args):
-    from speechmax.data import build_vocoder_corpus
-
     if not args.minutes > 0:
         raise CommandError(f"--minutes must be positive, got {args.minutes}")
     _positive("--workers", args.workers)
@@ -95,8 +92,6 @@ def run_build_vocoder(args):
 
 
 def run_stats(args):
-    from speechmax.data import corpus_stats
-
     with _warnings_as_lines():
         st = corpus_stats(args.root)
     if args.json:

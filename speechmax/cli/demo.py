@@ -1,9 +1,11 @@
 """speechmax demo --out DIR: the main job on the shipped defaults (what `make demo` runs): a quick evaluation
 report and a few maximized, vocoded samples per class."""
+from speechmax.cli import CommandError
+from speechmax.demo import run_demo
 
 
-def register(sub):
-    p = sub.add_parser("demo", help="quick evaluation report + maximized, vocoded samples on the shipped defaults",
+def register(sub, help):
+    p = sub.add_parser("demo", help=help,
                        description="The main job on the shipped defaults (what `make demo` runs): a quick evaluation report\nand a few maximized, vocoded samples per word.",
                        epilog="example:\n  speechmax demo --out demo_out --per-class 2")
     p.add_argument("--out", default="demo_out", help="output folder: new, empty, or a previous demo with the same "
@@ -15,9 +17,6 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.cli import CommandError
-    from speechmax.demo import run_demo
-
     if args.per_class < 1:
         raise CommandError(f"--per-class must be >= 1, got {args.per_class}")
     s = run_demo(args.out, samples_per_class=args.per_class, threads=args.threads, overwrite=args.overwrite)

@@ -1,9 +1,15 @@
 """speechmax info [--json]: version, torch, kernel backends and shipped assets."""
 import json
 
+import torch
 
-def register(sub):
-    p = sub.add_parser("info", help="version, backends and shipped models",
+from speechmax import __version__
+from speechmax.assets import list_assets
+from speechmax.ops import available_backends
+
+
+def register(sub, help):
+    p = sub.add_parser("info", help=help,
                        description="Version, torch, which kernel backends run here, and the shipped models with their\nsha256 and measured metrics.",
                        epilog="example:\n  speechmax info --json")
     p.add_argument("--json", action="store_true", help="print the machine-readable form")
@@ -11,12 +17,6 @@ def register(sub):
 
 
 def run(args):
-    import torch
-
-    from speechmax import __version__
-    from speechmax.assets import list_assets
-    from speechmax.ops import available_backends
-
     info = {
         "version": __version__,
         "torch": torch.__version__,

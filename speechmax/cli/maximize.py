@@ -7,9 +7,17 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
+from speechmax.maximize.output import remove_samples, write_samples
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
+from speechmax.models.inference import load_clips
+from speechmax.models.registry import load_model
+from speechmax.outputs import prepare_output, write_json
+from speechmax.progress import progress_bar
 
 RUN_MARKER = "run.json"
 # Arguments that change neither the samples nor their files: a run differing only in these resumes.
@@ -17,8 +25,8 @@ OUTPUT_NEUTRAL = {"command", "out", "overwrite", "json", "threads", "chunk", "ac
                   "progress"}
 
 
-def register(sub):
-    p = sub.add_parser("maximize", help="activation maximization toward a class or a hidden unit",
+def register(sub, help):
+    p = sub.add_parser("maximize", help=help,
                        description="Activation maximization toward a word or a hidden unit, from noise or from clips;\nwrites .npy log-mels, .wav, .png and manifest.json to --out.",
                        epilog="examples:\n  speechmax maximize --target yes --starts 8 --mode latent --out runs/yes\n  speechmax maximize --objective unit:block2:5 --steps 100 --out runs/unit --json")
     p.add_argument("--target", default=None, help="a word, a comma-separated list of words, or 'all' "
@@ -63,13 +71,6 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
-    from speechmax.maximize.output import remove_samples, write_samples
-    from speechmax.models.inference import load_clips
-    from speechmax.models.registry import load_model
-    from speechmax.outputs import prepare_output, write_json
-    from speechmax.progress import progress_bar
-
     objective = parse_objective(args.objective or "prob")
     if args.target is None and objective in ("prob", "logit"):
         raise CommandError("--target is required (a word, a comma-separated list, or all) unless --objective is a unit")
@@ -88,8 +89,6 @@ def run(args):
         prior = load_model(args.prior or RECIPES[args.recipe].prior, kind="prior")
     init, n = "noise", args.n
     if args.init != "noise":
-        import torch
-
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, clips, _ = load_clips(args.init, classifier.feature_config, classifier.cfg.n_frames)

@@ -2,15 +2,23 @@
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from speechmax.cli import CommandError
+from speechmax.features import save_audio
+from speechmax.ops.wavenet import resolve_backend
+from speechmax.outputs import prepare_output, write_json
+from speechmax.progress import progress_bar
+from speechmax.vocoder.synthesis import load_inputs
+from speechmax.vocoder.vocoder import Vocoder
 
 RUN_MARKER = "run.json"
 
 BACKENDS = ["auto", "reference", "cpu", "cpu-bf16", "triton", "cuda", "griffinlim"]
 
 
-def register(sub):
-    p = sub.add_parser("synthesize", help="log-mel (.npy) or wav -> audio with the WaveNet vocoder",
+def register(sub, help):
+    p = sub.add_parser("synthesize", help=help,
                        description="Turn log-mels (.npy) into audio with the WaveNet vocoder (or Griffin-Lim); a .wav is\nresynthesised. A folder's layout is kept under --out.",
                        epilog="examples:\n  speechmax synthesize mel.npy --out wavs\n  speechmax synthesize runs/yes --out wavs --backend cpu --seed 0")
     p.add_argument("input", help="a .npy log-mel (80, T) or (B, 80, T), a .wav (resynthesis), or a folder of either")
@@ -27,15 +35,6 @@ def register(sub):
 
 
 def run(args):
-    import numpy as np
-
-    from speechmax.features import save_audio
-    from speechmax.ops.wavenet import resolve_backend
-    from speechmax.outputs import prepare_output, write_json
-    from speechmax.progress import progress_bar
-    from speechmax.vocoder.synthesis import load_inputs
-    from speechmax.vocoder.vocoder import Vocoder
-
     if args.temperature < 0:
         raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
     if args.backend not in ("auto", "griffinlim"):

@@ -3,10 +3,16 @@ import json
 
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.models.registry import load_model
+from speechmax.models.train import FitConfig, train_classifier, train_prior
+from speechmax.models.wavenet import WaveNetConfig
+from speechmax.progress import progress_enabled
+from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
+from speechmax.weights import read_card
 
 
-def register(sub):
-    p = sub.add_parser("train", help="train a classifier, prior or vocoder (resumes from OUT/last)",
+def register(sub, help):
+    p = sub.add_parser("train", help=help,
                        description="Train a classifier, a latent prior or the WaveNet vocoder; a run resumes from OUT/last.",
                        epilog="example:\n  speechmax train classifier --data data/corpus --out runs/clf")
     tsub = p.add_subparsers(dest="what", metavar="WHAT")
@@ -64,8 +70,6 @@ def register(sub):
 
 
 def run_model(args):
-    from speechmax.models.train import FitConfig, train_classifier, train_prior
-
     if args.epochs <= 0:
         raise CommandError(f"--epochs must be positive, got {args.epochs}")
     lr = args.lr if args.lr is not None else (2e-3 if args.what == "classifier" else 1e-3)
@@ -78,7 +82,6 @@ def run_model(args):
         print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
               f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")
         return 0
-    from speechmax.models.registry import load_model
 
     clf = load_model(args.classifier, "classifier", missing_ok=True)
     metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads,
@@ -90,24 +93,15 @@ def run_model(args):
 
 
 def run_vocoder(args):
-    from speechmax.models.wavenet import WaveNetConfig
-    from speechmax.progress import progress_enabled
-    from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
-
     if args.export:
         measure = None
         if args.measure:
-            from speechmax.models.registry import load_model
-
             measure = {"root": args.data[0], "separate": load_model(args.separate, kind="classifier"),
                        "per_class": args.per_class}
         path = export_vocoder(args.out, args.export, measure=measure)
         print(f"exported {args.out} -> {path}.safetensors (+ card)")
         if measure:
-            import json as _json
-
-            from speechmax.weights import read_card
-            print(_json.dumps(read_card(path)["metrics"], indent=2))
+            print(json.dumps(read_card(path)["metrics"], indent=2))
         return 0
     if args.window % 160:
         raise CommandError(f"--window must be a multiple of 160 samples, got {args.window}")
