@@ -6,6 +6,7 @@ with, and :func:`check_compatible` turns a mismatch into a clear error instead o
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import warnings
@@ -51,6 +52,18 @@ class FeatureConfig:
         if unknown:
             raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "FeatureConfig":
+        """The config in a JSON file of its fields (as :meth:`to_dict` gives them); absent fields keep their
+        defaults."""
+        try:
+            d = json.loads(open(path, encoding="utf-8").read())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"feature config {path}: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"feature config {path}: expected a JSON object of FeatureConfig fields")
+        return cls.from_dict(d)
 
     @property
     def log_min(self) -> float:

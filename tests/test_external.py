@@ -1,0 +1,150 @@
+"""A user's classifier (issue 18): a plain nn.Module, TorchScript or torch.export program over log-mel or
+waveform, with its labels, behind speechmax's classifier interface -- and every bad input named."""
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+
+from speechmax.features import FeatureConfig, log_mel, mel_filterbank
+from speechmax.maximize import maximize
+from speechmax.models.external import (ExternalClassifier, MelToWave, ModelError, load_external, load_program,
+                                       read_labels)
+from speechmax.ops.maximize import Unit
+
+LABELS = ("up", "down", "left")
+
+
+class MelNet(nn.Module):
+    """log-mel (B, 80, T) -> logits."""
+
+    def __init__(self, n=len(LABELS), mels=80):
+        super().__init__()
+        self.conv = nn.Conv1d(mels, 8, 3, padding=1)
+        self.fc = nn.Linear(8, n)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(-1))
+
+
+class WaveNetKWS(nn.Module):
+    """16 kHz audio (B, samples) -> logits, with its own front end (STFT, 40 mel bands, log)."""
+
+    def __init__(self, n=len(LABELS)):
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(400))
+        self.register_buffer("fb", mel_filterbank(FeatureConfig(n_fft=512, n_mels=40)))
+        self.body = MelNet(n, mels=40)
+
+    def forward(self, wave):
+        spec = torch.stft(wave, 512, 160, 400, self.window, return_complex=True).abs()
+        return self.body(torch.log(self.fb @ spec + 1e-6))
+
+
+def _model(cls=MelNet, **kw):
+    torch.manual_seed(0)
+    return cls(**kw).eval()
+
+
+def test_labels_file(tmp_path):
+    f = tmp_path / "labels.txt"
+    f.write_text("up\ndown\nleft\n\n")
+    assert read_labels(f) == LABELS
+    f.write_text("up\n\ndown\n")
+    with pytest.raises(ModelError, match=r"blank line\(s\) \[2\]"):
+        read_labels(f)
+    f.write_text("up\ndown\nup\n")
+    with pytest.raises(ModelError, match="duplicate label.*up"):
+        read_labels(f)
+    f.write_text("")
+    with pytest.raises(ModelError, match="empty"):
+        read_labels(f)
+
+
+def test_torchscript_and_export_load_and_agree(tmp_path):
+    m = _model()
+    x = torch.randn(2, 80, 101)
+    torch.jit.save(torch.jit.script(m), tmp_path / "m.pt")
+    ep = torch.export.export(m, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(ep, tmp_path / "m.pt2")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS))
+    want = m(x)
+    for name in ("m.pt", "m.pt2"):
+        clf = load_external(tmp_path / name, tmp_path / "labels.txt", input="log-mel")
+        assert clf.cfg.labels == LABELS and clf.cfg.n_frames == 101
+        torch.testing.assert_close(clf(x), want)
+
+
+def test_pickles_are_refused(tmp_path):
+    torch.save(_model(), tmp_path / "pickled.pt")
+    with pytest.raises(ModelError, match="pickled model.*torch.jit.save"):
+        load_program(tmp_path / "pickled.pt")
+    torch.save(_model().state_dict(), tmp_path / "state.pt")
+    with pytest.raises(ModelError, match="pickled"):
+        load_program(tmp_path / "state.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="no pickles"):
+        load_program(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_program(tmp_path / "missing.pt")
+
+
+def test_bad_models_are_named_with_the_input_they_got():
+    with pytest.raises(ModelError, match=r"gave \(2, 3\).*expected logits \(2, 4\).*4 labels"):
+        ExternalClassifier(_model(), LABELS + ("right",))
+    with pytest.raises(ModelError, match=r"failed on log-mel input of shape \(2, 64, 101\)"):   # 80-band model, 64 bands
+        ExternalClassifier(_model(), LABELS, feature_config=FeatureConfig(n_mels=64))
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("kaboom")
+
+    with pytest.raises(ModelError, match=r"failed on waveform input of shape \(2, 16000\).*kaboom"):
+        ExternalClassifier(Broken(), LABELS, input="waveform")
+
+    class Argmax(MelNet):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(super().forward(x).argmax(-1), len(LABELS)).float()
+
+    with pytest.raises(ModelError, match="not differentiable"):
+        ExternalClassifier(_model(Argmax), LABELS)
+    with pytest.raises(ModelError, match="input kind"):
+        ExternalClassifier(_model(), LABELS, input="mfcc")
+
+
+def test_mel_to_wave_is_differentiable_and_keeps_the_mel():
+    cfg = FeatureConfig()
+    t = torch.arange(16000) / 16000
+    wave = 0.3 * torch.sin(2 * torch.pi * 220 * t) * torch.hann_window(16000)
+    mel = log_mel(wave[None], cfg).float().requires_grad_(True)
+    back = MelToWave(cfg)(mel)
+    assert back.shape == (1, 16000)
+    back.pow(2).sum().backward()
+    assert torch.isfinite(mel.grad).all() and mel.grad.abs().sum() > 0
+    # the resynthesis' own mel is close to the one it came from where there is energy
+    loud = mel.detach() > mel.detach().max() - 4
+    err = (log_mel(back.detach(), cfg) - mel.detach())[loud].abs().median()
+    assert err < 0.5, err
+
+
+@pytest.mark.parametrize("kind", ["log-mel", "waveform"])
+def test_maximize_runs_through_autograd_and_says_so(kind, caplog):
+    clf = ExternalClassifier(_model(WaveNetKWS) if kind == "waveform" else _model(), LABELS, input=kind)
+    with caplog.at_level(logging.INFO, logger="speechmax"):
+        res = maximize(clf, "all", n=2, steps=3, seed=0)
+    assert res.settings["backend"] == "autograd" and "arch 'external'" in res.settings["fallback_reason"]
+    assert sum("autograd backend" in r.message for r in caplog.records) == 1
+    assert res.features.shape == (6, 80, 101) and res.labels == LABELS
+    first, last = res.trajectory[:, 0], res.trajectory[:, -1]
+    assert (last > first).float().mean() >= 0.5      # the ascent climbs
+
+
+def test_layer_objectives_by_module_name():
+    clf = ExternalClassifier(_model(), LABELS)
+    assert clf.layer_names() == ["conv", "fc"]
+    acts = clf.activations(torch.zeros(1, 80, 101))
+    assert list(acts) == ["conv", "fc", "logits"] and acts["conv"].shape == (1, 8, 101)
+    res = maximize(clf, None, objective=Unit("conv", 3), n=2, steps=4, seed=0)
+    assert (res.trajectory[:, -1] > res.trajectory[:, 0]).all()
+    with pytest.raises(ValueError, match="unknown layer.*conv, fc"):
+        maximize(clf, None, objective=Unit("nope", 0), n=1, steps=1)
