@@ -148,3 +148,54 @@ def test_layer_objectives_by_module_name():
     assert (res.trajectory[:, -1] > res.trajectory[:, 0]).all()
     with pytest.raises(ValueError, match="unknown layer.*conv, fc"):
         maximize(clf, None, objective=Unit("nope", 0), n=1, steps=1)
+
+
+def test_objective_names_a_module_channel():
+    from speechmax.maximize import parse_objective
+
+    assert parse_objective("body.conv:3") == Unit("body.conv", 3) == parse_objective("unit:body.conv:3")
+    assert parse_objective("logit") == "logit"
+    with pytest.raises(ValueError, match="LAYER:CHANNEL"):
+        parse_objective("body.conv")
+
+
+def test_the_separate_classifier_scores_only_shared_labels():
+    from speechmax.models.classifier import Classifier, ClassifierConfig
+
+    clf = ExternalClassifier(_model(), LABELS)                     # up, down, left
+    torch.manual_seed(1)
+    sep = Classifier(ClassifierConfig(arch="cnn2d", channels=(4, 4), n_classes=3, labels=("left", "yes", "up"))).eval()
+    res = maximize(clf, "all", n=2, steps=2, seed=0, separate=sep)
+    assert res.shared_labels() == ["up", "left"] and res.settings["separate_shared_labels"] == ["up", "left"]
+    top = res.separate_after.argmax(-1)
+    want = {"up": 2, "left": 0}
+    hits = [int(top[i]) == want[LABELS[t]] for i, t in enumerate(res.targets.tolist()) if LABELS[t] in want]
+    assert len(hits) == 4 and res.hit_rate("separate") == pytest.approx(sum(hits) / 4)
+
+
+def test_cli_classify_on_a_user_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    m = _model(WaveNetKWS)
+    torch.jit.save(torch.jit.script(m), tmp_path / "kws.pt")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    for word in ("up", "left"):
+        (tmp_path / "clips" / word).mkdir(parents=True)
+        sf.write(tmp_path / "clips" / word / "a_nohash_0.wav", np.random.default_rng(0).normal(0, 0.1, 16000), 16000)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "speechmax", "classify", str(tmp_path / "clips"),  # noqa: E731
+                                     "--model", str(tmp_path / "kws.pt"), *a], capture_output=True, text=True)
+    out = run("--labels", str(tmp_path / "labels.txt"), "--input", "waveform", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    want = torch.softmax(m(torch.from_numpy(np.stack([sf.read(tmp_path / "clips" / w / "a_nohash_0.wav",
+                                                                dtype="float32")[0] for w in ("left", "up")]))), -1)
+    got = [p["prob"] for p in report["predictions"]]
+    np.testing.assert_allclose(got, want.max(-1).values.detach().numpy(), atol=1e-5)
+    assert report["labelled"] == 2 and 0 <= report["accuracy"] <= 1
+    out = run("--input", "waveform")
+    assert out.returncode == 2 and "needs its labels" in out.stderr

@@ -5,22 +5,22 @@ import warnings
 
 from speechmax.cli import CommandError
 from speechmax.models.inference import classify_files, folder_accuracy
-from speechmax.models.registry import load_model
+from speechmax.cli.options import add_model_options, load_model_from_args
 
 
 def register(sub, help):
     p = sub.add_parser("classify", help=help,
                        description="Top word and its probability for each clip. Where folders name the words (Speech\nCommands layout), the accuracy, per-class accuracy and most confused pairs too.",
-                       epilog="examples:\n  speechmax classify clip.wav\n  speechmax classify data/speech_commands --model classifier-separate --json")
+                       epilog="examples:\n  speechmax classify clip.wav\n  speechmax classify data/speech_commands --model classifier-separate --json\n"
+                              "  speechmax classify clips/ --model kws.pt2 --labels labels.txt --input waveform")
     p.add_argument("input", help="a .wav, a .npy log-mel (80, T) or (B, 80, T), or a folder (searched recursively)")
-    p.add_argument("--model", default="classifier",
-                   help="classifier | classifier-paper | classifier-separate | PATH (default: classifier)")
+    add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the machine-readable form")
     p.set_defaults(func=run)
 
 
 def run(args):
-    model = load_model(args.model, kind="classifier")
+    model = load_model_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         preds, skipped = classify_files(model, args.input)

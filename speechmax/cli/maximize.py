@@ -11,6 +11,7 @@ import torch
 
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.cli.options import add_model_options, load_model_from_args
 from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
 from speechmax.maximize.output import remove_samples, write_samples
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
@@ -37,7 +38,9 @@ def register(sub, help):
                    help="ascent on the log-mel features, or on the prior's latent (default features)")
     p.add_argument("--init", default="noise", help="noise, or a .wav / .npy log-mel / folder of clips to start from "
                                                    "(class-to-class: clips of word A climbed toward --target B)")
-    p.add_argument("--objective", default=None, help="prob (default) | logit | unit:LAYER:INDEX (e.g. unit:block2:5)")
+    p.add_argument("--objective", default=None, help="prob (default) | logit | LAYER:CHANNEL, a named module's channel "
+                                                     "mean (e.g. block2:5, or body.conv:3 in your model; unit:LAYER:INDEX "
+                                                     "is the older form)")
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help="; ".join(f"{r.name}: {r.about}" for r in RECIPES.values()) +
                         f" (default {DEFAULT_RECIPE}); explicit flags such as --steps override it")
@@ -51,7 +54,7 @@ def register(sub, help):
     p.add_argument("--jitter", type=int, default=0, help="random time shift of up to this many frames per step")
     p.add_argument("--clamp", action="store_true", help="keep features inside the training data's range")
     p.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
-    p.add_argument("--model", default="classifier", help="classifier to explain: a shipped name or PATH")
+    add_model_options(p, what="the classifier to explain")
     p.add_argument("--separate", default="classifier-separate",
                    help="separate evaluation classifier: a shipped name, PATH, or 'none'")
     p.add_argument("--prior", default=None, help="prior for latent mode (default: the recipe's, prior / prior-paper)")
@@ -82,7 +85,7 @@ def run(args):
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
     resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run", overwrite=args.overwrite)
     write_config(args, args.out)
-    classifier = load_model(args.model, kind="classifier")
+    classifier = load_model_from_args(args)
     separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
     prior = None
     if args.mode == "latent":

@@ -57,6 +57,12 @@ class MaximizeResult:
     stopped_at: torch.Tensor
     labels: tuple
     settings: dict = field(default_factory=dict)
+    separate_labels: tuple | None = None   # the separate classifier's, when they differ from ``labels``
+
+    def shared_labels(self) -> list[str]:
+        """The model's labels the separate classifier also has: the only ones its hit rate counts."""
+        theirs = set(self.labels if self.separate_labels is None else self.separate_labels)
+        return [label for label in self.labels if label in theirs]
 
     @property
     def nan_stopped(self) -> list[int]:
@@ -69,7 +75,15 @@ class MaximizeResult:
         probs = self.probs_after if which == "classifier" else self.separate_after
         if probs is None or (self.targets < 0).any() or len(self.targets) == 0:
             return None
-        return float((probs.argmax(-1) == self.targets).float().mean())
+        if which == "classifier" or self.separate_labels is None:
+            return float((probs.argmax(-1) == self.targets).float().mean())
+        # the separate classifier's own index of each of the model's labels (-1: not one of its labels)
+        theirs = {label: i for i, label in enumerate(self.separate_labels)}
+        index = torch.tensor([theirs.get(label, -1) for label in self.labels])[self.targets]
+        shared = index >= 0
+        if not shared.any():
+            return None
+        return float((probs[shared].argmax(-1) == index[shared]).float().mean())
 
 
 def resolve_targets(targets, labels) -> list[int]:
@@ -96,14 +110,17 @@ def resolve_targets(targets, labels) -> list[int]:
 
 
 def parse_objective(spec) -> str | Unit:
-    """"prob" | "logit" | "unit:LAYER:INDEX" | a Unit -> the objective."""
+    """"prob" | "logit" | "LAYER:CHANNEL" (a named module's channel, averaged over the other axes; "unit:LAYER:INDEX"
+    is the older form) | a Unit -> the objective."""
     if isinstance(spec, Unit) or spec in ("prob", "logit"):
         return spec
-    if isinstance(spec, str) and spec.startswith("unit:"):
+    if isinstance(spec, str):
         parts = spec.split(":")
-        if len(parts) == 3 and parts[2].lstrip("-").isdigit():
-            return Unit(parts[1], int(parts[2]))
-    raise ValueError(f"unknown objective {spec!r}; expected prob, logit or unit:LAYER:INDEX (e.g. unit:block2:5)")
+        if parts[0] == "unit" and len(parts) == 3:
+            parts = parts[1:]
+        if len(parts) == 2 and parts[0] and parts[1].lstrip("-").isdigit():
+            return Unit(parts[0], int(parts[1]))
+    raise ValueError(f"unknown objective {spec!r}; expected prob, logit or LAYER:CHANNEL (e.g. block2:5)")
 
 
 def start_seeds(seed: int, n: int) -> list[int]:
@@ -218,9 +235,12 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         prior.eval()
     else:
         prior = None
+    separate_labels = None
     if separate is not None:
         check_compatible(classifier.feature_config, separate.feature_config, "classifier", "separate classifier")
         separate.eval()
+        theirs = tuple(separate.cfg.labels) or tuple(WORDS[:separate.cfg.n_classes])
+        separate_labels = None if theirs == labels else theirs
     objective_code(classifier, objective)  # a bad layer / index is an error before any work
     if isinstance(objective, Unit) and targets is None:
         tidx = [-1]
@@ -274,12 +294,14 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         probs_before=torch.empty(N, C) if score_before else None, probs_after=torch.empty(N, C),
         separate_before=torch.empty(N, C) if separate is not None and score_before else None,
         separate_after=torch.empty(N, C) if separate is not None else None,
-        stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels,
+        stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels, separate_labels=separate_labels,
         settings=dict(mode=mode, recipe=recipe.name, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
                       init_std=init_std if clips is None else None, n=n, seed=seed, backend=backend,
                       decoder=_decoder_backend(prior, backend),
-                      fallback_reason=why, chunk=chunk))
+                      fallback_reason=why, chunk=chunk,
+                      separate_shared_labels=None if separate_labels is None else
+                      [label for label in labels if label in separate_labels]))
     # Scores before the ascent, once per distinct start (start j is shared by every target).
     device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731
     before = [_score(classifier, separate, prior, None, device_starts(a, min(n, a + chunk)), keep_features)

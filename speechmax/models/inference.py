@@ -45,10 +45,11 @@ def fit_frames(lm: np.ndarray, frames: int, floor: float) -> np.ndarray:
 MIN_SECONDS = 0.1
 
 
-def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str], np.ndarray]:
+def load_features(path: Path, cfg: FeatureConfig, frames: int, audio: bool = False) -> tuple[list[str], np.ndarray]:
     """(names, log-mel (k, n_mels, frames)) for one file: a wav gives one item, a .npy (n_mels, T) one,
-    a .npy (B, n_mels, T) B items named ``file.npy[i]``. AudioError for an unreadable file or one of at most
-    ``MIN_SECONDS``."""
+    a .npy (B, n_mels, T) B items named ``file.npy[i]``. With ``audio`` (for a model that reads waveforms) a wav
+    gives its audio, (1, (frames - 1) * hop), and a .npy log-mel is refused. AudioError for an unreadable file or
+    one of at most ``MIN_SECONDS``."""
     min_samples = int(MIN_SECONDS * cfg.sample_rate)
     if path.suffix.lower() == ".wav":
         wave = load_audio(path, cfg.sample_rate)
@@ -56,7 +57,9 @@ def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str
             raise AudioError(f"{path}: too short to classify ({len(wave) / cfg.sample_rate:.3f} s; more than "
                              f"{MIN_SECONDS} s needed)")
         wave = fit_length(wave, (frames - 1) * cfg.hop_length, keep="loudest", step=cfg.hop_length)
-        return [str(path)], log_mel(torch.from_numpy(wave), cfg).numpy()[None]
+        return [str(path)], (wave[None] if audio else log_mel(torch.from_numpy(wave), cfg).numpy()[None])
+    if audio:
+        raise AudioError(f"{path}: a log-mel, and the model reads audio: give it the .wav")
     arr = load_log_mel(path, cfg.n_mels)
     if arr.shape[-1] <= n_frames(min_samples, cfg):
         raise AudioError(f"{path}: too short to classify ({arr.shape[-1]} frames; more than "
@@ -65,9 +68,10 @@ def load_features(path: Path, cfg: FeatureConfig, frames: int) -> tuple[list[str
     return names, np.stack([fit_frames(a, frames, cfg.log_min) for a in arr]).astype(np.float32)
 
 
-def load_clips(inputs: str | Path, cfg: FeatureConfig, frames: int, progress=None
+def load_clips(inputs: str | Path, cfg: FeatureConfig, frames: int, progress=None, audio: bool = False
                ) -> tuple[list[str], np.ndarray | None, list[str]]:
-    """(names, log-mel (k, n_mels, frames) or None, skipped) for every wav / log-mel under ``inputs``.
+    """(names, log-mel (k, n_mels, frames) or None, skipped) for every wav / log-mel under ``inputs`` (with
+    ``audio``, the wavs' audio (k, samples) instead: see :func:`load_features`).
 
     In a folder an unreadable file is skipped (its reason in ``skipped``; one warning names them all);
     a single unreadable file is an error. ``None`` when nothing was readable.
@@ -76,7 +80,7 @@ def load_clips(inputs: str | Path, cfg: FeatureConfig, frames: int, progress=Non
     names, feats, skipped = [], [], []
     for f in files:
         try:
-            n, x = load_features(f, cfg, frames)
+            n, x = load_features(f, cfg, frames, audio)
         except AudioError as e:
             if len(files) == 1 and not Path(inputs).is_dir():
                 raise
@@ -109,13 +113,15 @@ def classify_files(model, inputs: str | Path, batch: int = 256, progress=None) -
     Returns (predictions, skipped): a folder's unreadable files are skipped (one warning names them);
     a single unreadable file is an error.
     """
-    names, x, skipped = load_clips(inputs, model.feature_config, model.cfg.n_frames, progress)
+    audio = getattr(model, "input", "log-mel") == "waveform"   # a user's waveform model hears the wav itself
+    names, x, skipped = load_clips(inputs, model.feature_config, model.cfg.n_frames, progress, audio=audio)
     labels = model.cfg.labels or tuple(str(i) for i in range(model.cfg.n_classes))
     if x is None:
         return [], skipped
     x = torch.from_numpy(x)
     model.eval()
-    probs = torch.cat([torch.softmax(model(x[i:i + batch]), -1) for i in range(0, len(x), batch)])
+    run = model.classify_waveform if audio else model
+    probs = torch.cat([torch.softmax(run(x[i:i + batch]), -1) for i in range(0, len(x), batch)])
     p, idx = probs.max(-1)
     return [Prediction(nm, labels[int(i)], float(q)) for nm, i, q in zip(names, idx, p)], skipped
 
