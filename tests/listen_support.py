@@ -14,15 +14,16 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from speechmax.listen import WORDS
+from speechmax.data.words import WORDS
 
 ADMIN_TOKEN = "test-admin-token-123"
 SR = 16000
 
 
 def make_listening_set(root, conditions=("features-noise", "latent-noise"), per_condition=3, references=2,
-                       anchors=2, seconds=0.2, name="tiny") -> Path:
-    """A set of short sine bursts (tests) and clean/noisy ones (references/anchors); words cycle over WORDS."""
+                       anchors=2, seconds=0.2, name="tiny", words=WORDS) -> Path:
+    """A set of short sine bursts (tests) and clean/noisy ones (references/anchors); the clips' words cycle over
+    ``words`` (the set's answer choices; None writes a set without them, as before they were recorded)."""
     root = Path(root)
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * SR)) / SR
@@ -36,15 +37,17 @@ def make_listening_set(root, conditions=("features-noise", "latent-noise"), per_
                       "word": word, "role": role})
 
     envelope = np.hanning(len(t))
+    choices = words or WORDS
     for c, condition in enumerate(conditions):
         for i in range(per_condition):
-            add(f"{condition}-{i}", condition, WORDS[(c * per_condition + i) % len(WORDS)], "test",
+            add(f"{condition}-{i}", condition, choices[(c * per_condition + i) % len(choices)], "test",
                 0.3 * envelope * np.sin(2 * np.pi * (300 + 50 * i) * t))
     for i in range(references):
-        add(f"ref-{i}", "reference", WORDS[i], "reference", 0.3 * envelope * np.sin(2 * np.pi * 440 * t))
+        add(f"ref-{i}", "reference", choices[i], "reference", 0.3 * envelope * np.sin(2 * np.pi * 440 * t))
     for i in range(anchors):
-        add(f"anchor-{i}", "anchor", WORDS[-1 - i], "anchor", 0.3 * rng.standard_normal(len(t)))
-    (root / "manifest.json").write_text(json.dumps({"name": name, "clips": clips}, indent=1))
+        add(f"anchor-{i}", "anchor", choices[-1 - i], "anchor", 0.3 * rng.standard_normal(len(t)))
+    manifest = {"name": name, **({"words": list(words)} if words else {}), "clips": clips}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root
 
 

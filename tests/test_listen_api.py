@@ -11,8 +11,10 @@ from dataclasses import replace
 import pytest
 from listen_support import ADMIN_TOKEN, admin_headers, make_listening_set
 
+from speechmax.data.words import WORDS
 from speechmax.listen import (
-    WORDS, ListenDB, create_app, load_listening_set, mean_ci, rater_status, trial_order, wilson_interval,
+    ListenDB, SetClip, anchor, create_app, hidden_controls, load_listening_set, mean_ci, rater_status, trial_order,
+    wilson_interval, write_listening_set,
 )
 from speechmax.listen.app import rater_token
 
@@ -325,10 +327,79 @@ def test_the_admin_token_must_not_be_trivial(set_dir, tmp_path):
         create_app(set_dir, tmp_path / "r.db", "")
 
 
-def test_the_info_endpoint_lists_the_35_words(client):
+def test_the_info_endpoint_lists_the_sets_words(client):
     info = client.get("/api/info").json()
     assert info["words"] == list(WORDS) and len(WORDS) == 35 and info["none"] not in WORDS
     assert info["trials"] == 10
+
+
+# --- the set's words (any vocabulary) --------------------------------------------------------------------------
+
+def answer_word(client, word):
+    session = new_rater(client)
+    return answer(client, session, 3, word)
+
+
+def test_a_set_offers_its_own_words_in_its_order(tmp_path):
+    words = ("zebra", "alpha", "mango")
+    set_dir = make_listening_set(tmp_path / "set", words=words)
+    assert load_listening_set(set_dir).words == words
+    with TestClient(create_app(set_dir, tmp_path / "r.db", ADMIN_TOKEN)) as client:
+        assert client.get("/api/info").json()["words"] == list(words)
+        assert answer_word(client, "yes").status_code == 422   # one of the 35, not of this set
+        assert answer_word(client, "mango").status_code == 200
+        assert answer_word(client, "none").status_code == 200
+
+
+def test_a_set_written_before_words_were_recorded_offers_its_clips_words(tmp_path):
+    set_dir = make_listening_set(tmp_path / "set", words=None)
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert "words" not in manifest
+    named = sorted({c["word"] for c in manifest["clips"]})
+    assert load_listening_set(set_dir).words == tuple(named) and len(named) < len(WORDS)
+    with TestClient(create_app(set_dir, tmp_path / "r.db", ADMIN_TOKEN)) as client:
+        assert client.get("/api/info").json()["words"] == named
+        assert answer_word(client, named[0]).status_code == 200
+        assert answer_word(client, next(w for w in WORDS if w not in named)).status_code == 422
+
+
+@pytest.mark.parametrize("words", [[], "yes", ["yes", "yes"], ["yes", "none"], ["yes", ""], ["yes", 7], {"a": 1}])
+def test_bad_words_are_a_clear_error(tmp_path, words):
+    set_dir = make_listening_set(tmp_path / "set")
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    manifest["words"] = words
+    (set_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="'words'"):
+        load_listening_set(set_dir)
+
+
+# --- writing a set from numpy ----------------------------------------------------------------------------------
+
+def test_write_listening_set_with_references_and_anchors(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    sr, words = 16000, ("left", "right")
+    t = np.arange(sr // 4) / sr
+    originals = np.stack([0.5 * np.sin(2 * np.pi * f * t) for f in (200, 300, 3000, 4000)]).astype(np.float32)
+    resynthesized = 0.9 * originals
+    clip_words = ["left", "left", "right", "right"]
+    tests = [SetClip(f"t-{i}", "c", w, "test", originals[i], {"source_clip": i}) for i, w in enumerate(clip_words)]
+    controls = hidden_controls(originals, resynthesized, clip_words, 1, sr, np.random.default_rng(0))
+    assert [c.id for c in controls] == ["reference-left-0", "anchor-left-0", "reference-right-2", "anchor-right-2"]
+    ls = write_listening_set(tmp_path / "set", "built", tests + controls, sr, words, vocoder="griffinlim")
+    assert ls.words == words and list(ls.clips) == [c.id for c in tests + controls]
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert manifest["vocoder"] == "griffinlim" and manifest["clips"][0]["source_clip"] == 0
+    ref, _ = sf.read(ls.clips["reference-right-2"].path, dtype="float32")
+    assert np.allclose(ref, resynthesized[2], atol=1 / 2 ** 15)   # 16-bit PCM
+    # the anchor: a 4 kHz tone low-passed at 1 kHz is gone, noise at 5 dB below what is left
+    a = anchor(originals[3], sr, np.random.default_rng(1))
+    assert a.dtype == np.float32 and a.shape == originals[3].shape and np.abs(a).max() <= 1
+    assert np.sqrt(np.mean(a ** 2)) < 0.05 * np.sqrt(np.mean(originals[3] ** 2))
+    with pytest.raises(ValueError, match="t-bad"):
+        write_listening_set(tmp_path / "bad", "bad", [SetClip("t-bad", "c", "left", "test", np.full(4, np.nan))], sr,
+                            words)
 
 
 def test_the_command_line_reports_a_bad_set(tmp_path, capsys):

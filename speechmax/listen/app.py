@@ -27,10 +27,10 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .db import AlreadyAnswered, ListenDB, NotAssigned, NotPlayed
-from .sets import NONE_WORD, ROLES, WORDS, load_listening_set, trial_order
+from .sets import NONE_WORD, ROLES, load_listening_set, trial_order
 from .stats import rater_statuses, summarize
 
 STATIC = Path(__file__).parent / "static"
@@ -70,14 +70,7 @@ class AnswerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     clip_id: str = Field(min_length=1, max_length=128)
     rating: StrictInt = Field(ge=1, le=5)
-    word: str
-
-    @field_validator("word")
-    @classmethod
-    def _known_word(cls, word: str) -> str:
-        if word != NONE_WORD and word not in WORDS:
-            raise ValueError(f"word must be one of the 35 words or {NONE_WORD!r}")
-        return word
+    word: str   # one of the set's words or NONE_WORD, checked by the endpoint (the words are the set's)
 
 
 def create_app(set_dir, db_path, admin_token: str, per_rater: int | None = None) -> FastAPI:
@@ -88,7 +81,7 @@ def create_app(set_dir, db_path, admin_token: str, per_rater: int | None = None)
     if not admin_token or len(admin_token) < 8:
         raise ValueError("the admin token must be at least 8 characters")
     listening_set = load_listening_set(set_dir)
-    clips = listening_set.clips
+    clips, words = listening_set.clips, frozenset(listening_set.words)
     db = ListenDB(db_path, listening_set.name)
     app = FastAPI(title=f"speechmax listen: {listening_set.name}", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(RequestGuard)
@@ -137,7 +130,8 @@ def create_app(set_dir, db_path, admin_token: str, per_rater: int | None = None)
 
     @app.get("/api/info")
     def info():
-        return {"name": listening_set.name, "words": list(WORDS), "none": NONE_WORD, "trials": trials_per_rater}
+        return {"name": listening_set.name, "words": list(listening_set.words), "none": NONE_WORD,
+                "trials": trials_per_rater}
 
     @app.post("/api/raters")
     def new_rater(body: NewRater | None = None):
@@ -165,6 +159,8 @@ def create_app(set_dir, db_path, admin_token: str, per_rater: int | None = None)
 
     @app.post("/api/answers")
     def answer(body: AnswerIn, rater_id: int = Depends(rater_from_header)):
+        if body.word != NONE_WORD and body.word not in words:
+            raise HTTPException(422, f"word must be one of the set's words or {NONE_WORD!r}")
         clip = clips.get(body.clip_id)
         if clip is None:
             raise HTTPException(422, f"unknown clip id {body.clip_id!r}")

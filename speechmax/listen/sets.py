@@ -10,8 +10,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechmax.data.words import WORDS  # the 35 answer choices of the identification question
-
 NONE_WORD = "none"  # the "none / can't tell" answer
 ROLES = ("test", "reference", "anchor")
 CLIP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # safe in a URL path segment, never "." or ".."
@@ -31,6 +29,7 @@ class ListeningSet:
     name: str
     root: Path
     clips: dict[str, Clip]  # by id, in manifest order
+    words: tuple[str, ...]  # the answer choices of the identification question, in the order shown
 
 
 def load_listening_set(set_dir) -> ListeningSet:
@@ -49,16 +48,30 @@ def load_listening_set(set_dir) -> ListeningSet:
     entries = manifest.get("clips")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{manifest_path}: 'clips' must be a non-empty list")
+    words = _check_words(manifest_path, manifest.get("words"))
     clips: dict[str, Clip] = {}
     for i, entry in enumerate(entries):
-        clip = _check_clip(root, i, entry)
+        clip = _check_clip(root, i, entry, words)
         if clip.id in clips:
             raise ValueError(f"{manifest_path}: clip id {clip.id!r} appears twice")
         clips[clip.id] = clip
-    return ListeningSet(name=name, root=root, clips=clips)
+    if words is None:   # a set from before 'words' was written: the words its clips name
+        words = tuple(sorted({c.word for c in clips.values() if c.word is not None}))
+    return ListeningSet(name=name, root=root, clips=clips, words=words)
 
 
-def _check_clip(root: Path, index: int, entry) -> Clip:
+def _check_words(manifest_path: Path, words) -> tuple[str, ...] | None:
+    if words is None:
+        return None
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise ValueError(f"{manifest_path}: 'words' must be a non-empty list of non-empty strings, got {words!r}")
+    if len(set(words)) < len(words) or NONE_WORD in words:
+        raise ValueError(f"{manifest_path}: 'words' must not repeat a word nor hold {NONE_WORD!r} (the answer "
+                         f"'none / can't tell'), got {words!r}")
+    return tuple(words)
+
+
+def _check_clip(root: Path, index: int, entry, words: tuple[str, ...] | None) -> Clip:
     where = f"clip #{index}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected an object, got {entry!r}")
@@ -84,8 +97,8 @@ def _check_clip(root: Path, index: int, entry) -> Clip:
     if role not in ROLES:
         raise ValueError(f"{where}: role must be one of {ROLES}, got {role!r}")
     word = entry.get("word")
-    if word is not None and word not in WORDS:
-        raise ValueError(f"{where}: word must be one of the 35 words or null, got {word!r}")
+    if word is not None and not (isinstance(word, str) and word and word != NONE_WORD and (words is None or word in words)):
+        raise ValueError(f"{where}: word must be one of the set's words or null, got {word!r}")
     if role == "reference" and word is None:
         raise ValueError(f"{where}: a reference clip must name its word")
     return Clip(id=clip_id, path=path, condition=condition, word=word, role=role)
