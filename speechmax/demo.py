@@ -9,6 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import evaluate
+from .maximize import maximize
+from .maximize.output import remove_samples, write_samples
+from .outputs import prepare_output, write_json
+
 
 def speak_espeak(word: str, path: Path, voice: str = "en-us") -> None:
     exe = shutil.which("espeak-ng")
@@ -27,11 +32,6 @@ def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: 
 
     ``out`` is new or empty, or a previous demo with the same settings, which this one resumes; anything else
     is refused (:class:`~speechmax.outputs.OutputFolderError`) before any model is loaded, unless ``overwrite``."""
-    from .evaluate import evaluate, load_models
-    from .maximize import maximize
-    from .maximize.output import remove_samples, write_samples
-    from .outputs import prepare_output, write_json
-
     out = Path(out)
     settings = json.loads(json.dumps({"command": "demo", "samples_per_class": samples_per_class,
                                       "models": models.names if models is not None else "shipped",
@@ -39,9 +39,9 @@ def run_demo(out: str | Path, samples_per_class: int = 2, models=None, threads: 
     resume = prepare_output(out, RUN_MARKER, settings, what="speechmax demo", overwrite=overwrite,
                             legacy=lambda d: all(p.name in ("report", "samples", "summary.json") for p in d.iterdir()))
     write_json(out / RUN_MARKER, {"settings": settings})
-    models = models or load_models()
-    metrics = evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet, overwrite=overwrite,
-                       **evaluate_kwargs)
+    models = models or evaluate.load_models()
+    metrics = evaluate.evaluate(out / "report", quick=True, models=models, threads=threads, quiet=quiet,
+                                overwrite=overwrite, **evaluate_kwargs)
     res = maximize(models.classifier, "all", mode="latent", prior=models.prior, n=samples_per_class, seed=1,
                    separate=models.separate, threads=threads, steps=evaluate_kwargs.get("steps"))
     if overwrite and not resume:

@@ -84,6 +84,7 @@ def test_quick_report_on_tiny_models(quick_report):
     from speechmax.listen.sets import load_listening_set
 
     ls = load_listening_set(out / "listening")
+    assert ls.words == WORDS   # the answer choices: the classifier's labels
     roles = {c.role for c in ls.clips.values()}
     conditions = {c.condition for c in ls.clips.values()}
     assert roles == {"test", "reference", "anchor"}
@@ -180,20 +181,20 @@ def test_finished_noise_runs_are_kept_and_resumed(models, tmp_path, quick_report
     """A long evaluation keeps each finished noise run in out/partial/ and a rerun with the same models and
     settings takes it from there; other settings or other weights do not."""
     from speechmax.evaluate import load_models
-    from speechmax.evaluate.run import _load_partial, _run_key, _save_partial
+    from speechmax.evaluate.resume import PartialRun, run_key
 
     out, _ = quick_report
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
-    key = _run_key(m, "speechmax", "latent", 3, 0, 3, 1)
-    summary, kept = _load_partial(out, "speechmax/latent", key, True)     # written by the quick run
+    key = run_key(m, "speechmax", "latent", 3, 0, 3, 1)
+    summary, kept = PartialRun(out, "speechmax/latent", key).load(True)     # written by the quick run
     first = json.loads((out / "metrics.json").read_text())["noise_to_class"]["speechmax/latent"]
     assert summary == first and kept["after"].shape == (C, 80, 101) and list(kept["targets"]) == list(range(C))
-    assert _load_partial(out, "speechmax/latent", _run_key(m, "speechmax", "latent", 4, 0, 3, 1), True) is None
+    assert PartialRun(out, "speechmax/latent", run_key(m, "speechmax", "latent", 4, 0, 3, 1)).load(True) is None
     other = load_models(models["sep"], models["clf"], models["prior"], models["pp"], "griffinlim")
-    assert _run_key(other, "speechmax", "latent", 3, 0, 3, 1) != key
-    _save_partial(tmp_path, "paper/features", "k1", {"overall": {"rate": 0.5}}, None)
-    assert _load_partial(tmp_path, "paper/features", "k1", False) == ({"overall": {"rate": 0.5}}, None)
-    assert _load_partial(tmp_path, "paper/features", "k2", False) is None
+    assert run_key(other, "speechmax", "latent", 3, 0, 3, 1) != key
+    PartialRun(tmp_path, "paper/features", "k1").save({"overall": {"rate": 0.5}}, None)
+    assert PartialRun(tmp_path, "paper/features", "k1").load(False) == ({"overall": {"rate": 0.5}}, None)
+    assert PartialRun(tmp_path, "paper/features", "k2").load(False) is None
 
 
 def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path):
@@ -201,13 +202,15 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
     saved as it finishes: the pieces give the run done at once, and a rerun after an interruption redoes only
     the missing targets."""
     from speechmax.evaluate import load_models
-    from speechmax.evaluate.run import _maximize, _maximize_by_target, _run_summary, cpu_model
+    from speechmax.evaluate.noise import maximize_by_target, maximize_recipe, run_summary
+    from speechmax.evaluate.resume import PartialRun
     from speechmax.evaluate.stats import mean_softmax
+    from speechmax.machine import cpu_model
 
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
     labels = tuple(m.classifier.cfg.labels)
-    res = _maximize(m, "latent", "speechmax", 1, False, 2, n=3, seed=5)
-    whole = _run_summary(res, labels, 5)
+    res = maximize_recipe(m, "latent", "speechmax", 1, False, 2, n=3, seed=5)
+    whole = run_summary(res, labels, 5)
     heat = mean_softmax(res.targets.numpy(), res.separate_after.numpy(), C)
     assert np.allclose(np.array(whole["heatmap_separate"], dtype=float), heat, atol=5e-5)
 
@@ -216,8 +219,9 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
         oa, ob = a.pop("objective"), b.pop("objective")
         return a == b and all(abs(oa[k] - ob[k]) <= 1e-4 for k in oa)
 
-    merged, seconds = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
-                                          3, 5, labels, True)
+    partial = PartialRun(tmp_path, "speechmax/latent", "k")
+    merged, seconds = maximize_by_target(partial, "speechmax/latent", m, "latent", "speechmax", 1, False, 2, 3, 5,
+                                         labels, True)
     by_cpu = merged.pop("seconds_by_cpu")
     assert same(merged, whole) and seconds > 0
     assert list(by_cpu) == [cpu_model()] and by_cpu[cpu_model()] == pytest.approx(seconds, abs=1e-3)
@@ -227,8 +231,8 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
     pieces[3].unlink()
     pieces[-1].unlink()
     stamp = {p: p.stat().st_mtime_ns for p in pieces if p.exists()}
-    again, seconds2 = _maximize_by_target(tmp_path, "speechmax/latent", "k", m, "latent", "speechmax", 1, False, 2,
-                                          3, 5, labels, True)
+    again, seconds2 = maximize_by_target(partial, "speechmax/latent", m, "latent", "speechmax", 1, False, 2, 3, 5,
+                                         labels, True)
     again.pop("seconds_by_cpu")
     assert same(again, whole) and seconds2 > 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()) and pieces[3].exists() and pieces[-1].exists()
@@ -240,10 +244,11 @@ def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     from safetensors.numpy import load_file
 
+    import speechmax.evaluate.noise as noise
     import speechmax.evaluate.run as run
     from speechmax.evaluate import load_models
 
-    monkeypatch.setattr(run, "KEEP_LIMIT", 50)
+    monkeypatch.setattr(noise, "KEEP_LIMIT", 50)
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
     metrics = run.evaluate(tmp_path, per_class=3, models=m, speakers=2, steps=2, listen_per_class=1,
                            control_per_class=1, c2c_per_class=1, threads=1, quiet=True)
@@ -270,21 +275,27 @@ def test_evaluate_drives_one_overall_bar_across_targets(models, tmp_path, monkey
     plus one unit per later stage; what out/partial/ holds (a finished run, most targets of another) is its
     ``initial``, so the ETA counts only the work left; targets and stages advance it to the total."""
     pytest.importorskip("sklearn")
+    import speechmax.evaluate.control as control
+    import speechmax.evaluate.listening as listening
+    import speechmax.evaluate.noise as noise
     import speechmax.evaluate.run as run
     from speechmax.evaluate import load_models
+    from speechmax.evaluate.resume import PartialRun, run_key
 
-    monkeypatch.setattr(run, "KEEP_LIMIT", 10)   # 1 start per class goes one target at a time, as a full run does
+    monkeypatch.setattr(noise, "KEEP_LIMIT", 10)   # 1 start per class goes one target at a time, as a full run does
     # the audio is not what this test is about: silence instead of Griffin-Lim keeps it fast
-    monkeypatch.setattr(run, "_synthesize", lambda models, mels, *a: np.zeros((len(mels), 16000), np.float32))
+    for module in (control, listening):
+        monkeypatch.setattr(module, "synthesize", lambda models, mels, *a: np.zeros((len(mels), 16000), np.float32))
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
     labels = tuple(m.classifier.cfg.labels)
-    key = {n: run._run_key(m, *n.split("/"), 1, 0, 1, 1) for n in ("paper/latent", "paper/features")}
+    partial = {n: PartialRun(tmp_path, n, run_key(m, *n.split("/"), 1, 0, 1, 1)) for n in ("paper/latent",
+                                                                                           "paper/features")}
     # an earlier sitting: paper/latent finished, paper/features interrupted with 5 targets to go
-    done = run._run_summary(run._maximize(m, "latent", "paper", 1, False, n=1, seed=0), labels, 0)
-    run._save_partial(tmp_path, "paper/latent", key["paper/latent"], {**done, "seconds": 1.0}, None)
-    run._maximize_by_target(tmp_path, "paper/features", key["paper/features"], m, "features", "paper", 1, False, 1,
-                            1, 0, labels, True)
-    for piece in sorted(run._target_folder(tmp_path, "paper/features", key["paper/features"]).glob("target*"))[:5]:
+    done = noise.run_summary(noise.maximize_recipe(m, "latent", "paper", 1, False, n=1, seed=0), labels, 0)
+    partial["paper/latent"].save({**done, "seconds": 1.0}, None)
+    noise.maximize_by_target(partial["paper/features"], "paper/features", m, "features", "paper", 1, False, 1, 1, 0,
+                             labels, True)
+    for piece in sorted(partial["paper/features"].folder.glob("target*"))[:5]:
         piece.unlink()
 
     bars = []

@@ -1,0 +1,214 @@
+"""Step 1, noise -> class: every recipe in both modes climbs ``per_class`` noise starts toward every word.
+
+A run's summary: the success rate per class (the classifier *and* the separate classifier give the target)
+with bootstrap 95% intervals, both classifiers' mean-softmax heatmaps (the paper's Fig. 5) and the objective
+before and after. For the recipe the later steps use, the first starts of every target keep their features
+(before and after), which the vocoder control and the listening set vocode and the figures draw.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..machine import cpu_model
+from ..maximize import maximize
+from ..maximize.recipes import RECIPES
+from ..progress import progress_bar
+from .resume import PartialRun, run_key
+from .stats import rounded, success_rates
+from .timing import Stage
+
+log = logging.getLogger(__name__)
+
+MODES = ("features", "latent")
+KEEP_LIMIT = 8000         # starts a run may keep the features of (8000 x 80 x 101 x 4 B x 2 = 520 MB)
+
+
+def maximize_recipe(models, mode: str, recipe: str, threads, progress, steps=None, targets="all", **kw):
+    """maximize() with the recipe's prior; ``progress``: True for a bar of its own that is cleared once done
+    (it sits under the evaluation's overall bar)."""
+    prior = None if mode == "features" else (models.prior_paper if recipe == "paper" else models.prior)
+    steps = steps if recipe == "speechmax" else None   # --steps tunes speechmax's recipe; the paper's is fixed
+    run = lambda tick: maximize(models.classifier, targets, mode=mode, prior=prior,  # noqa: E731
+                                separate=models.separate, threads=threads, progress=tick, recipe=recipe,
+                                steps=steps, **kw)
+    if progress is not True:
+        return run(progress)
+    n = len(kw["init"]) if kw.get("init") is not None else kw.get("n", 1)
+    total = n * (models.classifier.cfg.n_classes if targets == "all" else 1) * (steps or RECIPES[recipe].steps)
+    with progress_bar(total=total, unit="step", unit_scale=True, desc=f"maximize {recipe}/{mode}",
+                      leave=False) as bar:
+        return run(bar.update)
+
+
+def run_stats(res, n_classes: int) -> dict:
+    """The part of a maximize() result a noise run's summary needs, small enough to keep on disk (about 50 KB
+    per 10,000 starts): each start's target and both classifiers' top class, per-target sums of both softmaxes,
+    the objective's sums before and after, the number of starts stopped. Stats of pieces add up
+    (:func:`merge_stats`)."""
+    t = res.targets.numpy()
+    dtype = np.uint8 if n_classes <= 255 else np.int32
+    out = {"targets": t.astype(dtype), "count": np.bincount(t, minlength=n_classes).astype(np.int64)}
+    for key, probs in (("classifier", res.probs_after), ("separate", res.separate_after)):
+        probs = probs.numpy().astype(np.float64)
+        out[f"pred_{key}"] = probs.argmax(-1).astype(dtype)
+        sums = np.zeros((n_classes, n_classes))
+        for c in np.unique(t):
+            sums[c] = probs[t == c].sum(0)
+        out[f"sum_{key}"] = sums
+    traj = res.trajectory.numpy().astype(np.float64)
+    first, last = traj[:, 0], traj[:, -1]
+    out["objective"] = np.array([np.nansum(first), np.isfinite(first).sum(), np.nansum(last), np.isfinite(last).sum()])
+    out["stopped"] = np.array([len(res.nan_stopped)], dtype=np.int64)
+    return out
+
+
+def merge_stats(parts: list) -> dict:
+    cat = ("targets", "pred_classifier", "pred_separate")
+    return {k: np.concatenate([p[k] for p in parts]) if k in cat else sum(p[k] for p in parts) for k in parts[0]}
+
+
+def stats_summary(stats: dict, settings: dict, labels, seed: int) -> dict:
+    """A noise run's metrics: success rates with CIs, both mean-softmax heatmaps, the objective, settings."""
+    t = stats["targets"].astype(np.int64)
+    out = success_rates(t, stats["pred_classifier"].astype(np.int64), stats["pred_separate"].astype(np.int64),
+                        labels, seed=seed)
+    n = stats["count"].astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["heatmap_separate"] = rounded(np.where(n > 0, stats["sum_separate"] / n, np.nan))
+        out["heatmap_classifier"] = rounded(np.where(n > 0, stats["sum_classifier"] / n, np.nan))
+    o = stats["objective"]
+    out["objective"] = {"before": round(float(o[0] / o[1]), 4) if o[1] else None,
+                        "after": round(float(o[2] / o[3]), 4) if o[3] else None}
+    out["nan_stopped"] = int(stats["stopped"][0])
+    out["settings"] = {k: v for k, v in settings.items() if k not in ("seed",)}
+    return out
+
+
+def run_summary(res, labels, seed: int) -> dict:
+    """Metrics of one maximize() result with targets."""
+    return stats_summary(run_stats(res, len(labels)), res.settings, labels, seed)
+
+
+def maximize_by_target(partial: PartialRun, name: str, models, mode: str, recipe: str, threads, progress, steps,
+                       per_class: int, seed: int, labels, quiet: bool, advance=None):
+    """A noise run done one target at a time, each target's :func:`run_stats` kept by ``partial`` as it
+    finishes (start j's noise depends on the seed and j only, so the pieces equal the run done at once).
+    Returns the run's summary and the seconds of compute its pieces took, including earlier sittings'.
+    advance: optional callable(n), called with 1 as each target this sitting computes is saved (targets
+    resumed from disk are not counted: they are the overall bar's ``initial``)."""
+    parts, seconds, by_cpu, resumed, settings = [], 0.0, {}, 0, None
+    for c in range(len(labels)):
+        done = partial.load_target(c)
+        if done is not None:
+            stats, meta = done
+            resumed += 1
+        else:
+            if not quiet:
+                log.info("noise %s: target %d of %d (%s)", name, c + 1, len(labels), labels[c])
+            t0 = time.perf_counter()
+            res = maximize_recipe(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
+                                  keep_features=False, score_before=False)
+            stats = run_stats(res, len(labels))
+            meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings, "cpu": cpu_model()}
+            del res
+            partial.save_target(c, stats, meta)
+            if advance is not None:
+                advance(1)
+        parts.append(stats)
+        seconds += meta["seconds"]
+        cpu = meta.get("cpu", "not recorded")   # pieces before 2026-11-30 did not say
+        by_cpu[cpu] = round(by_cpu.get(cpu, 0.0) + meta["seconds"], 4)
+        settings = settings or meta["settings"]
+    if resumed and not quiet:
+        log.info("noise %s: %d of %d targets resumed from %s", name, resumed, len(labels), partial.folder)
+    summary = stats_summary(merge_stats(parts), settings, labels, seed)
+    summary["seconds_by_cpu"] = by_cpu
+    return summary, round(seconds, 4)
+
+
+def first_per_target(res, k: int) -> np.ndarray:
+    """Indices of the first ``k`` starts of every target in a noise run (targets in class order)."""
+    return np.flatnonzero(res.start.numpy() < k)
+
+
+@dataclass
+class NoiseRun:
+    name: str                  # recipe/mode
+    recipe: str
+    mode: str
+    partial: PartialRun
+    finished: tuple | None     # (summary, kept features or None) from an earlier sitting
+
+
+@dataclass
+class NoisePlan:
+    """The four noise runs and what earlier sittings left of them."""
+    runs: list
+    per_class: int
+    k_keep: int                # starts per target whose features the later steps need
+    by_target: bool            # too big to keep at once: one target at a time, each kept on disk
+    units_done: int            # targets already done (the overall bar's ``initial``)
+
+
+def plan_noise(out, models, recipe: str, per_class: int, seed: int, steps, k_keep: int, n_classes: int) -> NoisePlan:
+    """Every recipe x mode, each with what out/partial/ holds of it under its key."""
+    by_target = per_class * n_classes > KEEP_LIMIT
+    runs, done = [], 0
+    for run_recipe in RECIPES:
+        for mode in MODES:
+            name = f"{run_recipe}/{mode}"
+            partial = PartialRun(out, name, run_key(models, run_recipe, mode, per_class, seed, steps, k_keep))
+            finished = partial.load(want_kept=run_recipe == recipe)
+            runs.append(NoiseRun(name, run_recipe, mode, partial, finished))
+            done += n_classes if finished is not None else (partial.targets_done(n_classes) if by_target else 0)
+    return NoisePlan(runs, per_class, k_keep, by_target, done)
+
+
+def noise_to_class(plan: NoisePlan, models, labels, *, recipe: str, seed: int, steps, threads, timing: dict,
+                   quiet: bool, advance):
+    """Run (or resume) the plan's noise runs. Returns their summaries by name, the kept features of ``recipe``'s
+    runs by mode ({before, after, targets, start}) and the seconds of compute earlier sittings measured for
+    what this one resumed. Each run's seconds go in ``timing`` as ``noise <name>``; ``advance(n)`` as targets
+    finish."""
+    C = len(labels)
+    inner = not quiet   # the per-run bars
+    noise, keep, earlier = {}, {}, 0.0
+    for run in plan.runs:
+        name, mode = run.name, run.mode
+        if run.finished is not None:
+            noise[name], kept = run.finished
+            if kept is not None:
+                keep[mode] = kept
+            timing[f"noise {name}"] = noise[name]["seconds"]
+            earlier += noise[name]["seconds"]
+            if not quiet:
+                log.info("noise %s: resumed from %s", name, run.partial.summary_file.parent)
+            continue
+        with Stage(timing, f"noise {name}", quiet):
+            if plan.by_target:   # one target at a time, each kept on disk: hours of work resume where they stopped
+                noise[name], seconds = maximize_by_target(run.partial, name, models, mode, run.recipe, threads, inner,
+                                                          steps, plan.per_class, seed, labels, quiet, advance=advance)
+                res = None
+            else:
+                res = maximize_recipe(models, mode, run.recipe, threads, inner, steps, n=plan.per_class, seed=seed)
+                noise[name] = run_summary(res, labels, seed)
+                advance(C)
+            if run.recipe == recipe:
+                k = min(plan.k_keep, plan.per_class)
+                small = res if not plan.by_target else maximize_recipe(models, mode, run.recipe, threads, False,
+                                                                       steps, n=k, seed=seed)
+                sel = first_per_target(small, k)
+                keep[mode] = dict(before=small.features_before[sel], after=small.features[sel],
+                                  targets=small.targets[sel].numpy(), start=small.start[sel].numpy())
+            del res
+        # a run done in pieces over several sittings is timed by the compute its pieces measured
+        if plan.by_target:
+            earlier += max(0.0, seconds - timing[f"noise {name}"])
+            timing[f"noise {name}"] = seconds
+        noise[name]["seconds"] = timing[f"noise {name}"]
+        run.partial.save(noise[name], keep.get(mode) if run.recipe == recipe else None)
+    return noise, keep, earlier
