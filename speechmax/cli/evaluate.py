@@ -4,12 +4,13 @@ import json
 
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.evaluate import evaluate
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
+from speechmax.progress import progress_bar
 
 
-def register(sub):
-    p = sub.add_parser("evaluate", help="the evaluation report: noise->class, vocoder control, class to class, "
-                                        "figures, listening set",
+def register(sub, help):
+    p = sub.add_parser("evaluate", help=help,
                        description="The evaluation report: noise -> class success of every recipe and mode, the vocoder\ncontrol, class to class, figures and a listening set (report.html, metrics.json).",
                        epilog="examples:\n  speechmax evaluate --out runs/eval --quick\n  speechmax evaluate --out runs/full --per-class 10000 --threads 2")
     p.add_argument("--out", required=True, help="output folder (report.html, metrics.json, figures/, listening/): new, "
@@ -45,9 +46,6 @@ def register(sub):
 
 
 def run(args):
-    from speechmax.evaluate import evaluate
-    from speechmax.progress import progress_bar
-
     for name in ("per_class", "steps", "speakers", "listen_per_class", "control_per_class", "c2c_per_class"):
         v = getattr(args, name)
         if v is not None and v < 1:

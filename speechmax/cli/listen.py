@@ -4,11 +4,14 @@ import os
 import secrets
 import socket
 
+import uvicorn
+
 from speechmax.cli import CommandError
+from speechmax.listen import create_app
 
 
-def register(sub):
-    p = sub.add_parser("listen", help="self-hosted listening test (quality MOS and word identification)",
+def register(sub, help):
+    p = sub.add_parser("listen", help=help,
                        description="Serve a listening test over a set folder (DIR/manifest.json, format in "
                                    "`pydoc speechmax.listen`); answers go to an SQLite database.",
                        epilog="example:\n  speechmax listen --set runs/eval/listening --db answers.db --port 8000")
@@ -24,10 +27,6 @@ def register(sub):
 
 
 def run(args):
-    import uvicorn
-
-    from speechmax.listen import create_app
-
     admin_token = args.admin_token or secrets.token_urlsafe(18)
     app = create_app(args.set_dir, args.db, admin_token, per_rater=args.clips_per_rater)
     # Bind first: URLs and a token printed for a server that then fails to start would mislead.
