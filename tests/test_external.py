@@ -199,3 +199,31 @@ def test_cli_classify_on_a_user_model(tmp_path):
     assert report["labelled"] == 2 and 0 <= report["accuracy"] <= 1
     out = run("--input", "waveform")
     assert out.returncode == 2 and "needs its labels" in out.stderr
+
+
+@pytest.mark.parametrize("mode", ["features", "latent"])
+def test_cli_maximize_on_a_user_waveform_model_scores_the_written_audio(tmp_path, mode):
+    import json
+
+    import numpy as np
+
+    from speechmax.cli import main
+
+    torch.jit.save(torch.jit.script(_model(WaveNetKWS)), tmp_path / "kws.pt")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    out = tmp_path / "run"
+    args = ["maximize", "--model", str(tmp_path / "kws.pt"), "--labels", str(tmp_path / "labels.txt"),
+            "--input", "waveform", "--target", "up,left", "--starts", "2", "--steps", "2", "--mode", mode,
+            "--vocoder", "griffinlim", "--out", str(out), "--json"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    audio = manifest["hit_rate_audio"]
+    assert audio["samples"] == 4 and audio["classifier"] is not None
+    # the separate classifier (speechmax's 35 words) has all three of this model's labels
+    assert manifest["separate_shared_labels"] == list(LABELS) and audio["separate"] is not None
+    # re-scoring by hand: the model on the wavs as written
+    from speechmax.features import load_audio
+    waves = torch.from_numpy(np.stack([load_audio(out / s["wav"]) for s in manifest["samples"]]))
+    top = _model(WaveNetKWS)(waves).argmax(-1).tolist()
+    assert audio["classifier"] == pytest.approx(np.mean([LABELS[t] == s["target"]
+                                                         for t, s in zip(top, manifest["samples"])]))

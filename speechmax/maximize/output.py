@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import FeatureConfig, save_audio
+from ..features import FeatureConfig, fit_length, load_audio, log_mel, save_audio
 from ..outputs import atomic_path, write_json
 from ..vocoder.vocoder import Vocoder
 from .engine import MaximizeResult
@@ -61,7 +61,7 @@ def _caption(res: MaximizeResult, i: int, when: str) -> str:
     t = _top(pc[i], res.labels)
     text = f"{when}: classifier {t['label']} {t['prob']:.2f}"
     if ps is not None:
-        s = _top(ps[i], res.labels)
+        s = _top(ps[i], res.separate_labels or res.labels)
         text += f", separate {s['label']} {s['prob']:.2f}"
     return text
 
@@ -111,6 +111,8 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     voc = Vocoder.for_listeners(vocoder) if isinstance(vocoder, str) else vocoder
     backend, why = voc.preferred_backend, voc.preference_note
     cfg = feature_config or voc.feature_config
+    sep_labels = res.separate_labels or res.labels
+    sep_index = {label: i for i, label in enumerate(sep_labels)}
     samples = []
     for i in range(len(res.targets)):
         target = int(res.targets[i])
@@ -129,12 +131,13 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
             else:
                 save_audio(out / wav, wave, cfg.sample_rate)
         title = f"target: {tname}   start {int(res.start[i])}"
+        sep_target = sep_index.get(tname, -1) if target >= 0 else -1
         if target >= 0:
             title += f"   P({tname}): classifier {float(res.probs_before[i, target]):.3f} -> " \
                      f"{float(res.probs_after[i, target]):.3f}"
-            if res.separate_after is not None:
-                title += f", separate {float(res.separate_before[i, target]):.3f} -> " \
-                         f"{float(res.separate_after[i, target]):.3f}"
+            if res.separate_after is not None and sep_target >= 0:
+                title += f", separate {float(res.separate_before[i, sep_target]):.3f} -> " \
+                         f"{float(res.separate_after[i, sep_target]):.3f}"
         if stopped >= 0:
             title += f"   (stopped at step {stopped}: non-finite)"
         if not (resume and (out / f"{stem}.png").is_file()):
@@ -149,14 +152,16 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
                  "classifier": {"before": _scores(res.probs_before[i], target, res.labels),
                                 "after": _scores(res.probs_after[i], target, res.labels)}}
         if res.separate_after is not None:
-            entry["separate"] = {"before": _scores(res.separate_before[i], target, res.labels),
-                                 "after": _scores(res.separate_after[i], target, res.labels)}
+            entry["separate"] = {"before": _scores(res.separate_before[i], sep_target, sep_labels),
+                                 "after": _scores(res.separate_after[i], sep_target, sep_labels)}
         samples.append(entry)
         if progress is not None:
             progress(1)
     manifest = {
         "settings": res.settings,
         "labels": list(res.labels),
+        **({"separate_labels": list(res.separate_labels), "separate_shared_labels": res.shared_labels()}
+           if res.separate_labels is not None else {}),
         "vocoder": {"name": voc.name, "backend": backend, "fallback_reason": why},
         "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
         "nan_stopped": res.nan_stopped,
@@ -166,3 +171,45 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     path = out / MANIFEST
     write_json(path, manifest, indent=1)
     return path
+
+
+def _audio_hits(probs: torch.Tensor, targets: list, labels) -> float | None:
+    index = {label: i for i, label in enumerate(labels)}
+    pairs = [(int(p), index[t]) for p, t in zip(probs.argmax(-1), targets) if t in index]
+    return round(sum(p == t for p, t in pairs) / len(pairs), 6) if pairs else None
+
+
+@torch.no_grad()
+def score_written_audio(out, classifier, separate=None, batch: int = 256) -> dict:
+    """The hit rates of what a person hears: every ``.wav`` of the run in ``out``, re-read from disk, scored by
+    the classifier (a model that reads waveforms hears the audio itself, a log-mel model its log-mel) and by the
+    separate classifier (over the labels it shares with the classifier). Written into the manifest as
+    ``hit_rate_audio`` ({"classifier", "separate", "samples"}) and returned."""
+    path = Path(out) / MANIFEST
+    manifest = json.loads(path.read_text())
+    items = [s for s in manifest["samples"] if s.get("wav") and s.get("target")]
+    rates = {"classifier": None, "separate": None, "samples": len(items)}
+    if items:
+        sr = classifier.feature_config.sample_rate
+        n = (classifier.cfg.n_frames - 1) * classifier.feature_config.hop_length
+        waves = torch.stack([torch.from_numpy(fit_length(load_audio(Path(out) / s["wav"], sr), n)) for s in items])
+        targets = [s["target"] for s in items]
+        waveform = getattr(classifier, "input", "log-mel") == "waveform"
+        run = classifier.classify_waveform if waveform else (lambda w: classifier(_fit_mel(w, classifier)))
+        rates["classifier"] = _audio_hits(torch.cat([run(waves[i:i + batch]) for i in range(0, len(waves), batch)]),
+                                          targets, classifier.cfg.labels or manifest["labels"])
+        if separate is not None:
+            probs = torch.cat([separate(_fit_mel(waves[i:i + batch], separate)) for i in range(0, len(waves), batch)])
+            rates["separate"] = _audio_hits(probs, targets, manifest.get("separate_labels") or manifest["labels"])
+    manifest["hit_rate_audio"] = rates
+    write_json(path, manifest, indent=1)
+    return rates
+
+
+def _fit_mel(waves: torch.Tensor, model) -> torch.Tensor:
+    mel = log_mel(waves, model.feature_config).float()
+    frames = model.cfg.n_frames
+    if mel.shape[-1] < frames:
+        mel = torch.nn.functional.pad(mel, (0, frames - mel.shape[-1]), value=model.feature_config.log_min)
+    return mel[..., :frames]
+

@@ -153,7 +153,10 @@ class ExternalClassifier(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         try:
-            out = self.module(x)
+            # TorchScript's optimizing executor differentiates its graphs with its own formulas, some wrong (in
+            # torch 2.13 |complex| backpropagates through torch.sign and fails); unoptimized, it records eager autograd
+            with torch.jit.optimized_execution(not isinstance(self.module, torch.jit.ScriptModule)):
+                out = self.module(x)
         except Exception as e:
             raise ModelError(f"the model {self.name!r} failed on {self.input} input of shape {tuple(x.shape)} "
                              f"({type(e).__name__}: {e})") from e
@@ -186,33 +189,35 @@ class ExternalClassifier(nn.Module):
             raise ModelError(f"the model {self.name!r} reads log-mel, not waveforms")
         return self._run(wave)
 
+    @property
+    def hookable(self) -> bool:
+        """Whether the named modules run as modules (forward hooks see them): a Python module, not a TorchScript
+        module (which refuses hooks) or a torch.export program (which runs its flattened graph)."""
+        return not isinstance(self.module, (torch.jit.ScriptModule, torch.fx.GraphModule))
+
     def layer_names(self) -> list[str]:
-        return [name for name, _ in self.module.named_modules() if name]
+        """The named modules a layer objective can take (none for a TorchScript or torch.export program)."""
+        return [name for name, _ in self.module.named_modules() if name] if self.hookable else []
 
     def activations(self, log_mel: torch.Tensor, names=None) -> "OrderedDict[str, torch.Tensor]":
         """Outputs of the named modules (all, or ``names``) for log-mel input, then "logits"."""
         wanted = self.layer_names() if names is None else list(names)
-        unknown = [n for n in wanted if n not in dict(self.module.named_modules())]
+        if wanted and not self.hookable:
+            raise ModelError(f"layer objectives need the model's Python module: a {type(self.module).__name__} "
+                             "does not run its submodules as modules (no forward hooks)")
+        modules = dict(self.module.named_modules())
+        unknown = [n for n in wanted if n not in modules]
         if unknown:
             raise ModelError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(self.layer_names())}")
         got, handles = OrderedDict(), []
-        modules = dict(self.module.named_modules())
-        try:
-            for n in wanted:
-                handles.append(modules[n].register_forward_hook(
-                    lambda _m, _i, out, n=n: got.__setitem__(n, out[0] if isinstance(out, tuple) else out)))
-        except RuntimeError as e:   # ScriptModules refuse hooks
-            raise ModelError(f"layer objectives need forward hooks, which a TorchScript module does not run ({e}); "
-                             "pass the Python module") from None
+        for n in wanted:
+            handles.append(modules[n].register_forward_hook(
+                lambda _m, _i, out, n=n: got.__setitem__(n, out[0] if isinstance(out, tuple) else out)))
         try:
             logits = self(log_mel)
         finally:
             for h in handles:
                 h.remove()
-        silent = [n for n in wanted if n not in got]
-        if silent:
-            raise ModelError(f"layer(s) {', '.join(silent[:5])} did not run as modules (a torch.export program runs "
-                             "its graph, not its submodules); layer objectives need the Python module")
         got["logits"] = logits
         return got
 
