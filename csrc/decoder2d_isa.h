@@ -1,7 +1,7 @@
 // The seed paper's 2-D decoder (prior arch "paper": ConvTranspose2d(kernel 4, stride 2, padding 1) layers with
-// ReLU between them), one sample at a time -- the ISA-specific half. maximize_cpu.cpp includes this file once
-// per instruction set, right after maximize_cpu_isa.h (it runs its convolutions with conv_direct), hence no
-// include guard.
+// ReLU between them), one sample at a time -- the ISA-specific half. decoder2d.cpp includes this file once per
+// instruction set, right after conv_cpu_isa.h (it runs its convolutions with conv_direct), hence no include
+// guard.
 //
 // Images are channels-last: pixel p = y * W + x is one row of C floats (C a multiple of 16; the last layer has
 // one channel). A layer's forward is a 1x1 GEMM per input pixel into the outputs of all 16 kernel positions

@@ -8,45 +8,25 @@
 // L2-resident), instead of writing whole-batch tensors to memory between layers as autograd does. Batch
 // norm, the prior's de-normalisation and the classifier's input normalisation are folded into the packed
 // weights by speechmax/ops/maximize.py; the per-element math (objective gradient, update rules) is
-// maximize_math.h, which cuda/maximize.cu compiles too. The convolution microkernels are
-// maximize_cpu_isa.h, built once for AVX2 (the portable baseline) and once for AVX-512, picked at run time.
-#include <torch/extension.h>
-#include <immintrin.h>
+// maximize_math.h, which cuda/maximize.cu compiles too. The convolutions are conv_cpu_isa.h (direct) and
+// maximize_cpu_isa.h (Winograd), built once for AVX2 (the portable baseline) and once for AVX-512, picked at
+// run time.
 #include <omp.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "maximize_math.h"
+#include "conv_cpu.h"
 #include "ops.h"
-#include "simd.h"
 
 namespace speechmax {
 namespace {
 
-constexpr int kPanel = 32;    // outputs per weight panel (speechmax/ops/maximize.py packs with the same width)
-constexpr int kMaxTile = 12;  // output rows per microkernel call at most
-constexpr int kGroup = 8;     // samples per call of the decoder's first layer (latent mode)
-constexpr int kPad = 8;       // zero rows before and after every activation (>= what any conv reads past its rows)
-constexpr int kDescCols = 6;  // per matrix: weight offset, bias offset (-1: none), cin, coutp, taps, pad
-
-int pad16(int n) { return (n + 15) / 16 * 16; }
-
-// A packed convolution: weights in panels (see maximize_cpu_isa.h), bias padded to coutp (or null).
-struct Mat {
-  const float* w = nullptr;
-  const float* b = nullptr;
-  int cin = 0, coutp = 0, taps = 0, pad = 0;
-  const float* ww = nullptr;  // Winograd weights: 5 blocks (one per transform point) of S-tap panels, or null
-  int S = 0;
-  long astride = 0;
-};
+constexpr int kGroup = 8;  // samples per call of the decoder's first layer (latent mode)
 
 // Winograd F(3, 3) transforms (speechmax/ops/maximize.py: _winograd_matrices).
 struct Wino {
@@ -54,13 +34,9 @@ struct Wino {
   float at[3][5];
 };
 
-// The packed decoder + classifier, as raw pointers into the tensors of a PackedMaximizer.
-struct Net {
-  bool latent;
-  int L, Lp, C, Cp, C2, C2p, T0, M, Mp, T, nb, NC, NCp, cmp;
+// The packed decoder + classifier: its shape, and raw pointers into the tensors of a PackedMaximizer.
+struct Net : MaximizeShape {
   long h0_stride;                 // floats per sample in the group buffers of the decoder's first layer
-  std::vector<int> ch;            // stem + block output channels
-  std::vector<char> proj;         // block i has a 1x1 projection on its shortcut
   Mat fc, fcT, c1[2], c1T[2], c2[2], c2T[2], c3, c3T;
   Mat stem, stemT, head, headT;
   std::vector<Mat> b1, b1T, b2, b2T, pj, pjT;
@@ -68,26 +44,6 @@ struct Net {
   const float* istd;
   Wino wino;
   bool use_wino = false;
-};
-
-// The paper prior's 2-D decoder after its linear layer (decoder2d_isa.h; speechmax/ops/decoder2d.py packs it).
-struct Dec2d {
-  int H0, W0, nl, M, T;            // input image, layers, the crop (mel rows, frames)
-  std::vector<int> ch;             // channels: input, then per layer (the last is 1)
-  std::vector<Mat> fwd, bwd;       // per layer: input -> 16 kernel positions x Cout (bias: the layer's), transpose
-  std::vector<long> act_off;       // per intermediate layer: offset of its output in a sample's activations
-  long acts_floats = 0, cols_floats = 0, gbuf_floats = 0;
-  const float* scale;              // (M) the prior's de-normalisation: feats = out * scale + shift
-  const float* shift;
-};
-
-struct Dec2dJob {
-  bool backward;
-  const float* h0;    // (B, H0 W0 C0) post-ReLU input image
-  float* acts;        // (B, acts_floats) or null (forward: written; backward: read)
-  float* feats;       // forward: (B, M, T)
-  const float* gf;    // backward: (B, M, T)
-  float* g_h0;        // backward: (B, H0 W0 C0)
 };
 
 // One step for a batch: what to climb, how to step, where the results go.
@@ -106,7 +62,7 @@ struct Job {
 };
 
 // Per-thread scratch, kept between calls (threads are OpenMP's persistent pool) and zeroed only when the
-// layout changes: the kPad rows around every activation are never written, so they stay zero. Pointers
+// layout changes: the kCpuPadRows rows around every activation are never written, so they stay zero. Pointers
 // here are to row 0 of each buffer.
 struct Work {
   std::vector<float> mem;
@@ -118,6 +74,7 @@ struct Work {
   float* grad[3];
 
   void carve(const Net& n) {
+    constexpr int kPad = kCpuPadRows;
     const long rows = std::max(n.T, n.latent ? 4 * n.T0 : 0) + 2 * kPad;
     struct Slot { float** ptr; long floats, lead; };
     std::vector<Slot> slots;
@@ -182,74 +139,34 @@ void finish_sample(const Job& job, long s, float obj, const float* g) {
 }
 
 namespace isa_avx2 {
-struct V : simd::Avx2 {
-  static constexpr int NREG = 16;
-  static reg relu(reg a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }  // NaN in a -> NaN (mx::relu)
-  static reg keep_where_positive(reg a, reg m) {
-    return _mm256_and_ps(a, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
-  }
-};
+#include "conv_cpu_isa.h"
 #include "maximize_cpu_isa.h"
-#include "decoder2d_isa.h"
 }  // namespace isa_avx2
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 namespace isa_avx512 {
-struct V : simd::Avx512 {
-  static constexpr int NREG = 32;
-  static reg relu(reg a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }  // NaN in a -> NaN (mx::relu)
-  static reg keep_where_positive(reg a, reg m) {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), a);
-  }
-};
+#include "conv_cpu_isa.h"
 #include "maximize_cpu_isa.h"
-#include "decoder2d_isa.h"
 }  // namespace isa_avx512
 #pragma GCC pop_options
 
-bool cpu_has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
-}
-
 using RunFn = void (*)(const Net&, const Job&, long, long, Work&);
-
-bool pick_avx512(const std::string& isa, const char* op) {
-  const bool has512 = cpu_has_avx512();
-  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2", op, ": unknown isa '", isa,
-              "'; expected auto, avx512 or avx2");
-  TORCH_CHECK(isa != "avx512" || has512, op, ": isa 'avx512' asked for, but this CPU has no AVX-512F");
-  return isa == "avx512" || (isa == "auto" && has512);
-}
 
 RunFn pick_run(const std::string& isa) {
   return pick_avx512(isa, "maximize_step") ? isa_avx512::run_samples : isa_avx2::run_samples;
 }
 
-void check_f32(const torch::Tensor& t, const char* name, const char* op = "maximize_step") {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
-              op, ": ", name, " must be a contiguous float32 CPU tensor, got ", t.scalar_type(),
-              t.is_contiguous() ? "" : " (not contiguous)");
-}
+void check_f32(const torch::Tensor& t, const char* name) { check_f32(t, name, "maximize_step"); }
 
-// dims: latent?, L, C, C2, T0, M, T, nb, NC, then nb + 1 channel counts, then nb projection flags.
-Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
+Net make_net(const MaximizeParams& p, const torch::Tensor& weights, const torch::Tensor& desc,
              const torch::Tensor& norm, const c10::optional<torch::Tensor>& wino_weights,
              const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
-  TORCH_CHECK(dims.size() >= 9, "maximize_step: dims too short");
   Net n;
-  n.latent = dims[0] != 0;
-  n.L = (int)dims[1], n.C = (int)dims[2], n.C2 = (int)dims[3], n.T0 = (int)dims[4];
-  n.M = (int)dims[5], n.T = (int)dims[6], n.nb = (int)dims[7], n.NC = (int)dims[8];
-  TORCH_CHECK((int64_t)dims.size() == 9 + 2 * n.nb + 1, "maximize_step: dims has ", dims.size(), " entries for ",
-              n.nb, " blocks");
-  n.Lp = pad16(n.L), n.Cp = pad16(n.C), n.C2p = pad16(n.C2), n.Mp = pad16(n.M), n.NCp = pad16(n.NC);
-  n.ch.assign(dims.begin() + 9, dims.begin() + 10 + n.nb);
-  n.proj.assign(dims.begin() + 10 + n.nb, dims.end());
-  n.cmp = 0;
-  for (int c : n.ch) n.cmp = std::max(n.cmp, pad16(c));
-  n.h0_stride = (long)(n.T0 + 2 * kPad) * n.Cp;
+  TORCH_CHECK(maximize_shape(p, &n), "maximize_step: params describe no network the kernel covers (", p.n_blocks,
+              " blocks, at most ", kMaxBlocks, "; n_mels, n_frames, n_classes >= 1)");
+  n.h0_stride = (long)(n.T0 + 2 * kCpuPadRows) * n.Cp;
+  TORCH_CHECK(norm.numel() == 2L * n.M, "maximize_step: norm must be (2, ", n.M, ")");
   n.mean = norm.data_ptr<float>();
   n.istd = n.mean + n.M;
 
@@ -279,8 +196,8 @@ Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std:
     m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
     if (ww && wd[3 * next] >= 0) m.ww = ww + wd[3 * next], m.S = (int)wd[3 * next + 1], m.astride = wd[3 * next + 2];
     ++next;
-    TORCH_CHECK(m.pad <= kPad, "maximize_step: padding ", m.pad, " exceeds ", kPad);
-    TORCH_CHECK(m.coutp % 16 == 0, "maximize_step: outputs must be padded to 16");
+    TORCH_CHECK(m.pad <= kMaxConvPad, "maximize_step: padding ", m.pad, " exceeds ", kMaxConvPad);
+    TORCH_CHECK(m.coutp % kChannelAlign == 0, "maximize_step: outputs must be padded to ", kChannelAlign);
     return m;
   };
   if (n.latent) {
@@ -298,147 +215,48 @@ Net make_net(const torch::Tensor& weights, const torch::Tensor& desc, const std:
   return n;
 }
 
-using Dec2dFn = void (*)(const Dec2d&, const Dec2dJob&, long, long, std::vector<float>&);
-
-// dims: H0, W0, layers, M, T, then layers + 1 channel counts; desc: per layer its forward and transposed
-// matrix (rows as maximize_step's); affine: (2, M) scale and shift.
-Dec2d make_dec2d(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
-                 const torch::Tensor& affine) {
-  check_f32(weights, "weights", "decoder2d");
-  check_f32(affine, "affine", "decoder2d");
-  TORCH_CHECK(dims.size() >= 6 && (int64_t)dims.size() == 6 + dims[2], "decoder2d: dims must be H0, W0, layers, "
-              "M, T and layers + 1 channel counts");
-  Dec2d d;
-  d.H0 = (int)dims[0], d.W0 = (int)dims[1], d.nl = (int)dims[2], d.M = (int)dims[3], d.T = (int)dims[4];
-  d.ch.assign(dims.begin() + 5, dims.end());
-  TORCH_CHECK(d.nl >= 1 && d.H0 >= 1 && d.W0 >= 1 && d.ch.back() == 1, "decoder2d: needs >= 1 layer and a "
-              "1-channel output");
-  for (int l = 0; l < d.nl; ++l)
-    TORCH_CHECK(d.ch[l] >= 16 && d.ch[l] % 16 == 0, "decoder2d: channels must be multiples of 16, got ", d.ch[l]);
-  TORCH_CHECK(d.M >= 1 && d.T >= 1 && d.M <= (d.H0 << d.nl) && d.T <= (d.W0 << d.nl), "decoder2d: crop ", d.M,
-              " x ", d.T, " exceeds the output");
-  TORCH_CHECK(affine.numel() == 2L * d.M, "decoder2d: affine must be (2, ", d.M, ")");
-  TORCH_CHECK(desc.scalar_type() == torch::kInt64 && desc.is_contiguous() && desc.dim() == 2 &&
-              desc.size(0) == 2 * d.nl && desc.size(1) == kDescCols, "decoder2d: desc must be (", 2 * d.nl, ", 6) int64");
-  d.scale = affine.data_ptr<float>(), d.shift = d.scale + d.M;
-  const float* w = weights.data_ptr<float>();
-  const int64_t* r = desc.data_ptr<int64_t>();
-  for (int i = 0; i < 2 * d.nl; ++i, r += kDescCols) {
-    const int l = i / 2, cin = d.ch[l], cout = d.ch[l + 1];
-    const bool fwd = i % 2 == 0;
-    Mat m;
-    m.w = w + r[0], m.b = r[1] >= 0 ? w + r[1] : nullptr;
-    m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
-    TORCH_CHECK(m.taps == 1 && m.pad == 0 && m.cin == (fwd ? cin : 16 * cout) &&
-                m.coutp == (fwd ? pad16(16 * cout) : cin) && (m.b != nullptr) == fwd &&
-                r[0] >= 0 && r[0] + (int64_t)m.cin * m.coutp <= weights.numel() &&
-                (!fwd || r[1] + m.coutp <= weights.numel()),
-                "decoder2d: desc row ", i, " does not match layer ", l);
-    (fwd ? d.fwd : d.bwd).push_back(m);
-  }
-  long H = d.H0, W = d.W0;
-  for (int l = 0; l < d.nl; ++l) {
-    d.cols_floats = std::max(d.cols_floats, H * W * 16 * d.ch[l + 1]);
-    H *= 2, W *= 2;
-    if (l + 1 < d.nl) {
-      d.act_off.push_back(d.acts_floats);
-      d.acts_floats += H * W * d.ch[l + 1];
-      d.gbuf_floats = std::max(d.gbuf_floats, H * W * d.ch[l + 1]);
-    }
-  }
-  return d;
-}
-
-void check_rows(const torch::Tensor& t, const char* name, long B, long per) {
-  check_f32(t, name, "decoder2d");
-  TORCH_CHECK(t.dim() >= 1 && t.size(0) == B && t.numel() == B * per, "decoder2d: ", name, " must hold ", B,
-              " rows of ", per, " floats, got ", t.sizes());
-}
-
-void run_dec2d(const Dec2d& d, const Dec2dJob& job, long B, int64_t threads, const std::string& isa) {
-  const Dec2dFn fn = pick_avx512(isa, "decoder2d") ? isa_avx512::dec2d_run : isa_avx2::dec2d_run;
-  if (B == 0) return;
-  pybind11::gil_scoped_release no_gil;
-  const int want = (int)std::min<long>(std::max<int64_t>(1, threads), B);
-#pragma omp parallel num_threads(want)
-  {
-    static thread_local std::vector<float> scratch;
-#pragma omp for schedule(dynamic, 1)
-    for (long s = 0; s < B; ++s) fn(d, job, s, s + 1, scratch);
-  }
-}
-
 }  // namespace
-
-void decoder2d_forward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
-                           const torch::Tensor& affine, const torch::Tensor& h0, torch::Tensor& feats,
-                           const c10::optional<torch::Tensor>& acts, int64_t threads, const std::string& isa) {
-  const Dec2d d = make_dec2d(weights, desc, dims, affine);
-  const long B = h0.size(0);
-  check_rows(h0, "h0", B, (long)d.H0 * d.W0 * d.ch[0]);
-  check_rows(feats, "feats", B, (long)d.M * d.T);
-  Dec2dJob job{false, h0.data_ptr<float>(), nullptr, feats.data_ptr<float>(), nullptr, nullptr};
-  if (acts.has_value()) {
-    check_rows(*acts, "acts", B, d.acts_floats);
-    job.acts = acts->data_ptr<float>();
-  }
-  run_dec2d(d, job, B, threads, isa);
-}
-
-void decoder2d_backward_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
-                            const torch::Tensor& affine, const torch::Tensor& h0, const torch::Tensor& acts,
-                            const torch::Tensor& gf, torch::Tensor& g_h0, int64_t threads, const std::string& isa) {
-  const Dec2d d = make_dec2d(weights, desc, dims, affine);
-  const long B = h0.size(0);
-  check_rows(h0, "h0", B, (long)d.H0 * d.W0 * d.ch[0]);
-  check_rows(acts, "acts", B, d.acts_floats);
-  check_rows(gf, "gf", B, (long)d.M * d.T);
-  check_rows(g_h0, "g_h0", B, (long)d.H0 * d.W0 * d.ch[0]);
-  Dec2dJob job{true, h0.data_ptr<float>(), acts.data_ptr<float>(), nullptr, gf.data_ptr<float>(), g_h0.data_ptr<float>()};
-  run_dec2d(d, job, B, threads, isa);
-}
-
 
 std::vector<std::string> maximize_cpu_isas() {
   return cpu_has_avx512() ? std::vector<std::string>{"avx2", "avx512"} : std::vector<std::string>{"avx2"};
 }
 
-void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, const std::vector<int64_t>& dims,
-                       const torch::Tensor& norm, torch::Tensor& x, const torch::Tensor& targets, int64_t objective,
-                       int64_t level, int64_t unit, int64_t optimizer, double lr, double l2,
+void maximize_step_cpu(const MaximizeParams& p, const torch::Tensor& weights, const torch::Tensor& desc,
+                       const torch::Tensor& norm, torch::Tensor& x, const torch::Tensor& targets,
+                       torch::Tensor& obj_out, const c10::optional<torch::Tensor>& grad_out,
                        const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
-                       int64_t adam_step, double beta1, double beta2, double eps, torch::Tensor& obj_out,
-                       const c10::optional<torch::Tensor>& grad_out, bool update, int64_t threads,
-                       const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
+                       int64_t threads, const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
                        const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
   check_f32(weights, "weights");
   check_f32(norm, "norm");
   check_f32(x, "x");
   check_f32(obj_out, "objective");
-  TORCH_CHECK(desc.scalar_type() == torch::kInt64 && desc.is_contiguous() && desc.dim() == 2 &&
-              desc.size(1) == kDescCols, "maximize_step: desc must be (n, 6) int64");
+  check_desc(desc, "maximize_step");
   TORCH_CHECK(targets.scalar_type() == torch::kInt64 && targets.is_contiguous(), "maximize_step: targets must be int64");
-  Net n = make_net(weights, desc, dims, norm, wino_weights, wino_desc, wino_tf);
+  Net n = make_net(p, weights, desc, norm, wino_weights, wino_desc, wino_tf);
   const long B = x.size(0);
   const long nvar = B ? x.numel() / B : 0;
   TORCH_CHECK(nvar == (n.latent ? n.L : (long)n.M * n.T), "maximize_step: x has ", nvar,
               " elements per sample, the packed model expects ", n.latent ? n.L : (long)n.M * n.T);
   TORCH_CHECK(targets.numel() == B && obj_out.numel() == B, "maximize_step: targets and objective must have ", B,
               " entries");
-  TORCH_CHECK(objective >= 0 && objective <= 2 && level >= 0 && level <= n.nb + 2, "maximize_step: bad objective");
+  TORCH_CHECK(p.objective >= 0 && p.objective <= 2 && p.level >= 0 && p.level <= n.nb + 2,
+              "maximize_step: bad objective");
   const int64_t* tg = targets.data_ptr<int64_t>();
   for (long s = 0; s < B; ++s)
-    TORCH_CHECK(objective == mx::kUnit || (tg[s] >= 0 && tg[s] < n.NC), "maximize_step: target ", tg[s],
+    TORCH_CHECK(p.objective == mx::kUnit || (tg[s] >= 0 && tg[s] < n.NC), "maximize_step: target ", tg[s],
                 " out of range [0, ", n.NC, ")");
   Job job;
   job.x = x.data_ptr<float>(), job.nvar = nvar, job.targets = tg;
-  job.objective = (int)objective, job.level = (int)level, job.unit = (int)unit, job.optimizer = (int)optimizer;
-  job.lr = (float)lr, job.l2 = (float)l2, job.beta1 = (float)beta1, job.beta2 = (float)beta2, job.eps = (float)eps;
-  job.c1 = (float)(1.0 - std::pow(beta1, (double)adam_step));
-  job.c2 = (float)(1.0 - std::pow(beta2, (double)adam_step));
+  job.objective = p.objective, job.level = p.level, job.unit = p.unit, job.optimizer = p.optimizer;
+  job.lr = (float)p.lr, job.l2 = (float)p.l2, job.beta1 = (float)p.beta1, job.beta2 = (float)p.beta2;
+  job.eps = (float)p.eps;
+  job.c1 = (float)(1.0 - std::pow(p.beta1, (double)p.adam_step));
+  job.c2 = (float)(1.0 - std::pow(p.beta2, (double)p.adam_step));
   job.m = job.v = nullptr;
-  if (optimizer == mx::kAdam && update) {
-    TORCH_CHECK(adam_m.has_value() && adam_v.has_value() && adam_step >= 1, "maximize_step: Adam needs m, v and step >= 1");
+  if (p.optimizer == mx::kAdam && p.update) {
+    TORCH_CHECK(adam_m.has_value() && adam_v.has_value() && p.adam_step >= 1,
+                "maximize_step: Adam needs m, v and adam_step >= 1");
     check_f32(*adam_m, "adam m");
     check_f32(*adam_v, "adam v");
     TORCH_CHECK(adam_m->numel() == x.numel() && adam_v->numel() == x.numel(), "maximize_step: Adam state must match x");
@@ -451,7 +269,7 @@ void maximize_step_cpu(const torch::Tensor& weights, const torch::Tensor& desc, 
     TORCH_CHECK(grad_out->numel() == x.numel(), "maximize_step: grad must match x");
     job.grad_out = grad_out->data_ptr<float>();
   }
-  job.update = update;
+  job.update = p.update;
   const RunFn run = pick_run(isa);
   if (B == 0) return;
   pybind11::gil_scoped_release no_gil;

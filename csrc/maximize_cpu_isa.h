@@ -1,111 +1,19 @@
-// The fused ascent step's ISA-specific half: the convolution microkernel and the per-thread loop over
-// samples. maximize_cpu.cpp includes this file once per instruction set, inside a namespace that defines
-// `V` (the vector type and its operations), and inside `#pragma GCC target` for the wider set -- hence no
-// include guard. Everything here has internal linkage, so no AVX-512 copy can leak into the AVX2 path.
-//
-// Layout: every activation is time-major, one row per frame ([t][channel], rows padded to 16 floats), with
-// kPad zero rows before and after, so a convolution reads its input rows t + j - pad without bounds tests.
-// A convolution is a small GEMM per sample, Y (T x Cout) = X_col (T x taps*Cin) W, with X_col never built:
-// row (j, c) of the implicit im2col matrix is input row t + j - pad, channel c. Weights come packed by
-// speechmax/ops/maximize.py in panels of kPanel outputs, input-major inside a panel (row j*Cin + c holds the
-// panel's outputs), so one vector load gives consecutive outputs and each broadcast input feeds all of them.
-
-// Y[t][o] = epilogue(sum_{j, c} W[j*cin + c][o] X[(t + j) * ldx + c]) for NT rows and NV vectors of outputs;
-// X points at the first input row the first output reads (row t0 - pad). Epilogue, in this order:
-// + bias[o], + init[t][o] (may alias Y: accumulation), ReLU, then zero where mask[t][o] <= 0.
-template <int NV, int NT>
-static void micro(const float* __restrict__ w, int pw, int cin, int taps, const float* X, long ldx, float* Y,
-                  long ldy, const float* bias, const float* init, long ld_init, bool relu, const float* mask,
-                  long ld_mask) {
-  using R = typename V::reg;
-  constexpr int W = V::W;
-  R acc[NT][NV];
-#pragma GCC unroll 16
-  for (int t = 0; t < NT; ++t)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[t][v] = V::zero();
-  for (int j = 0; j < taps; ++j) {
-    const float* xj = X + j * ldx;
-    const float* wj = w + (size_t)j * cin * pw;
-    for (int c = 0; c < cin; ++c) {
-      R wv[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) wv[v] = V::load(wj + (size_t)c * pw + v * W);
-#pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        const R xb = V::set1(xj[t * ldx + c]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[t][v] = V::fma(wv[v], xb, acc[t][v]);
-      }
-    }
-  }
-  for (int t = 0; t < NT; ++t) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      R r = acc[t][v];
-      if (bias) r = V::add(r, V::load(bias + v * W));
-      if (init) r = V::add(r, V::load(init + t * ld_init + v * W));
-      if (relu) r = V::relu(r);
-      if (mask) r = V::keep_where_positive(r, V::load(mask + t * ld_mask + v * W));
-      V::store(Y + t * ldy + v * W, r);
-    }
-  }
-}
-
-using MicroFn = void (*)(const float*, int, int, int, const float*, long, float*, long, const float*,
-                         const float*, long, bool, const float*, long);
-
-template <int NV, int... NTs>
-static constexpr std::array<MicroFn, sizeof...(NTs)> micro_table(std::integer_sequence<int, NTs...>) {
-  return {{&micro<NV, NTs + 1>...}};
-}
-
-// Rows per tile: as many accumulators as the register file holds beside NV weight vectors and a broadcast.
-template <int NV>
-constexpr int rows_per_tile() {
-  constexpr int fit = (V::NREG - NV - 1) / NV;
-  return fit < kMaxTile ? fit : kMaxTile;
-}
-
-template <int NV>
-static MicroFn pick_micro(int nt) {
-  static constexpr auto table = micro_table<NV>(std::make_integer_sequence<int, rows_per_tile<NV>()>{});
-  return table[nt - 1];
-}
-
-// One convolution (or linear map: taps 1, pad 0) over T output rows, in panels of kPanel outputs (a panel's
-// weights, at most kPanel x taps*Cin floats -- 110 KB for a 96-channel k9 layer -- stay in L2 while every
-// tile of rows uses them). X and Y point at row 0 of their buffers; see micro() for the epilogue.
-static void conv_direct(const Mat& m, const float* X, long ldx, int T, float* Y, long ldy, const float* bias,
-                        const float* init, long ld_init, bool relu, const float* mask, long ld_mask) {
-  constexpr int W = V::W;
-  const float* X0 = X - (long)m.pad * ldx;
-  const size_t K = (size_t)m.taps * m.cin;
-  for (int p0 = 0; p0 < m.coutp; p0 += kPanel) {
-    const int pw = m.coutp - p0 < kPanel ? m.coutp - p0 : kPanel;
-    const float* wp = m.w + p0 * K;
-    const int nv = pw / W;
-    const int tile = nv == kPanel / W ? rows_per_tile<kPanel / W>() : rows_per_tile<kPanel / W / 2>();
-    for (int t0 = 0; t0 < T; t0 += tile) {
-      const int nt = T - t0 < tile ? T - t0 : tile;
-      const MicroFn fn = nv == kPanel / W ? pick_micro<kPanel / W>(nt) : pick_micro<kPanel / W / 2>(nt);
-      fn(wp, pw, m.cin, m.taps, X0 + t0 * ldx, ldx, Y + t0 * ldy + p0, ldy, bias ? bias + p0 : nullptr,
-         init ? init + t0 * ld_init + p0 : nullptr, ld_init, relu, mask ? mask + t0 * ld_mask + p0 : nullptr,
-         ld_mask);
-    }
-  }
-}
+// The fused ascent step's ISA-specific half: Winograd convolutions and the per-thread loop over samples (the
+// direct convolution is conv_cpu_isa.h, included just before this file). maximize_cpu.cpp includes this file
+// once per instruction set, inside a namespace that defines `V`, and inside `#pragma GCC target` for the
+// wider set -- hence no include guard. Everything here has internal linkage, so no AVX-512 copy can leak into
+// the AVX2 path. Activations keep kCpuPadRows zero rows before and after (kernel_params.h says why).
 
 // The same convolution by Winograd F(3, 3) (see _winograd_matrices in speechmax/ops/maximize.py): the taps,
 // padded to 3 S, are S 3-tap sub-filters at offsets 0, 3, .., 3 (S - 1); outputs come in tiles of 3 rows. Input
 // window i' (rows 3 i' - pad .. + 4) is transformed once, D[a][i'] = sum_q BT[a][q] x[3 i' - pad + q]; per
 // transform point a, M[a][i] = sum_s U[a][s] D[a][i + s] is an S-tap convolution over tiles -- the direct
-// kernel above on pre-transformed weights; then y[3 i + v] = sum_a AT[v][a] M[a][i] with the epilogue.
+// kernel (conv_cpu_isa.h) on pre-transformed weights; then y[3 i + v] = sum_a AT[v][a] M[a][i] with the epilogue.
 // 5 S multiply-adds per 3 outputs and input channel instead of 9 S. Reads input rows up to 3 ceil(T / 3) +
-// 3 (S - 1) + 4 - pad -- within kPad zero rows of the end for every layer of the supported models.
+// 3 (S - 1) + 4 - pad -- within the kCpuPadRows zero rows past the end (kernel_params.h).
 static void conv_winograd(const Mat& m, const float* X, long ldx, int T, float* Y, long ldy, const float* bias,
                           const float* init, long ld_init, bool relu, const float* mask, long ld_mask, Work& w) {
-  const int S = m.S, cin = m.cin, coutp = m.coutp, cinp = (cin + 15) / 16 * 16;
+  const int S = m.S, cin = m.cin, coutp = m.coutp, cinp = align_channels(cin);
   const int nt = (T + 2) / 3, nw = nt + S - 1;
   const float* X0 = X - (long)m.pad * ldx;
   const long dstride = (long)nw * cinp, mstride = (long)nt * coutp;
@@ -262,8 +170,8 @@ static void run_samples(const Net& n, const Job& job, long s0, long s1, Work& w)
     const int gn = (int)(s1 - g0 < kGroup ? s1 - g0 : kGroup);
     if (n.latent) {
       const long hs = n.h0_stride;
-      float* h0g = w.h0g + (long)kPad * n.Cp;
-      float* dh0g = w.dh0g + (long)kPad * n.Cp;
+      float* h0g = w.h0g + (long)kCpuPadRows * n.Cp;
+      float* dh0g = w.dh0g + (long)kCpuPadRows * n.Cp;
       conv_fwd(w, n.fc, job.x + g0 * n.L, n.L, gn, h0g, hs, true);
       for (int i = 0; i < gn; ++i) {
         decoder_forward(n, h0g + i * hs, w);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_params.h"
 #include "ops.h"
 #include "simd.h"
 #include "wavenet_step.h"
@@ -26,8 +27,6 @@
 namespace speechmax {
 namespace {
 
-constexpr int kPanel = 64;     // outputs per weight panel (speechmax/ops/wavenet.py packs with the same width)
-constexpr int kDescCols = 6;   // per matrix: element offset, M, Mp, K, Kp, bias offset
 constexpr int kF32 = 0, kBF16 = 1, kBF16Dot = 2;   // weight modes, see wavenet_cpu_isa.h
 
 template <int, class T>
@@ -41,11 +40,8 @@ struct MatrixDesc {
   size_t bias_off;
 };
 
-// The packed model as the kernels see it (raw pointers into the tensors of a PackedWaveNet).
-struct Model {
-  int R, G, S, O, NC, C, hop, L, Rp, Ghp, Sp, Op, NCp, Cp;
-  std::vector<int> dil, ring_off;
-  int ring_len;
+// The packed model as the kernels see it: its shape, and raw pointers into the tensors of a PackedWaveNet.
+struct Model : WavenetShape {
   const float* w_f32;
   const uint16_t* w_bf16;
   const float* bias;
@@ -220,26 +216,17 @@ std::vector<std::string> wavenet_cpu_isas() {
   return isas;
 }
 
-void wavenet_sample_cpu(const torch::Tensor& weights, const torch::Tensor& biases, const torch::Tensor& desc,
-                        const torch::Tensor& embed, const std::vector<int64_t>& dims,
-                        const std::vector<int64_t>& dilations, const torch::Tensor& feats,
-                        const torch::Tensor& uniforms, const c10::optional<torch::Tensor>& teacher,
-                        torch::Tensor& rings, torch::Tensor& prev, int64_t step, int64_t t0, double temperature,
+void wavenet_sample_cpu(const WavenetParams& p, const torch::Tensor& weights, const torch::Tensor& biases,
+                        const torch::Tensor& desc, const torch::Tensor& embed, const torch::Tensor& decode,
+                        const torch::Tensor& feats, const torch::Tensor& uniforms,
+                        const c10::optional<torch::Tensor>& teacher, torch::Tensor& rings, torch::Tensor& prev,
                         torch::Tensor& classes, const c10::optional<torch::Tensor>& wave,
-                        const c10::optional<torch::Tensor>& logits, const torch::Tensor& decode, int64_t threads,
-                        const std::string& isa) {
-  TORCH_CHECK(dims.size() == 14, "wavenet_sample: dims must have 14 entries, got ", dims.size());
+                        const c10::optional<torch::Tensor>& logits, int64_t threads, const std::string& isa) {
   Model m;
-  int* dm[14] = {&m.R, &m.G, &m.S, &m.O, &m.NC, &m.C, &m.hop, &m.L, &m.Rp, &m.Ghp, &m.Sp, &m.Op, &m.NCp, &m.Cp};
-  for (int i = 0; i < 14; ++i) *dm[i] = (int)dims[i];
-  TORCH_CHECK((int)dilations.size() == m.L, "wavenet_sample: ", m.L, " layers but ", dilations.size(), " dilations");
-  m.ring_len = 0;
-  for (int64_t d : dilations) {
-    TORCH_CHECK(d >= 1, "wavenet_sample: dilations must be >= 1, got ", d);
-    m.dil.push_back((int)d);
-    m.ring_off.push_back(m.ring_len);
-    m.ring_len += (int)d;
-  }
+  TORCH_CHECK(wavenet_shape(p, &m), "wavenet_sample: params describe no WaveNet the sampler covers (", p.n_layers,
+              " layers, at most ", kMaxWavenetLayers, "; dilations >= 1, an even gate width)");
+  const int64_t step = p.step, t0 = p.t0;
+  const double temperature = p.temperature;
   const bool bf16 = weights.scalar_type() == torch::kBFloat16;
   check(weights, bf16 ? torch::kBFloat16 : torch::kFloat32, "weights");
   check(biases, torch::kFloat32, "biases");

@@ -138,8 +138,8 @@ static void gemm(const Model& m, int mat, const float* X, int ldx, const float* 
     ldx /= 2;
   }
   const int nblocks = (n + V::NBMAX - 1) / V::NBMAX;
-  for (int p0 = 0; p0 < d.Mp; p0 += kPanel) {
-    const int P = d.Mp - p0 < kPanel ? d.Mp - p0 : kPanel;
+  for (int p0 = 0; p0 < d.Mp; p0 += kWavenetPanel) {
+    const int P = d.Mp - p0 < kWavenetPanel ? d.Mp - p0 : kWavenetPanel;
     const size_t panel = d.off + (size_t)p0 * d.Kp;
     for (int c0 = 0; c0 < P; c0 += 4 * V::W) {
       const int nv = (P - c0) / V::W < 4 ? (P - c0) / V::W : 4;

@@ -23,7 +23,7 @@
 namespace speechmax {
 namespace wn {
 
-constexpr float kResScale = 0.70710678118654752440f;  // sqrt(1/2), RES_SCALE in models/wavenet.py
+constexpr float kResScale = 0.70710678118654752440f;  // sqrt(1/2), RES_SCALE in speechmax/ops/wavenet.py
 
 WN_FN float bits_as_float(int i) {
 #if defined(__CUDA_ARCH__)
@@ -105,7 +105,7 @@ WN_FN int argmax(const float* x, int n) {
   return best;
 }
 
-// draw_from_logits of vocoder/reference.py for one item: temperature 0 means argmax. scratch: n floats.
+// draw_from_logits of speechmax/ops/wavenet.py for one item: temperature 0 means argmax. scratch: n floats.
 WN_FN int draw(const float* logits, int n, float temperature, float u, float* scratch) {
   if (temperature == 0.0f) return argmax(logits, n);
   const float s = softmax_numerators(logits, n, temperature, scratch);

@@ -77,8 +77,9 @@ def objective_kernel(logits_ptr, targets_ptr, obj_ptr, dlogits_ptr, NC, PROB: tl
 
 @triton.jit
 def update_kernel(x_ptr, g_ptr, obj_ptr, m_ptr, v_ptr, grad_out_ptr, NVAR, lr, beta1, beta2, eps, c1, c2,
-                  ADAM: tl.constexpr, UPDATE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
-    # Per sample: x += lr * g / (rms(g) + 1e-5), or Adam; refused (objective -> NaN) when the objective or the
+                  ADAM: tl.constexpr, UPDATE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+                  RMS_EPS: tl.constexpr):
+    # Per sample: x += lr * g / (rms(g) + RMS_EPS), or Adam; refused (objective -> NaN) when the objective or the
     # gradient is not finite -- finish_sample() in csrc/maximize_cpu.cpp.
     b = tl.program_id(0)
     base = b * NVAR
@@ -94,7 +95,7 @@ def update_kernel(x_ptr, g_ptr, obj_ptr, m_ptr, v_ptr, grad_out_ptr, NVAR, lr, b
     ok = (obj == obj) & (tl.abs(obj) < float("inf")) & (ss == ss) & (ss < float("inf"))
     tl.store(obj_ptr + b, tl.where(ok, obj, float("nan")))
     if UPDATE:
-        scale = tl.where(ok, lr / (tl.sqrt(ss / NVAR) + 1e-5), 0.0)
+        scale = tl.where(ok, lr / (tl.sqrt(ss / NVAR) + RMS_EPS), 0.0)
         for k0 in range(0, NVAR, BLOCK):
             k = k0 + tl.arange(0, BLOCK)
             kk = k < NVAR
@@ -148,12 +149,15 @@ def _conv(layer, x, t_in, y, T, *, x_step=1, x_off=0, y_step=1, y_off=0, relu=Fa
     return y
 
 
-def maximize_step_triton(packed, x, targets, obj, grad, update, *, objective, level, unit, optimizer, lr, l2,
-                         adam_m, adam_v, adam_step, beta1, beta2, eps):
-    """One ascent step of the packed models on x in place; arguments as speechmax._C.maximize_step's."""
-    latent, L, C, C2, T0, M, T, nb, NC = packed.dims[:9]
-    ch = packed.dims[9:10 + nb]
-    proj = packed.dims[10 + nb:]
+def maximize_step_triton(packed, params, *, x, targets, objective_out, grad_out, adam_m, adam_v, rms_eps):
+    """One ascent step of the packed models on x in place; ``params`` (a MaximizeParams) and the tensors as
+    speechmax._C.maximize_step's; rms_eps: the rms-normalised step's epsilon."""
+    p = params
+    latent, L, C, C2, T0 = p.latent, p.latent_dim, p.channels, p.channels2, p.base_frames
+    M, T, nb, NC = p.n_mels, p.n_frames, p.n_blocks, p.n_classes
+    ch, proj = p.block_channels, p.block_proj
+    objective, level, unit, lr, l2, update = p.objective, p.level, p.unit, p.lr, p.l2, p.update
+    obj, grad = objective_out, grad_out
     dev, B = x.device, x.shape[0]
     if B == 0:
         return
@@ -229,10 +233,11 @@ def maximize_step_triton(packed, x, targets, obj, grad, update, *, objective, le
     else:
         xn_cm = xn.transpose(1, 2)
         g = ((dxn.transpose(1, 2) - 2 * l2 * xn_cm / (M * T)) * istd[:, None]).contiguous()
-    adam = optimizer == 1
-    c1 = 1 - beta1 ** adam_step if adam else 1.0
-    c2 = 1 - beta2 ** adam_step if adam else 1.0
+    adam = p.optimizer == 1
+    beta1, beta2, eps = p.beta1, p.beta2, p.eps
+    c1 = 1 - beta1 ** p.adam_step if adam else 1.0
+    c2 = 1 - beta2 ** p.adam_step if adam else 1.0
     nvar = x[0].numel()
     update_kernel[(B,)](x, g.contiguous(), obj, adam_m if adam else x, adam_v if adam else x,
                         grad if grad is not None else x, nvar, lr, beta1, beta2, eps, c1, c2, ADAM=adam,
-                        UPDATE=update, WRITE_GRAD=grad is not None, BLOCK=1024)
+                        UPDATE=update, WRITE_GRAD=grad is not None, BLOCK=1024, RMS_EPS=rms_eps)

@@ -5,10 +5,11 @@ The per-step math is that of csrc/wavenet_step.h: gate tanh(a) * sigmoid(b), res
 frame (t + hop//2) // hop, ring slot step % d, inverse-CDF draw (softmax of logits / temperature, cumulative
 sum, count of cdf <= u, clamped; temperature 0 = argmax). Weights are read in the model's own layout.
 """
+import torch
 import triton
 import triton.language as tl
 
-RES_SCALE = tl.constexpr(0.7071067811865476)  # sqrt(1/2), RES_SCALE in models/wavenet.py
+from speechmax.features import mu_law_decode
 
 
 @triton.jit
@@ -20,7 +21,8 @@ def wavenet_sample_kernel(
         ld_u, ld_teacher, ld_classes, ld_wave, ld_logits,
         R: tl.constexpr, GH: tl.constexpr, S: tl.constexpr, O: tl.constexpr, NC: tl.constexpr, HOP: tl.constexpr,
         BR: tl.constexpr, BGH: tl.constexpr, BS: tl.constexpr, BO: tl.constexpr, BNC: tl.constexpr,
-        HAS_TEACHER: tl.constexpr, HAS_WAVE: tl.constexpr, HAS_LOGITS: tl.constexpr, ARGMAX: tl.constexpr):
+        HAS_TEACHER: tl.constexpr, HAS_WAVE: tl.constexpr, HAS_LOGITS: tl.constexpr, ARGMAX: tl.constexpr,
+        RES_SCALE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, BR)
     gh = tl.arange(0, BGH)
@@ -84,17 +86,14 @@ def wavenet_sample_kernel(
     tl.store(prev_ptr + b, prev.to(tl.int64))
 
 
-def wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher, classes, wave, logits):
+def wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher, classes, wave, logits, *, res_scale):
     """Advance ``state`` (a RingState, updated in place -- the caller bumps ``state.step``) by n samples.
 
     cond: (B, layers * gate, frames) = ``model.cond_proj(model.cond_net(mel))``, frame rate; column i reads
     frame (t0 + i + hop//2) // hop. uniforms, teacher (or None), classes, wave (or None): (B, n), rows may be
-    strided; logits (B, n, n_classes) or None.
+    strided; logits (B, n, n_classes) or None. res_scale: the residual update's scale (RES_SCALE of
+    speechmax.ops.wavenet).
     """
-    import torch
-
-    from speechmax.features import mu_law_decode
-
     cfg = model.cfg
     B, n = uniforms.shape
     dev = uniforms.device
@@ -116,4 +115,4 @@ def wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher
         NC=cfg.n_classes, HOP=cfg.hop_length, BR=p2(cfg.residual_channels), BGH=p2(cfg.gate_channels // 2),
         BS=p2(cfg.skip_channels), BO=p2(cfg.out_channels), BNC=p2(cfg.n_classes),
         HAS_TEACHER=teacher is not None, HAS_WAVE=wave is not None, HAS_LOGITS=logits is not None,
-        ARGMAX=temperature == 0)
+        ARGMAX=temperature == 0, RES_SCALE=res_scale)

@@ -2,14 +2,17 @@
 autograd. Its use in latent-mode ascent: tests/test_maximize.py
 (test_paper_prior_runs_its_decoder_in_its_own_kernel_around_the_step_kernel)."""
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from speechmax.ops import available_backends
+from speechmax.ops.backends import extension
 from speechmax.ops.decoder2d import (decode2d, decode2d_ref, decode2d_vjp, decode2d_vjp_ref, decoder2d_unsupported,
                                      pack_decoder2d)
+from speechmax.ops.kernel_params import to_struct
 
 from test_maximize import inputs, rel_err, tiny_classifier, tiny_prior
 
@@ -99,17 +102,19 @@ def test_coverage_and_bad_input():
         decode2d_vjp(prior, ctx, torch.zeros(2, 3, 4))
     with pytest.raises(RuntimeError, match="unknown isa"):
         decode2d(prior, torch.zeros(2, prior.cfg.latent), isa="sse")
-    from speechmax.ops.backends import extension
-
     p = pack_decoder2d(prior)
     h0, acts = ctx
     feats = torch.empty(2, prior.cfg.n_mels, prior.cfg.n_frames)
-    with pytest.raises(RuntimeError, match="dims"):
-        extension().decoder2d_forward(p.weights, p.desc, p.dims[:-1], p.affine, h0, feats)
+    params = to_struct(p.params)
+    packed = dict(weights=p.weights, desc=p.desc, affine=p.affine)
+    with pytest.raises(RuntimeError, match="1-channel output"):
+        extension().decoder2d_forward(to_struct(replace(p.params, channels=p.params.channels[:-1])), h0=h0,
+                                      feats=feats, **packed)
     with pytest.raises(RuntimeError, match="desc row"):
-        extension().decoder2d_forward(p.weights, p.desc.flip(0).contiguous(), p.dims, p.affine, h0, feats)
+        extension().decoder2d_forward(params, weights=p.weights, desc=p.desc.flip(0).contiguous(), affine=p.affine,
+                                      h0=h0, feats=feats)
     with pytest.raises(RuntimeError, match="h0 must hold"):
-        extension().decoder2d_forward(p.weights, p.desc, p.dims, p.affine, h0[:, :-1].contiguous(), feats)
+        extension().decoder2d_forward(params, h0=h0[:, :-1].contiguous(), feats=feats, **packed)
     with pytest.raises(RuntimeError, match="acts must hold"):
-        extension().decoder2d_backward(p.weights, p.desc, p.dims, p.affine, h0, acts[:, 1:].contiguous(),
-                                       feats, torch.empty_like(h0))
+        extension().decoder2d_backward(params, h0=h0, acts=acts[:, 1:].contiguous(), gf=feats,
+                                       g_h0=torch.empty_like(h0), **packed)

@@ -2,6 +2,7 @@
 built for the host, one thread per block -- agrees with autograd; the Triton kernels (interpreter, tiny
 shapes) agree with autograd."""
 import ctypes
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from speechmax.ops import available_backends
+from speechmax.ops.kernel_params import to_struct
 from speechmax.ops.maximize import AdamState, L2, Unit, ascent_step, objective_code, pack_maximizer
 
 from test_maximize import inputs, ref64, rel_err, tiny_classifier, tiny_prior
@@ -44,25 +46,26 @@ def _ptr(t):
     return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
 
 
+def _struct(params):
+    """The params as the C struct the extension builds from them (same header, same compiler: same bytes)."""
+    return ctypes.create_string_buffer(bytes(to_struct(params)))
+
+
 def emulated_step(lib, clf, prior, x, t, objective="prob", optimizer="rms-normalized", lr=0.1, l2=0.0, state=None,
                   update=True):
     """The CUDA kernel's device code, run on the host: same arguments as the launcher, host pointers."""
     p = pack_maximizer(clf, prior)
     kind, level, unit = objective_code(clf, objective)
-    dims = torch.tensor(p.dims, dtype=torch.int64)
     obj, grad = torch.empty(len(x)), torch.empty_like(x)
     adam = optimizer == "adam"
     if adam:
         state.step += 1
-    c1 = 1 - state.beta1 ** state.step if adam else 1.0
-    c2 = 1 - state.beta2 ** state.step if adam else 1.0
-    f = ctypes.c_float
+    params = dataclasses.replace(p.params, objective=kind, level=level, unit=unit, optimizer=int(adam), lr=lr, l2=l2,
+                                 adam_step=state.step if adam else 0, update=update)
     rc = lib.speechmax_maximize_step_emulated(
-        _ptr(p.weights), _ptr(p.desc), ctypes.c_int(len(p.desc)), _ptr(dims), ctypes.c_int(len(dims)), _ptr(p.norm),
-        _ptr(x), ctypes.c_long(len(x)), ctypes.c_long(x[0].numel()), _ptr(t), ctypes.c_int(kind), ctypes.c_int(level),
-        ctypes.c_int(unit), ctypes.c_int(int(adam)), f(lr), f(l2), _ptr(state.m if adam else None),
-        _ptr(state.v if adam else None), f(0.9), f(0.999), f(1e-8), f(c1), f(c2), _ptr(obj), _ptr(grad),
-        ctypes.c_int(int(update)))
+        _struct(params), _ptr(p.weights), _ptr(p.desc), ctypes.c_int(len(p.desc)), _ptr(p.norm), _ptr(x),
+        ctypes.c_long(len(x)), ctypes.c_long(x[0].numel()), _ptr(t), _ptr(state.m if adam else None),
+        _ptr(state.v if adam else None), _ptr(obj), _ptr(grad))
     assert rc == 0
     return obj, grad
 
@@ -97,11 +100,11 @@ def test_cuda_device_code_update_equals_cpu_kernel(emulated, optimizer):
 
 def test_cuda_scratch_size(emulated):
     p = pack_maximizer(tiny_classifier(), tiny_prior())
-    dims = torch.tensor(p.dims, dtype=torch.int64)
     emulated.speechmax_maximize_scratch_floats.restype = ctypes.c_long
-    n = emulated.speechmax_maximize_scratch_floats(_ptr(dims), ctypes.c_int(len(dims)))
+    n = emulated.speechmax_maximize_scratch_floats(_struct(p.params))
     assert 10_000 < n < 1_000_000
-    assert emulated.speechmax_maximize_scratch_floats(_ptr(dims), ctypes.c_int(3)) == 0
+    too_many_classes = dataclasses.replace(p.params, n_classes=65)   # the kernel's logits gradient lives in registers
+    assert emulated.speechmax_maximize_scratch_floats(_struct(too_many_classes)) == 0
 
 
 needs_triton = pytest.mark.skipif(not available_backends()["triton"], reason="Triton cannot run here (no GPU, no interpreter)")

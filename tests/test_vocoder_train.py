@@ -9,7 +9,7 @@ from speechmax.features import FeatureConfig, log_mel
 from speechmax.models.wavenet import WaveNet, WaveNetConfig, load_wavenet
 from speechmax.training import JsonLog
 from speechmax.vocoder.griffinlim import griffinlim_synthesize
-from speechmax.vocoder.reference import sample_wavenet_ref
+from speechmax.ops.wavenet import sample_wavenet_ref
 from speechmax.vocoder.train import VocoderTrainConfig, export_vocoder, train_vocoder
 
 TINY = WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16, out_channels=32, n_layers=4,

@@ -10,7 +10,7 @@ from speechmax.features import FeatureConfig
 from speechmax.models.wavenet import WaveNet, WaveNetConfig
 from speechmax.ops import BackendUnavailable
 from speechmax.ops.wavenet import RingState, pack_wavenet, sample_wavenet, wavenet_backends, wavenet_update
-from speechmax.vocoder.reference import WaveNetState, draw_from_logits, sample_wavenet_ref
+from speechmax.ops.wavenet import WaveNetState, draw_from_logits, sample_wavenet_ref
 
 RUNS = wavenet_backends()
 TOL = {"cpu": 1e-4, "cpu-bf16": 2e-2, "triton": 1e-4, "cuda": 1e-4}

@@ -24,15 +24,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../kernel_params.h"
 #include "../maximize_math.h"
 
 namespace speechmax {
 namespace mxc {
 
-constexpr int kPanel = 32;      // outputs per weight panel (speechmax/ops/maximize.py packs with this width)
-constexpr int kPad = 4;         // zero rows before and after every activation
-constexpr int kMaxBlocks = 8;   // residual blocks the kernel supports
-constexpr int kDescCols = 6;
+constexpr int kPad = kMaxConvPad;  // zero rows before and after every activation: what a direct conv reads
 constexpr int kThreads = 256;
 constexpr int kMaxClasses = 64;  // the objective's gradient at the logits lives in registers
 
@@ -42,10 +40,7 @@ struct Mat {
   int cin, coutp, taps, pad;
 };
 
-struct Net {
-  int latent, L, Lp, C, Cp, C2, C2p, T0, M, Mp, T, nb, NC, NCp, cmp;
-  int ch[kMaxBlocks + 1];
-  int proj[kMaxBlocks];
+struct Net : MaximizeShape {
   Mat fc, fcT, c1[2], c1T[2], c2[2], c2T[2], c3, c3T, stem, stemT, head, headT;
   Mat b1[kMaxBlocks], b1T[kMaxBlocks], b2[kMaxBlocks], b2T[kMaxBlocks], pj[kMaxBlocks], pjT[kMaxBlocks];
   const float* mean;
@@ -71,8 +66,6 @@ struct Layout {
   long grad[3];
   long per_block;
 };
-
-static inline int pad16(int n) { return (n + 15) / 16 * 16; }
 
 static Layout make_layout(const Net& n) {
   Layout l;
@@ -102,28 +95,13 @@ static Layout make_layout(const Net& n) {
   return l;
 }
 
-// The sizes in dims (as speechmax/ops/maximize.py writes them); false for what this kernel cannot hold.
-static bool parse_dims(const int64_t* dims, int n_dims, Net* out) {
-  Net& n = *out;
-  memset(&n, 0, sizeof(n));
-  if (n_dims < 9) return false;
-  n.latent = (int)dims[0], n.L = (int)dims[1], n.C = (int)dims[2], n.C2 = (int)dims[3], n.T0 = (int)dims[4];
-  n.M = (int)dims[5], n.T = (int)dims[6], n.nb = (int)dims[7], n.NC = (int)dims[8];
-  if (n.nb > kMaxBlocks || n.NC > kMaxClasses || n_dims != 9 + 2 * n.nb + 1) return false;
-  n.Lp = pad16(n.L), n.Cp = pad16(n.C), n.C2p = pad16(n.C2), n.Mp = pad16(n.M), n.NCp = pad16(n.NC);
-  for (int i = 0; i <= n.nb; ++i) {
-    n.ch[i] = (int)dims[9 + i];
-    n.cmp = pad16(n.ch[i]) > n.cmp ? pad16(n.ch[i]) : n.cmp;
-  }
-  for (int i = 0; i < n.nb; ++i) n.proj[i] = (int)dims[10 + n.nb + i];
-  return true;
-}
-
-// The packed model (desc rows: weight offset, bias offset or -1, cin, coutp, taps, pad) as device pointers.
-static bool make_net(const float* weights, const int64_t* desc, int n_mats, const int64_t* dims, int n_dims,
+// The packed model (desc rows: weight offset, bias offset or -1, cin, coutp, taps, pad) as device pointers;
+// false for what this kernel cannot hold.
+static bool make_net(const MaximizeParams& p, const float* weights, const int64_t* desc, int n_mats,
                      const float* norm, Net* out) {
   Net n;
-  if (!parse_dims(dims, n_dims, &n)) return false;
+  memset(&n, 0, sizeof(n));
+  if (!maximize_shape(p, &n) || n.NC > kMaxClasses) return false;
   n.mean = norm;
   n.istd = norm + n.M;
   int next = 0;
@@ -158,7 +136,7 @@ static bool make_net(const float* weights, const int64_t* desc, int n_mats, cons
 // --- device code: one block (tid in [0, nth)) works on one sample ------------------------------------------
 
 // Y[t][o] = epilogue(sum_{j, c} W[j*cin + c][o] X[(t + j - pad) * ldx + c]) for t < T, o < coutp; weights in
-// panels of kPanel outputs. Epilogue as on the CPU: + bias, + init (may alias Y), ReLU, zero where mask <= 0.
+// panels of kConvPanel outputs. Epilogue as on the CPU: + bias, + init (may alias Y), ReLU, zero where mask <= 0.
 // Consecutive threads take consecutive outputs: weight loads coalesce, input loads broadcast within a warp.
 MXD static void conv(const Mat& m, const float* X, long ldx, int T, float* Y, long ldy, const float* bias,
                      const float* init, long ld_init, bool relu, const float* mask, long ld_mask, int tid, int nth) {
@@ -166,8 +144,8 @@ MXD static void conv(const Mat& m, const float* X, long ldx, int T, float* Y, lo
   const long K = (long)m.taps * m.cin;
   for (long idx = tid; idx < (long)T * m.coutp; idx += nth) {
     const int t = (int)(idx / m.coutp), o = (int)(idx % m.coutp);
-    const int p0 = o / kPanel * kPanel;
-    const int pw = m.coutp - p0 < kPanel ? m.coutp - p0 : kPanel;
+    const int p0 = o / kConvPanel * kConvPanel;
+    const int pw = m.coutp - p0 < kConvPanel ? m.coutp - p0 : kConvPanel;
     const float* w = m.w + (long)p0 * K + (o - p0);
     float acc = 0.0f;
     for (int j = 0; j < m.taps; ++j) {
@@ -369,66 +347,70 @@ __global__ void __launch_bounds__(kThreads) maximize_step_kernel(Net n, Job job,
 }
 #endif
 
-static Job make_job(float* x, long B, long nvar, const int64_t* targets, int objective, int level, int unit,
-                    int optimizer, float lr, float l2, float* adam_m, float* adam_v, float beta1, float beta2,
-                    float eps, float c1, float c2, float* obj_out, float* grad_out, int update) {
+// One step of B samples (nvar floats each) from the params' step settings; c1, c2: Adam's bias corrections.
+static Job make_job(const MaximizeParams& p, float* x, long B, long nvar, const int64_t* targets, float* adam_m,
+                    float* adam_v, float* obj_out, float* grad_out) {
   Job j;
-  j.x = x, j.B = B, j.nvar = nvar, j.targets = targets, j.objective = objective, j.level = level, j.unit = unit;
-  j.optimizer = optimizer, j.lr = lr, j.l2 = l2, j.m = adam_m, j.v = adam_v, j.beta1 = beta1, j.beta2 = beta2;
-  j.eps = eps, j.c1 = c1, j.c2 = c2, j.obj_out = obj_out, j.grad_out = grad_out, j.update = update;
+  j.x = x, j.B = B, j.nvar = nvar, j.targets = targets;
+  j.objective = p.objective, j.level = p.level, j.unit = p.unit, j.optimizer = p.optimizer, j.update = p.update;
+  j.lr = (float)p.lr, j.l2 = (float)p.l2, j.beta1 = (float)p.beta1, j.beta2 = (float)p.beta2, j.eps = (float)p.eps;
+  j.c1 = (float)(1.0 - pow(p.beta1, (double)p.adam_step));
+  j.c2 = (float)(1.0 - pow(p.beta2, (double)p.adam_step));
+  j.m = adam_m, j.v = adam_v, j.obj_out = obj_out, j.grad_out = grad_out;
   return j;
 }
 
 }  // namespace mxc
 }  // namespace speechmax
 
+using speechmax::MaximizeParams;
 using speechmax::mxc::Layout;
 using speechmax::mxc::Net;
 
-// Floats of scratch one block needs (0: dims describe an architecture the kernel cannot hold).
-extern "C" long speechmax_maximize_scratch_floats(const int64_t* dims, int n_dims) {
+// Floats of scratch one block needs (0: the params describe an architecture the kernel cannot hold).
+extern "C" long speechmax_maximize_scratch_floats(const MaximizeParams* p) {
   Net n;
-  return speechmax::mxc::parse_dims(dims, n_dims, &n) ? speechmax::mxc::make_layout(n).per_block : 0;
+  return speechmax::maximize_shape(*p, &n) && n.NC <= speechmax::mxc::kMaxClasses
+             ? speechmax::mxc::make_layout(n).per_block
+             : 0;
 }
 
 #if defined(__CUDACC__)
-// One ascent step for B samples on the GPU; every pointer but desc/dims is device memory. desc (n_mats x 6)
-// and dims are the host arrays of a PackedMaximizer. scratch: `blocks` x speechmax_maximize_scratch_floats()
+// One ascent step for B samples on the GPU; every pointer but p and desc is device memory. desc (n_mats x
+// kDescCols) is the host copy of a PackedMaximizer's. scratch: `blocks` x speechmax_maximize_scratch_floats()
 // floats, zeroed here (the zero rows around every activation are never written afterwards).
-extern "C" cudaError_t speechmax_maximize_step_cuda(
-    const float* weights, const int64_t* desc, int n_mats, const int64_t* dims, int n_dims, const float* norm,
-    float* x, long B, long nvar, const int64_t* targets, int objective, int level, int unit, int optimizer, float lr,
-    float l2, float* adam_m, float* adam_v, float beta1, float beta2, float eps, float c1, float c2, float* obj_out,
-    float* grad_out, int update, float* scratch, int blocks, cudaStream_t stream) {
+extern "C" cudaError_t speechmax_maximize_step_cuda(const MaximizeParams* p, const float* weights,
+                                                    const int64_t* desc, int n_mats, const float* norm, float* x,
+                                                    long B, long nvar, const int64_t* targets, float* adam_m,
+                                                    float* adam_v, float* obj_out, float* grad_out, float* scratch,
+                                                    int blocks, cudaStream_t stream) {
   using namespace speechmax::mxc;
   Net n;
-  if (!make_net(weights, desc, n_mats, dims, n_dims, norm, &n)) return cudaErrorInvalidValue;
+  if (!make_net(*p, weights, desc, n_mats, norm, &n)) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
   const Layout lay = make_layout(n);
   if (blocks < 1) return cudaErrorInvalidValue;
   if (blocks > B) blocks = (int)B;
   cudaError_t err = cudaMemsetAsync(scratch, 0, sizeof(float) * lay.per_block * blocks, stream);
   if (err != cudaSuccess) return err;
-  const Job job = make_job(x, B, nvar, targets, objective, level, unit, optimizer, lr, l2, adam_m, adam_v, beta1,
-                           beta2, eps, c1, c2, obj_out, grad_out, update);
+  const Job job = make_job(*p, x, B, nvar, targets, adam_m, adam_v, obj_out, grad_out);
   maximize_step_kernel<<<blocks, kThreads, 0, stream>>>(n, job, lay, scratch);
   return cudaGetLastError();
 }
 #else
-// Host emulation of the kernel (one thread per block, blocks in sequence), for testing without a GPU.
-extern "C" int speechmax_maximize_step_emulated(
-    const float* weights, const int64_t* desc, int n_mats, const int64_t* dims, int n_dims, const float* norm,
-    float* x, long B, long nvar, const int64_t* targets, int objective, int level, int unit, int optimizer, float lr,
-    float l2, float* adam_m, float* adam_v, float beta1, float beta2, float eps, float c1, float c2, float* obj_out,
-    float* grad_out, int update) {
+// Host emulation of the kernel (one thread per block, blocks in sequence), for testing without a GPU: the same
+// arguments as speechmax_maximize_step_cuda, host pointers.
+extern "C" int speechmax_maximize_step_emulated(const MaximizeParams* p, const float* weights, const int64_t* desc,
+                                                int n_mats, const float* norm, float* x, long B, long nvar,
+                                                const int64_t* targets, float* adam_m, float* adam_v,
+                                                float* obj_out, float* grad_out) {
   using namespace speechmax::mxc;
   Net n;
-  if (!make_net(weights, desc, n_mats, dims, n_dims, norm, &n)) return 1;
+  if (!make_net(*p, weights, desc, n_mats, norm, &n)) return 1;
   const Layout lay = make_layout(n);
   float* ws = new float[lay.per_block]();
   double red[1];
-  const Job job = make_job(x, B, nvar, targets, objective, level, unit, optimizer, lr, l2, adam_m, adam_v, beta1,
-                           beta2, eps, c1, c2, obj_out, grad_out, update);
+  const Job job = make_job(*p, x, B, nvar, targets, adam_m, adam_v, obj_out, grad_out);
   for (long s = 0; s < B; ++s) sample_step(n, job, lay, ws, s, red, 0, 1);
   delete[] ws;
   return 0;

@@ -18,7 +18,6 @@
 namespace speechmax {
 namespace {
 
-constexpr int kPanel = 64;    // as in wavenet_cpu.cpp and speechmax/ops/wavenet.py
 constexpr int kThreads = 256;
 
 struct Matrix {
@@ -28,7 +27,7 @@ struct Matrix {
 };
 
 __device__ Matrix matrix(const SpeechmaxWavenetCudaArgs& a, int i) {
-  const int64_t* d = a.desc + 6 * i;
+  const int64_t* d = a.desc + kDescCols * i;
   return {(long)d[0], (int)d[2], (int)d[4], (long)d[5]};
 }
 
@@ -36,8 +35,8 @@ __device__ Matrix matrix(const SpeechmaxWavenetCudaArgs& a, int i) {
 __device__ void gemv(const SpeechmaxWavenetCudaArgs& a, const Matrix& m, const float* X, const float* init,
                      float* Y, int o0, int n) {
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
-    const int o = o0 + j, p0 = o / kPanel * kPanel;
-    const int P = m.Mp - p0 < kPanel ? m.Mp - p0 : kPanel;
+    const int o = o0 + j, p0 = o / kWavenetPanel * kWavenetPanel;
+    const int P = m.Mp - p0 < kWavenetPanel ? m.Mp - p0 : kWavenetPanel;
     const float* w = a.weights + m.off + (long)p0 * m.Kp + (o - p0);
     float acc = a.biases[m.bias_off + o] + (init ? init[j] : 0.0f);
     for (int k = 0; k < m.Kp; ++k) acc = fmaf(w[(long)k * P], X[k], acc);
@@ -80,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) wavenet_sample_kernel(const Speechma
     for (int r = tid; r < R; r += blockDim.x) xin[Rp + r] = a.embed[(long)prev * R + r];
     __syncthreads();
     for (int l = 0; l < L; ++l) {
-      const int slot = wn::ring_slot(step, a.dilations[l]);
+      const int slot = wn::ring_slot(step, a.dil[l]);
       float* ring = a.rings + ((long)b * a.ring_len + a.ring_off[l] + slot) * R;
       for (int r = tid; r < R; r += blockDim.x) {  // each thread reads its element before writing it
         xin[r] = ring[r];
@@ -96,8 +95,8 @@ __global__ void __launch_bounds__(kThreads) wavenet_sample_kernel(const Speechma
       for (int j = tid; j < Sp + Rp; j += blockDim.x) {
         const bool is_skip = j < Sp;
         const Matrix& m = is_skip ? ms : mr;
-        const int o = is_skip ? j : j - Sp, p0 = o / kPanel * kPanel;
-        const int P = m.Mp - p0 < kPanel ? m.Mp - p0 : kPanel;
+        const int o = is_skip ? j : j - Sp, p0 = o / kWavenetPanel * kWavenetPanel;
+        const int P = m.Mp - p0 < kWavenetPanel ? m.Mp - p0 : kWavenetPanel;
         const float* w = a.weights + m.off + (long)p0 * m.Kp + (o - p0);
         float acc = a.biases[m.bias_off + o] + (is_skip && l > 0 ? skip[o] : 0.0f);
         for (int k = 0; k < m.Kp; ++k) acc = fmaf(w[(long)k * P], z[k], acc);

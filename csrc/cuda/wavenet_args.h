@@ -1,20 +1,18 @@
 // Arguments of the CUDA WaveNet sampler, shared by wavenet.cu (standalone, raw pointers) and its torch binding
-// (bindings_cuda.cpp). Shapes and layouts are those of the CPU sampler (csrc/wavenet_cpu.cpp): the same packed
-// fp32 weights, descriptors and caller-owned state, all in device memory.
+// (bindings_cuda.cpp): the model's shape (kernel_params.h: WavenetShape, from the WavenetParams the caller
+// passes), then one call's tensors. Shapes and layouts are those of the CPU sampler (csrc/wavenet_cpu.cpp): the
+// same packed fp32 weights, descriptors and caller-owned state, all in device memory.
 #pragma once
 #include <stdint.h>
 
-struct SpeechmaxWavenetCudaArgs {
-  // model: dims as in wavenet_cpu.cpp (R, G, S, O, NC, C, hop, L and their padded widths)
-  int R, G, S, O, NC, C, hop, L, Rp, Ghp, Sp, Op, NCp, Cp;
+#include "../kernel_params.h"
+
+struct SpeechmaxWavenetCudaArgs : speechmax::WavenetShape {
   const float* weights;    // packed panels (fp32)
   const float* biases;
-  const int64_t* desc;     // (3 + 3L, 6): element offset, M, Mp, K, Kp, bias offset
+  const int64_t* desc;     // (3 + 3L, kDescCols): element offset, M, Mp, K, Kp, bias offset
   const float* embed;      // (NC, R)
   const float* decode;     // (NC,) mu-law table
-  const int* dilations;    // (L,)
-  const int* ring_off;     // (L,)
-  int ring_len;
   // one call of T samples for B items
   int B;
   long T, F, step, t0;

@@ -1,31 +1,37 @@
 """Which kernel backends run on this machine."""
 from __future__ import annotations
 
+import importlib
 import os
-from functools import lru_cache
 
 import torch
+
+try:
+    from speechmax import _C
+except ImportError:  # installed without the C++ build: the reference paths still run
+    _C = None
 
 
 class BackendUnavailable(RuntimeError):
     """A backend was asked for that this machine cannot run."""
 
 
-@lru_cache(maxsize=None)
-def _ext():
-    try:
-        from speechmax import _C
-    except ImportError:
-        return None
-    return _C
+def extension_built() -> bool:
+    """Whether ``speechmax._C`` is there (a cheap test, for hot paths)."""
+    return _C is not None
 
 
 def extension():
     """The compiled ``speechmax._C`` module; a clear error if the package was installed without it."""
-    ext = _ext()
-    if ext is None:
+    if _C is None:
         raise BackendUnavailable("speechmax._C is not built: run `make` (or `pip install -e . --no-build-isolation`)")
-    return ext
+    return _C
+
+
+def triton_kernels(name: str):
+    """The Triton kernels module ``speechmax.kernels.<name>``, imported on first use."""
+    # deferred: Triton is optional and heavy, and its interpreter (TRITON_INTERPRET=1) must be set before import
+    return importlib.import_module(f"speechmax.kernels.{name}")
 
 
 def _triton_runs() -> bool:
@@ -38,11 +44,10 @@ def _triton_runs() -> bool:
 
 def available_backends() -> dict[str, bool]:
     """{"cpu": C++ extension built, "triton": Triton can run (GPU or interpreter), "cuda": CUDA kernels + GPU}."""
-    ext = _ext()
     return {
-        "cpu": ext is not None,
+        "cpu": _C is not None,
         "triton": _triton_runs(),
-        "cuda": bool(ext is not None and getattr(ext, "with_cuda", False) and torch.cuda.is_available()),
+        "cuda": bool(_C is not None and _C.with_cuda and torch.cuda.is_available()),
     }
 
 

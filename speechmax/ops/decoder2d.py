@@ -4,7 +4,7 @@ vector-Jacobian product, for latent-mode maximization through that prior.
 The paper's autoencoder decodes z -> ReLU(Linear) -> an image of C0 channels -> ConvTranspose2d(4, 2, 1)
 layers with ReLU between -> one channel, cropped to (n_mels, n_frames) and de-normalised. The linear layer
 runs as one GEMM for the whole batch (torch), the transposed convolutions in ``speechmax._C.decoder2d_forward``
-/ ``decoder2d_backward`` (csrc/decoder2d_isa.h), one sample at a time with its activations in cache, instead
+/ ``decoder2d_backward`` (csrc/decoder2d.cpp), one sample at a time with its activations in cache, instead
 of batch-wide tensors between autograd ops. The twins :func:`decode2d_ref` / :func:`decode2d_vjp_ref` are
 the torch module and autograd.
 """
@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from .backends import extension
-from .maximize import _pad16, _panels
-
-_DESC_COLS = 6  # as csrc/maximize_cpu.cpp's kDescCols
+from .kernel_params import Decoder2dParams, align_channels, to_struct
+from .packing import PackCache, conv_panels
 
 
 @dataclass
@@ -28,9 +27,9 @@ class PackedDecoder2d:
 
     fc_w / fc_b: the linear layer with rows reordered channels-last (row (y W0 + x) C0 + c <- c H0 W0 + y W0 + x).
     weights: flat float32; per layer its forward matrix (C_in -> 16 kernel positions x C_out, position-major,
-        then the layer's bias) and its transpose, as panels (see :func:`speechmax.ops.maximize._panels`).
+        then the layer's bias) and its transpose, as panels (:func:`speechmax.ops.packing.conv_panels`).
     desc: (2 layers, 6) int64 rows: weight offset, bias offset (-1: none), cin, coutp, taps, pad.
-    dims: H0, W0, layers, n_mels, n_frames, then layers + 1 channel counts.
+    params: the shapes (:class:`~speechmax.ops.kernel_params.Decoder2dParams`).
     affine: (2, n_mels) the prior's de-normalisation (feats = out * std + mean).
     acts: floats of intermediate activations one sample keeps for the backward.
     """
@@ -38,7 +37,7 @@ class PackedDecoder2d:
     fc_b: torch.Tensor
     weights: torch.Tensor
     desc: torch.Tensor
-    dims: list
+    params: Decoder2dParams
     affine: torch.Tensor
     acts: int
 
@@ -62,16 +61,19 @@ def decoder2d_unsupported(prior) -> str | None:
     return None
 
 
-@torch.no_grad()
+PACKED = PackCache()   # pack_decoder2d's: per prior
+
+
 def pack_decoder2d(prior) -> PackedDecoder2d:
-    """Pack ``prior``'s decoder for the kernel; cached on the prior until a parameter or buffer changes."""
+    """Pack ``prior``'s decoder for the kernel; cached (:data:`PACKED`) until a parameter or buffer changes."""
     why = decoder2d_unsupported(prior)
     if why:
         raise ValueError(f"decoder2d: the kernel does not cover {why}")
-    key = tuple((t.data_ptr(), t._version) for t in prior.state_dict().values())
-    hit = prior.__dict__.get("_speechmax_packed_dec2d")
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    return PACKED.get(prior, None, prior.state_dict().values(), lambda: _pack(prior))
+
+
+@torch.no_grad()
+def _pack(prior) -> PackedDecoder2d:
     net, cfg = prior.net, prior.cfg
     C0, H0, W0 = net.map_shape
     convs = [m for m in net.dec if isinstance(m, nn.ConvTranspose2d)]
@@ -83,24 +85,23 @@ def pack_decoder2d(prior) -> PackedDecoder2d:
         cin, cout = m.in_channels, m.out_channels
         # (cin, cout, ky, kx) -> row k * cout + co (k = 4 ky + kx) of the forward matrix, input ci
         w = m.weight.double().permute(2, 3, 1, 0).reshape(16 * cout, cin)
-        coutp = _pad16(16 * cout)
-        panels = _panels(w[:, :, None], coutp)
+        coutp = align_channels(16 * cout)
+        panels = conv_panels(w[:, :, None], coutp)
         bias = torch.zeros(coutp, dtype=torch.float64)
         bias[:cout] = m.bias.double()
         desc.append([off, off + panels.numel(), cin, coutp, 1, 0])
         flat += [panels, bias]
         off += panels.numel() + coutp
-        panels = _panels(w.t()[:, :, None], cin)
+        panels = conv_panels(w.t()[:, :, None], cin)
         desc.append([off, -1, 16 * cout, cin, 1, 0])
         flat.append(panels)
         off += panels.numel()
-    dims = [H0, W0, len(convs), cfg.n_mels, cfg.n_frames] + chans
+    params = Decoder2dParams(height=H0, width=W0, n_layers=len(convs), n_mels=cfg.n_mels, n_frames=cfg.n_frames,
+                             channels=tuple(chans))
     acts = sum(H0 * W0 * 4 ** (i + 1) * c for i, c in enumerate(chans[1:-1]))
-    packed = PackedDecoder2d(fc_w.float(), fc_b.float(), torch.cat(flat).float().contiguous(),
-                             torch.tensor(desc, dtype=torch.int64), dims,
-                             torch.stack([prior.norm.std, prior.norm.mean]).float().contiguous(), acts)
-    prior.__dict__["_speechmax_packed_dec2d"] = (key, packed)
-    return packed
+    return PackedDecoder2d(fc_w.float(), fc_b.float(), torch.cat(flat).float().contiguous(),
+                           torch.tensor(desc, dtype=torch.int64), params,
+                           torch.stack([prior.norm.std, prior.norm.mean]).float().contiguous(), acts)
 
 
 def _isa(isa):
@@ -120,8 +121,9 @@ def decode2d(prior, z: torch.Tensor, *, save: bool = False, threads: int | None 
     h0 = torch.relu(torch.addmm(p.fc_b, z, p.fc_w.t()))
     feats = torch.empty(z.shape[0], prior.cfg.n_mels, prior.cfg.n_frames)
     acts = torch.empty(z.shape[0], p.acts) if save else None
-    extension().decoder2d_forward(p.weights, p.desc, p.dims, p.affine, h0, feats, acts,
-                                  threads=int(threads or torch.get_num_threads()), isa=_isa(isa))
+    extension().decoder2d_forward(to_struct(p.params), weights=p.weights, desc=p.desc, affine=p.affine, h0=h0,
+                                  feats=feats, acts=acts, threads=int(threads or torch.get_num_threads()),
+                                  isa=_isa(isa))
     return (feats, (h0, acts)) if save else feats
 
 
@@ -134,7 +136,8 @@ def decode2d_vjp(prior, ctx, gf: torch.Tensor, *, threads: int | None = None, is
     if tuple(gf.shape) != want:
         raise ValueError(f"gf must be {want}, got {tuple(gf.shape)}")
     g_h0 = torch.empty_like(h0)
-    extension().decoder2d_backward(p.weights, p.desc, p.dims, p.affine, h0, acts, gf.float().contiguous(), g_h0,
+    extension().decoder2d_backward(to_struct(p.params), weights=p.weights, desc=p.desc, affine=p.affine, h0=h0,
+                                   acts=acts, gf=gf.float().contiguous(), g_h0=g_h0,
                                    threads=int(threads or torch.get_num_threads()), isa=_isa(isa))
     return g_h0 @ p.fc_w
 

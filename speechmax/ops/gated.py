@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .backends import _ext, extension, require_backend
+from .backends import extension, extension_built, require_backend, triton_kernels
 
 
 def gated_activation_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -20,9 +20,7 @@ def gated_activation(a: torch.Tensor, b: torch.Tensor, backend: str = "cpu") -> 
         return extension().gated_activation(a, b)
     if backend == "cuda":
         return extension().gated_activation_cuda(a, b)
-    from speechmax.kernels.gated import gated_activation as triton_gated
-
-    return triton_gated(a, b)
+    return triton_kernels("gated").gated_activation(a, b)
 
 
 def gate_forward_ref(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,10 +38,10 @@ def gate_backward_ref(g_z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, out: 
 
 
 def _fused(*xs: torch.Tensor) -> bool:
-    # on the training hot path (twice per layer and step): only the cached extension lookup, not
+    # on the training hot path (twice per layer and step): only whether the extension is built, not
     # available_backends(), which probes Triton and CUDA on every call
     return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in xs) \
-        and _ext() is not None
+        and extension_built()
 
 
 def gate_forward(h: torch.Tensor, isa: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

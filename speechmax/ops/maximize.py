@@ -21,20 +21,22 @@ moves the input up the gradient in place. Both functions share one signature and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .backends import available_backends, extension, require_backend
+from .backends import extension, extension_built, require_backend, triton_kernels
+from . import decoder2d
+from .kernel_params import MaximizeParams, align_channels, kernel_constants, to_struct
+from .packing import PackCache, conv_panels
 
 __all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState", "OPTIMIZERS", "PackedMaximizer",
            "pack_maximizer", "ascent_step", "ascent_step_ref", "fused_unsupported", "FusedUnsupported",
            "objective_code", "objective_value", "clamp_features", "classifier_feature_range", "fused_decoder"]
 
 OPTIMIZERS = ("rms-normalized", "adam")
-PANEL = 32      # outputs per weight panel; csrc/maximize_cpu.cpp (kPanel) reads the same layout
-MAX_PAD = 4     # largest convolution padding the kernels cover (kernels up to 9 taps; the CUDA kernel's kPad)
-RMS_EPS = 1e-5  # the seed paper's g / (rms(g) + 1e-5)
+RMS_EPS = 1e-5  # the seed paper's g / (rms(g) + 1e-5); the kernels' mx::kRmsEps (tests/test_kernel_params.py)
 
 
 # --- what a step climbs ----------------------------------------------------------------------------------
@@ -126,16 +128,18 @@ def objective_code(classifier, objective) -> tuple[int, int, int]:
     return 2, names.index(objective.layer), objective.index
 
 
+_LAYER_WIDTHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # classifier -> {layer: channels}
+
+
 def _layer_widths(classifier) -> dict[str, int]:
-    cache = classifier.__dict__.setdefault("_speechmax_layer_widths", {})
-    if not cache:
+    if classifier not in _LAYER_WIDTHS:
         with torch.no_grad():
             was = classifier.training
             classifier.eval()
             acts = classifier.activations(torch.zeros(1, classifier.cfg.n_mels, classifier.cfg.n_frames))
             classifier.train(was)
-        cache.update({k: int(v.shape[1]) for k, v in acts.items()})
-    return cache
+        _LAYER_WIDTHS[classifier] = {k: int(v.shape[1]) for k, v in acts.items()}
+    return _LAYER_WIDTHS[classifier]
 
 
 # --- the reference -----------------------------------------------------------------------------------------
@@ -279,8 +283,13 @@ def fused_unsupported(classifier, prior=None, objective="prob", regularizers=())
     cfg = classifier.cfg
     if cfg.arch != "tcres":
         return f"classifier arch {cfg.arch!r} (the kernels cover tcres)"
-    if cfg.kernel % 2 == 0 or cfg.kernel // 2 > MAX_PAD:
-        return f"classifier kernel {cfg.kernel} (the kernels cover odd kernels up to {2 * MAX_PAD + 1})"
+    if not extension_built():
+        return "a machine without speechmax._C (the kernels' weights are packed by its layout)"
+    k = kernel_constants()
+    if cfg.kernel % 2 == 0 or cfg.kernel // 2 > k.max_conv_pad:
+        return f"classifier kernel {cfg.kernel} (the kernels cover odd kernels up to {2 * k.max_conv_pad + 1})"
+    if len(cfg.channels) - 1 > k.max_blocks:
+        return f"a classifier of {len(cfg.channels) - 1} blocks (the kernels cover up to {k.max_blocks})"
     for r in regularizers:
         if isinstance(r, (TotalVariation, Jitter)) or (isinstance(r, Clamp) and prior is not None):
             return f"regularizer {type(r).__name__}{' in latent mode' if isinstance(r, Clamp) else ''} " \
@@ -295,20 +304,19 @@ def fused_unsupported(classifier, prior=None, objective="prob", regularizers=())
 class PackedMaximizer:
     """A (classifier, prior) pair laid out for the fused kernels; pre-packed once per pair of weight versions.
 
-    weights: flat float32, every matrix as panels of up to 32 outputs, input-major inside a panel (row
-        j * cin + c holds the panel's outputs for tap j, input channel c), biases after each matrix.
+    weights: flat float32, every matrix as panels (:func:`~speechmax.ops.packing.conv_panels`), biases after
+        each matrix.
     desc: (n_matrices, 6) int64 rows: weight offset, bias offset (-1: none), cin, coutp, taps, pad.
         Order (latent mode first): decoder fc, its transpose; conv1 phase 0/1, their transposes; the same
         for conv2; conv3 (de-normalisation and the classifier's input norm folded in), its transpose; then
         the classifier's stem, per block conv1, conv2 (batch norm folded) [and the 1x1 projection], and
         the head, each followed by its transpose (the convolution that computes the input gradient).
-    dims: latent?, L, C, C2, T0, M, T, blocks, classes, then per-layer channels (stem + blocks), then
-        per-block projection flags.
+    params: the shapes (:class:`~speechmax.ops.kernel_params.MaximizeParams`; a step sets the rest).
     norm: (2, n_mels) the classifier's input mean and 1/std (features mode).
     """
     weights: torch.Tensor
     desc: torch.Tensor
-    dims: list
+    params: MaximizeParams
     norm: torch.Tensor
     mats: dict = field(default_factory=dict)   # name -> (weight (cout, cin, taps) float64, bias, pad), for Triton
     wino_weights: torch.Tensor | None = None   # the CPU kernel's Winograd weights (see _winograd_matrices)
@@ -321,22 +329,9 @@ class PackedMaximizer:
         if device.type == "cpu":
             return self
         if device not in self._on:
-            self._on[device] = PackedMaximizer(self.weights.to(device), self.desc, self.dims, self.norm.to(device),
-                                               self.mats)
+            self._on[device] = PackedMaximizer(self.weights.to(device), self.desc, self.params,
+                                               self.norm.to(device), self.mats)
         return self._on[device]
-
-
-def _pad16(n: int) -> int:
-    return (n + 15) // 16 * 16
-
-
-def _panels(w, coutp):
-    """(cout, cin, taps) -> flat float64 panels of PANEL outputs, input-major inside a panel (row j * cin + c)."""
-    cout, cin, taps = w.shape
-    wp = torch.zeros(coutp, cin, taps, dtype=torch.float64)
-    wp[:cout] = w
-    kmaj = wp.permute(2, 1, 0).reshape(taps * cin, coutp)
-    return torch.cat([kmaj[:, p0:p0 + PANEL].reshape(-1) for p0 in range(0, coutp, PANEL)])
 
 
 def _winograd_matrices(points=(0.0, 1.0, -1.0, 2.0)):
@@ -377,28 +372,31 @@ def _phases(w, b):
     return out
 
 
-@torch.no_grad()
+PACKED = PackCache()   # pack_maximizer's: per classifier, per prior
+
+
 def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
     """Fold and pack ``classifier`` (tcres) and ``prior`` (vae, or None for features mode) for the kernels;
-    cached on the classifier until a parameter or buffer of either model changes."""
+    cached (:data:`PACKED`) until a parameter or buffer of either model changes."""
     why = fused_unsupported(classifier, prior) or (None if fused_decoder(prior) else
                                                    f"prior arch {prior.cfg.arch!r} in the kernels (pack it with prior=None)")
     if why:
         raise FusedUnsupported(f"the fused kernels do not cover {why}")
     tensors = list(classifier.state_dict().values()) + (list(prior.state_dict().values()) if prior is not None else [])
-    key = (id(prior), tuple((t.data_ptr(), t._version) for t in tensors))
-    cache = classifier.__dict__.setdefault("_speechmax_packed_max", {})
-    hit = cache.get(id(prior))
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    # the prior by weak reference: unlike its id, never equal to a later prior's
+    variant = None if prior is None else weakref.ref(prior)
+    return PACKED.get(classifier, variant, tensors, lambda: _pack(classifier, prior))
 
+
+@torch.no_grad()
+def _pack(classifier, prior) -> PackedMaximizer:
     net, cc = classifier.net, classifier.cfg
     mc, sc = classifier.norm.mean.double(), classifier.norm.std.double()
     mats = {}
     if prior is not None:
         dec, pc = prior.net.decoder, prior.cfg
         C, T0, L = pc.channels, pc.base_frames, pc.latent
-        Cp = _pad16(C)
+        Cp = align_channels(C)
         wfc = torch.zeros(T0, Cp, L, dtype=torch.float64)
         bfc = torch.zeros(T0, Cp, dtype=torch.float64)
         wfc[:, :C] = dec.fc.weight.double().reshape(C, T0, L).transpose(0, 1)   # row (t, c) <- fc row c * T0 + t
@@ -430,8 +428,8 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
     def emit(w, b, pad):
         nonlocal off, woff
         cout, cin, taps = w.shape
-        coutp = _pad16(cout)
-        panels = _panels(w, coutp)
+        coutp = align_channels(cout)
+        panels = conv_panels(w, coutp)
         row = [off, -1, cin, coutp, taps, pad]
         flat.append(panels)
         off += panels.numel()
@@ -450,7 +448,7 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
         w3 = torch.zeros(cout, cin, 3 * S, dtype=torch.float64)
         w3[:, :, :taps] = w
         u = torch.einsum("au,oisu->aois", WINO_G, w3.reshape(cout, cin, S, 3))
-        blocks = [_panels(u[a], coutp) for a in range(WINO_ALPHA)]
+        blocks = [conv_panels(u[a], coutp) for a in range(WINO_ALPHA)]
         wdesc.append([woff, S, blocks[0].numel()])
         wflat.extend(blocks)
         woff += sum(bl.numel() for bl in blocks)
@@ -468,18 +466,16 @@ def pack_maximizer(classifier, prior=None) -> PackedMaximizer:
             emit(w.transpose(0, 1).flip(2), None, w.shape[2] - 1 - pad)
         done.update(names)
 
-    ch = [net.stem[0].out_channels] + [blk.conv2.out_channels for blk in net.blocks]
-    dims = [int(prior is not None),
-            prior.cfg.latent if prior is not None else 0,
-            prior.cfg.channels if prior is not None else 0,
-            prior.net.decoder.conv2.out_channels if prior is not None else 0,
-            prior.cfg.base_frames if prior is not None else 0,
-            cc.n_mels, cc.n_frames, len(net.blocks), cc.n_classes] + ch + [int(blk.proj is not None) for blk in net.blocks]
-    packed = PackedMaximizer(torch.cat(flat).float().contiguous(), torch.tensor(desc, dtype=torch.int64), dims,
-                             torch.stack([mc, 1 / sc]).float().contiguous(), mats,
-                             torch.cat(wflat).float().contiguous(), torch.tensor(wdesc, dtype=torch.int64))
-    cache[id(prior)] = (key, packed)
-    return packed
+    params = MaximizeParams(
+        n_mels=cc.n_mels, n_frames=cc.n_frames, n_blocks=len(net.blocks), n_classes=cc.n_classes,
+        block_channels=(net.stem[0].out_channels, *(blk.conv2.out_channels for blk in net.blocks)),
+        block_proj=tuple(int(blk.proj is not None) for blk in net.blocks))
+    if prior is not None:
+        params = replace(params, latent=True, latent_dim=prior.cfg.latent, channels=prior.cfg.channels,
+                         channels2=prior.net.decoder.conv2.out_channels, base_frames=prior.cfg.base_frames)
+    return PackedMaximizer(torch.cat(flat).float().contiguous(), torch.tensor(desc, dtype=torch.int64), params,
+                           torch.stack([mc, 1 / sc]).float().contiguous(), mats,
+                           torch.cat(wflat).float().contiguous(), torch.tensor(wdesc, dtype=torch.int64))
 
 
 # --- the fused step ---------------------------------------------------------------------------------------
@@ -490,11 +486,9 @@ def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, l
     the classifier's gradient at the decoded features, pull it back to z with one vector-Jacobian product,
     then update z as the reference does. On the CPU the paper's decoder runs in its own kernel
     (:mod:`speechmax.ops.decoder2d`); any other, and on other backends, through autograd."""
-    from .decoder2d import decode2d, decode2d_vjp, decoder2d_unsupported
-
-    if backend == "cpu" and decoder2d_unsupported(prior) is None:
-        f, ctx = decode2d(prior, z, save=True, threads=threads)
-        vjp = lambda gf: decode2d_vjp(prior, ctx, gf, threads=threads)  # noqa: E731
+    if backend == "cpu" and decoder2d.decoder2d_unsupported(prior) is None:
+        f, ctx = decoder2d.decode2d(prior, z, save=True, threads=threads)
+        vjp = lambda gf: decoder2d.decode2d_vjp(prior, ctx, gf, threads=threads)  # noqa: E731
     else:
         with torch.enable_grad():
             v = z.detach().requires_grad_(True)
@@ -513,12 +507,6 @@ def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, l
         with torch.no_grad():
             _apply_update(z, g, ok, optimizer, lr, state)
     return (obj, g) if return_grad else obj
-
-
-def fused_backends() -> dict[str, bool]:
-    """Which fused backends run here: cpu with the C++ extension, triton on a GPU or in the interpreter, cuda
-    with the CUDA build and a GPU."""
-    return available_backends()
 
 
 def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="rms-normalized", lr=0.1,
@@ -562,27 +550,25 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     adam = optimizer == "adam"
     if adam and update:
         state.step += 1
-    common = dict(objective=kind, level=level, unit=unit, optimizer=int(adam), lr=float(lr), l2=float(l2),
-                  adam_m=state.m if adam else None, adam_v=state.v if adam else None,
-                  adam_step=state.step if adam else 0, beta1=state.beta1 if adam else 0.9,
-                  beta2=state.beta2 if adam else 0.999, eps=state.eps if adam else 1e-8)
+    params = replace(packed.params, objective=kind, level=level, unit=unit, optimizer=int(adam), lr=float(lr),
+                     l2=float(l2), update=bool(update))
+    if adam:
+        params = replace(params, adam_step=state.step, beta1=state.beta1, beta2=state.beta2, eps=state.eps)
+    tensors = dict(x=x, targets=targets, objective_out=obj, grad_out=grad, adam_m=state.m if adam else None,
+                   adam_v=state.v if adam else None)
     if backend == "cuda":
         gp = packed.to(x.device)
-        extension().maximize_step_cuda(gp.weights, gp.desc, gp.dims, gp.norm, x, targets, objective_out=obj,
-                                       grad_out=grad, update=update, **common)
+        extension().maximize_step_cuda(to_struct(params), weights=gp.weights, desc=gp.desc, norm=gp.norm, **tensors)
     elif backend == "cpu":
         wino = os.environ.get("SPEECHMAX_MAXIMIZE_WINOGRAD", "1") != "0"
-        extension().maximize_step(packed.weights, packed.desc, packed.dims, packed.norm, x, targets,
-                                  objective_out=obj, grad_out=grad, update=update,
+        extension().maximize_step(to_struct(params), weights=packed.weights, desc=packed.desc, norm=packed.norm,
                                   threads=int(threads or torch.get_num_threads()),
                                   isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"),
                                   wino_weights=packed.wino_weights if wino else None,
                                   wino_desc=packed.wino_desc if wino else None,
-                                  wino_tf=WINO_TF if wino else None, **common)
+                                  wino_tf=WINO_TF if wino else None, **tensors)
     else:
-        from speechmax.kernels.maximize import maximize_step_triton
-
-        maximize_step_triton(packed, x, targets, obj, grad, update, **common)
+        triton_kernels("maximize").maximize_step_triton(packed, params, rms_eps=RMS_EPS, **tensors)
     clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
     if update and clamp is not None:
         with torch.no_grad():

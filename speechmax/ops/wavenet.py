@@ -1,11 +1,15 @@
-"""Fused WaveNet sampling on every backend, beside its reference twin :func:`sample_wavenet_ref`.
+"""WaveNet sampling on every backend: the fused samplers beside their reference twin :func:`sample_wavenet_ref`.
 
-Backends: ``reference`` (PyTorch, speechmax/vocoder/reference.py), ``cpu`` (the fused C++ sampler, fp32),
+Backends: ``reference`` (PyTorch, :func:`sample_wavenet_ref`: the ring-buffer ("fast-wavenet") method,
+O(layers) per sample), ``cpu`` (the fused C++ sampler, fp32),
 ``cpu-bf16`` (the same with bf16 weights, fp32 accumulation: widened to fp32 in registers, or on CPUs with
 AVX512-BF16 multiplied by the inputs rounded to bf16 with vdpbf16ps), ``triton``
 (kernels/wavenet.py; a GPU, or the interpreter under TRITON_INTERPRET=1) and ``cuda`` (csrc/cuda/wavenet.cu).
 All of them take the same explicit uniforms and draw by inverse CDF, so they agree draw for draw wherever
-their logits do.
+their logits do; every fast backend is compared with the reference that way.
+
+The model is taken as it is (a :class:`~speechmax.models.wavenet.WaveNet`, read through its attributes:
+``cfg``, the weights, ``cond_net``, ``conditioning``, ``head``), so this module sits below the models.
 
 Two entry points:
 - :func:`sample_wavenet`: the drop-in twin of ``sample_wavenet_ref`` (same arguments, shapes, results).
@@ -18,27 +22,134 @@ Two entry points:
 """
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..features import mu_law_decode
-from ..models.wavenet import WaveNet, WaveNetConfig
-from ..vocoder.reference import WaveNetState, _check_mel, n_output_samples, sample_wavenet_ref
-from .backends import BackendUnavailable, available_backends, extension
+from .backends import BackendUnavailable, available_backends, extension, triton_kernels
+from .kernel_params import WavenetParams, align_channels, kernel_constants, to_struct
+from .packing import PackCache
 
-__all__ = ["BACKENDS", "RingState", "PackedWaveNet", "pack_wavenet", "sample_wavenet", "sample_wavenet_ref",
-           "wavenet_update", "wavenet_backends", "resolve_backend"]
+__all__ = ["BACKENDS", "RES_SCALE", "WaveNetState", "RingState", "PackedWaveNet", "pack_wavenet", "sample_wavenet",
+           "sample_wavenet_ref", "draw_from_logits", "n_output_samples", "wavenet_update", "wavenet_backends",
+           "resolve_backend"]
 
 BACKENDS = ("reference", "cpu", "cpu-bf16", "triton", "cuda")
 AUTO_BF16_ITEMS_PER_THREAD = 32  # see resolve_backend; bf16 measured >= fp32 up to 32 items a thread, equal at 64
-PANEL = 64  # outputs per weight panel; csrc/wavenet_cpu.cpp (kPanel) and csrc/cuda/wavenet.cu read the same layout
+RES_SCALE = math.sqrt(0.5)  # the residual update's scale; the kernels' wn::kResScale (tests/test_kernel_params.py)
 
 
-def _pad16(n: int) -> int:
-    return (n + 15) // 16 * 16
+# --- the reference ---------------------------------------------------------------------------------------
 
+@dataclass
+class WaveNetState:
+    """Incremental-decoding state, owned by the caller and updated in place.
+
+    buffers[l]: (batch, residual, dilation[l]) past inputs of layer l, a ring indexed by ``step % dilation``.
+    prev: (batch,) int64 mu-law class of the last sample (the next step's input).
+    step: samples generated so far.
+    """
+    buffers: list[torch.Tensor]
+    prev: torch.Tensor
+    step: int = 0
+
+    @classmethod
+    def zeros(cls, model, batch: int, device=None) -> "WaveNetState":
+        cfg = model.cfg
+        bufs = [torch.zeros(batch, cfg.residual_channels, d, device=device) for d in cfg.dilations]
+        return cls(bufs, torch.full((batch,), cfg.n_classes // 2, dtype=torch.long, device=device))
+
+
+def draw_from_logits(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Inverse-CDF draw. logits: (batch, classes), uniforms: (batch,) in [0, 1) -> (batch,) int64 classes.
+
+    Class k is drawn when cdf[k-1] <= u < cdf[k] (cdf from softmax(logits / temperature) in fp32);
+    temperature 0 means argmax.
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    cdf = torch.cumsum(torch.softmax(logits.float() / temperature, dim=-1), dim=-1)
+    return (cdf <= uniforms[:, None]).sum(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+def _check_mel(model, mel: torch.Tensor) -> torch.Tensor:
+    mel = torch.as_tensor(mel, dtype=torch.float32)
+    if mel.dim() == 2:
+        mel = mel[None]
+    if mel.dim() != 3 or mel.shape[1] != model.cfg.n_mels:
+        raise ValueError(f"mel must be (n_mels={model.cfg.n_mels}, frames) or (batch, {model.cfg.n_mels}, frames), "
+                         f"got shape {tuple(mel.shape)}")
+    if mel.shape[-1] < 2:
+        raise ValueError(f"mel must have at least 2 frames, got {mel.shape[-1]}")
+    if not torch.isfinite(mel).all():
+        raise ValueError("mel contains NaN or infinite values")
+    return mel
+
+
+def n_output_samples(n_frames: int, hop_length: int) -> int:
+    """Samples generated for a mel of ``n_frames`` frames: (frames - 1) * hop (16,000 for a 1 s, 101-frame clip)."""
+    return (n_frames - 1) * hop_length
+
+
+@torch.no_grad()
+def sample_wavenet_ref(model, mel: torch.Tensor, uniforms: torch.Tensor | None = None,
+                       temperature: float = 1.0, *, teacher: torch.Tensor | None = None,
+                       state: WaveNetState | None = None, return_logits: bool = False, generator=None,
+                       progress=None):
+    """Sample mu-law classes from ``model`` conditioned on ``mel``.
+
+    mel: (n_mels, frames) or (batch, n_mels, frames) log-mel; T = (frames - 1) * hop samples are drawn.
+    uniforms: (batch, T) in [0, 1); drawn from ``generator`` if None.
+    teacher: (batch, T) int64 classes to feed back instead of the draws (teacher forcing); the logits then
+        equal :meth:`WaveNet.forward` with ``inputs[:, t] = teacher[:, t-1]``.
+    state: a :class:`WaveNetState` to continue from (updated in place); zeros if None.
+    progress: optional callable(n) called after every 1,000 samples.
+    Returns classes (batch, T) int64, and logits (batch, T, n_classes) if ``return_logits``.
+    """
+    mel = _check_mel(model, mel)
+    cfg = model.cfg
+    B, T = mel.shape[0], n_output_samples(mel.shape[-1], cfg.hop_length)
+    G, R, S = cfg.gate_channels, cfg.residual_channels, cfg.skip_channels
+    if uniforms is None:
+        uniforms = torch.rand(B, T, generator=generator)
+    if uniforms.shape != (B, T):
+        raise ValueError(f"uniforms must be (batch, samples) = {(B, T)}, got {tuple(uniforms.shape)}")
+    state = state or WaveNetState.zeros(model, B)
+    cond = model.conditioning(mel).view(B, cfg.n_layers, G, -1).permute(3, 0, 1, 2)   # (F, B, L, G)
+    w_gate = torch.cat([model.w_past, model.w_cur], dim=2)                              # (L, G, 2R)
+    w_out = torch.cat([model.w_skip, model.w_res], dim=1)                              # (L, S+R, G/2)
+    b_out = torch.cat([model.b_skip, model.b_res], dim=1)                              # (L, S+R)
+    out = torch.empty(B, T, dtype=torch.long)
+    logits_all = torch.empty(B, T, cfg.n_classes) if return_logits else None
+    for t in range(T):
+        x = model.embed(state.prev)                                                     # (B, R)
+        c = cond[(t + cfg.hop_length // 2) // cfg.hop_length]
+        skip = torch.zeros(B, S)
+        for l, d in enumerate(cfg.dilations):
+            slot = state.step % d
+            past = state.buffers[l][:, :, slot].clone()
+            state.buffers[l][:, :, slot] = x
+            h = torch.addmm(model.b_gate[l] + c[:, l], torch.cat([past, x], 1), w_gate[l].t())
+            z = torch.tanh(h[:, :G // 2]) * torch.sigmoid(h[:, G // 2:])
+            sr = torch.addmm(b_out[l], z, w_out[l].t())
+            skip += sr[:, :S]
+            x = (x + sr[:, S:]) * RES_SCALE
+        logits = model.head(skip)
+        if return_logits:
+            logits_all[:, t] = logits
+        draw = teacher[:, t] if teacher is not None else draw_from_logits(logits, uniforms[:, t], temperature)
+        out[:, t] = draw
+        state.prev = draw.clone()
+        state.step += 1
+        if progress is not None and (t + 1) % 1000 == 0:
+            progress(1000)
+    return (out, logits_all) if return_logits else out
+
+
+# --- the fused samplers ----------------------------------------------------------------------------------
 
 @dataclass
 class RingState:
@@ -53,7 +164,8 @@ class RingState:
     step: int = 0
 
     @classmethod
-    def zeros(cls, cfg: WaveNetConfig, batch: int, device=None) -> "RingState":
+    def zeros(cls, cfg, batch: int, device=None) -> "RingState":
+        """Zero rings and the middle class for a WaveNet of config ``cfg`` (a WaveNetConfig)."""
         return cls(torch.zeros(batch, sum(cfg.dilations), cfg.residual_channels, device=device),
                    torch.full((batch,), cfg.n_classes // 2, dtype=torch.long, device=device))
 
@@ -76,24 +188,24 @@ class RingState:
 class PackedWaveNet:
     """A WaveNet's weights laid out for the fused samplers (pre-packed once per model and weight dtype).
 
-    Every matrix W (M outputs, K inputs) is padded to multiples of 16 outputs and cut into panels of up to
-    64 outputs; inside a panel the weights are input-major (row k = the panel's outputs for input k), or for
-    bf16 input pairs interleaved (row k/2 = (W[o, k], W[o, k+1]) for each output o), so a vector load gives
+    Every matrix W (M outputs, K inputs) is padded to multiples of ``channel_align`` outputs and cut into
+    panels of up to ``wavenet_panel`` outputs (:func:`~speechmax.ops.kernel_params.kernel_constants`); inside
+    a panel the weights are input-major (row k = the panel's outputs for input k), or for bf16 input pairs
+    interleaved (row k/2 = (W[o, k], W[o, k+1]) for each output o), so a vector load gives
     consecutive outputs for a broadcast input. ``desc`` rows: element offset, M, Mp, K, Kp, bias offset.
     Matrices: conditioning projection (cond bias + gate bias folded), then per layer gate (tanh rows, then
     sigmoid rows, inputs [x[t-d] | x[t]]), skip, residual; then the two head layers.
     """
-    cfg: WaveNetConfig
+    params: WavenetParams     # the shapes; a call sets step, t0, temperature
     weights: torch.Tensor     # flat, float32 or bfloat16
     biases: torch.Tensor      # flat float32
     desc: torch.Tensor        # (n_matrices, 6) int64
     embed: torch.Tensor       # (n_classes, residual) float32
     decode: torch.Tensor      # (n_classes,) float32 mu-law decode table
-    dims: list[int]           # R, G, S, O, n_classes, cond, hop, layers, and the padded Rp, G/2p, Sp, Op, n_classes_p, cond_p
 
     def to(self, device) -> "PackedWaveNet":
-        return PackedWaveNet(self.cfg, self.weights.to(device), self.biases.to(device), self.desc.to(device),
-                             self.embed.to(device), self.decode.to(device), self.dims)
+        return PackedWaveNet(self.params, self.weights.to(device), self.biases.to(device), self.desc.to(device),
+                             self.embed.to(device), self.decode.to(device))
 
     @property
     def device(self) -> torch.device:
@@ -103,12 +215,12 @@ class PackedWaveNet:
 def _pack_matrix(w: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, int, int, int]:
     """(M, K) float -> (flat panels, Mp, K, Kp) in the layout PackedWaveNet describes."""
     M, K = w.shape
-    Mp, Kp = _pad16(M), K + (K % 2 if bf16 else 0)
+    Mp, Kp = align_channels(M), K + (K % 2 if bf16 else 0)
     wp = torch.zeros(Mp, Kp, dtype=torch.float32)
     wp[:M, :K] = w
-    panels = []
-    for p0 in range(0, Mp, PANEL):
-        panel = wp[p0:p0 + PANEL].t()                                       # (Kp, P)
+    panels, width = [], kernel_constants().wavenet_panel
+    for p0 in range(0, Mp, width):
+        panel = wp[p0:p0 + width].t()                                       # (Kp, P)
         if bf16:
             panel = panel.reshape(Kp // 2, 2, -1).transpose(1, 2)           # (Kp/2, P, 2)
         panels.append(panel.reshape(-1))
@@ -116,21 +228,23 @@ def _pack_matrix(w: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, int, int, i
     return (flat.to(torch.bfloat16) if bf16 else flat), Mp, K, Kp
 
 
-@torch.no_grad()
-def pack_wavenet(model: WaveNet, weight_dtype: torch.dtype = torch.float32) -> PackedWaveNet:
-    """Pack ``model`` for the fused samplers; cached on the model until one of its parameters changes."""
+PACKED = PackCache()   # pack_wavenet's: per model, per weight dtype
+
+
+def pack_wavenet(model, weight_dtype: torch.dtype = torch.float32) -> PackedWaveNet:
+    """Pack ``model`` for the fused samplers; cached (:data:`PACKED`) until one of its parameters changes."""
     if weight_dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"weight_dtype must be torch.float32 or torch.bfloat16, got {weight_dtype}")
-    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    cache = model.__dict__.setdefault("_speechmax_packed", {})
-    hit = cache.get(weight_dtype)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    return PACKED.get(model, weight_dtype, model.parameters(), lambda: _pack(model, weight_dtype))
+
+
+@torch.no_grad()
+def _pack(model, weight_dtype: torch.dtype) -> PackedWaveNet:
     cfg = model.cfg
     R, G, S, O, NC, C, L = (cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.out_channels,
                             cfg.n_classes, cfg.cond_channels, cfg.n_layers)
     Gh = G // 2
-    Rp, Ghp, Sp, Op = _pad16(R), _pad16(Gh), _pad16(S), _pad16(O)
+    Rp, Ghp, Sp, Op = align_channels(R), align_channels(Gh), align_channels(S), align_channels(O)
     p = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
 
     def halves(t):  # (..., G) -> (..., 2 * Ghp): tanh rows, then sigmoid rows, each padded to Ghp
@@ -167,12 +281,10 @@ def pack_wavenet(model: WaveNet, weight_dtype: torch.dtype = torch.float32) -> P
         biases.append(bias)
         off += flat.numel()
         boff += Mp
-    packed = PackedWaveNet(
-        cfg, torch.cat(flats), torch.cat(biases), torch.tensor(desc, dtype=torch.int64),
-        p["embed.weight"].contiguous(), mu_law_decode(torch.arange(NC), NC).float(),
-        [R, G, S, O, NC, C, cfg.hop_length, L, Rp, Ghp, Sp, Op, _pad16(NC), _pad16(C)])
-    cache[weight_dtype] = (key, packed)
-    return packed
+    params = WavenetParams(residual_channels=R, gate_channels=G, skip_channels=S, out_channels=O, n_classes=NC,
+                           cond_channels=C, hop_length=cfg.hop_length, n_layers=L, dilations=tuple(cfg.dilations))
+    return PackedWaveNet(params, torch.cat(flats), torch.cat(biases), torch.tensor(desc, dtype=torch.int64),
+                         p["embed.weight"].contiguous(), mu_law_decode(torch.arange(NC), NC).float())
 
 
 def wavenet_backends() -> dict[str, bool]:
@@ -204,7 +316,7 @@ def resolve_backend(backend: str, batch: int | None = None, threads: int | None 
     return backend
 
 
-def _conditioning(model: WaveNet, backend: str, features: torch.Tensor) -> torch.Tensor:
+def _conditioning(model, backend: str, features: torch.Tensor) -> torch.Tensor:
     """The conditioning a backend reads, at frame rate: the cond-net output features (B, C, F) as (B, F, C)
     for cpu/cuda (they project per layer in the kernel), the per-layer projection (B, L*G, F) for triton."""
     if backend == "triton":
@@ -212,28 +324,27 @@ def _conditioning(model: WaveNet, backend: str, features: torch.Tensor) -> torch
     return features.float().transpose(1, 2).contiguous()
 
 
-def _run(model: WaveNet, backend: str, cond: torch.Tensor, uniforms: torch.Tensor, state: RingState, t0: int,
+def _run(model, backend: str, cond: torch.Tensor, uniforms: torch.Tensor, state: RingState, t0: int,
          temperature: float, teacher, classes, wave, logits, threads: int | None) -> None:
     """Advance ``state`` by uniforms.shape[1] samples; column i reads frame (t0 + i + hop//2) // hop of
     ``cond`` (from :func:`_conditioning`). Outputs go into classes / wave / logits (column slices are fine)."""
     if backend == "triton":
-        from speechmax.kernels.wavenet import wavenet_sample_triton
-
-        wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher, classes, wave, logits)
+        triton_kernels("wavenet").wavenet_sample_triton(model, cond, uniforms, state, t0, temperature, teacher,
+                                                        classes, wave, logits, res_scale=RES_SCALE)
         state.step += uniforms.shape[1]
         return
     packed = pack_wavenet(model, torch.bfloat16 if backend == "cpu-bf16" else torch.float32)
-    ext = extension()
-    args = dict(feats=cond, uniforms=uniforms, teacher=teacher, rings=state.rings, prev=state.prev, step=state.step,
-                t0=t0, temperature=float(temperature), classes=classes, wave=wave, logits=logits)
     if backend == "cuda":
         packed = packed.to(cond.device)
-        ext.wavenet_sample_cuda(packed.weights, packed.biases, packed.desc, packed.embed, packed.dims,
-                                model.cfg.dilations, decode=packed.decode, **args)
+    params = to_struct(replace(packed.params, step=state.step, t0=t0, temperature=float(temperature)))
+    args = dict(weights=packed.weights, biases=packed.biases, desc=packed.desc, embed=packed.embed,
+                decode=packed.decode, feats=cond, uniforms=uniforms, teacher=teacher, rings=state.rings,
+                prev=state.prev, classes=classes, wave=wave, logits=logits)
+    if backend == "cuda":
+        extension().wavenet_sample_cuda(params, **args)
     else:
-        ext.wavenet_sample(packed.weights, packed.biases, packed.desc, packed.embed, packed.dims, model.cfg.dilations,
-                           decode=packed.decode, threads=threads or torch.get_num_threads(),
-                           isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"), **args)
+        extension().wavenet_sample(params, threads=threads or torch.get_num_threads(),
+                                   isa=os.environ.get("SPEECHMAX_CPU_ISA", "auto"), **args)
     state.step += uniforms.shape[1]
 
 
@@ -255,7 +366,7 @@ def _check_teacher(teacher, B: int, T: int, n_classes: int, device):
 
 
 @torch.no_grad()
-def sample_wavenet(model: WaveNet, mel, uniforms: torch.Tensor | None = None, temperature: float = 1.0,
+def sample_wavenet(model, mel, uniforms: torch.Tensor | None = None, temperature: float = 1.0,
                    backend: str = "cpu", *, teacher: torch.Tensor | None = None,
                    state: WaveNetState | RingState | None = None, return_logits: bool = False, generator=None,
                    progress=None, threads: int | None = None):
@@ -308,7 +419,7 @@ def sample_wavenet(model: WaveNet, mel, uniforms: torch.Tensor | None = None, te
 
 
 @torch.no_grad()
-def wavenet_update(model: WaveNet, features: torch.Tensor, uniforms: torch.Tensor, state: RingState,
+def wavenet_update(model, features: torch.Tensor, uniforms: torch.Tensor, state: RingState,
                    temperature: float = 1.0, backend: str = "cpu", *, teacher: torch.Tensor | None = None,
                    return_logits: bool = False, return_wave: bool = False, threads: int | None = None,
                    frame0: int = 0):

@@ -16,9 +16,8 @@ import torch
 from ..data import SpeechCommands
 from ..features import log_mel, save_audio
 from ..ops.backends import available_backends
-from ..ops.wavenet import sample_wavenet
+from ..ops.wavenet import sample_wavenet, sample_wavenet_ref
 from .griffinlim import griffinlim_synthesize
-from .reference import sample_wavenet_ref
 
 
 def pick_test_clips(root, per_class: int, seed: int = 0):
