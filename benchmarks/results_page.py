@@ -29,7 +29,7 @@ RESULTS = ROOT / "RESULTS.md"
 ASSETS = ROOT / "speechmax" / "assets"
 EVALUATION = ROOT / "checkpoints" / "evaluate" / "metrics.json"
 
-BLOCK = re.compile(r"<!-- begin generated: (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end generated: (?P=name) -->",
+BLOCK = re.compile(r"<!-- begin generated: (?P<name>[\w-]+) -->\n.*?<!-- end generated: (?P=name) -->",
                    re.S)
 CLASSIFIERS = ("classifier", "classifier-separate", "classifier-paper")
 PRIORS = ("prior", "prior-paper")
