@@ -64,3 +64,21 @@ def test_train_classifier_and_prior_on_a_tiny_corpus(corpus, tmp_path, capsys):
     assert pm["test_recon_mse"] > 0 and 0 <= pm["classifier_accuracy_on_reconstructions"] <= 1
     assert sum(pm["random_z_class_counts"].values()) == 2000
     capsys.readouterr()
+
+
+def test_train_classifier_on_a_vocabulary_of_its_own(corpus, tmp_path):
+    """--words: three words in the given label order, and _unknown_ collecting the other 32 (issue 18 item 4)."""
+    run = tmp_path / "words"
+    args = ["train", "classifier", "--data", str(corpus), "--batch", "16", "--threads", "1", "--epochs", "1",
+            "--no-augment", "--out", str(run), "--words", "yes,no,_unknown_,up"]
+    assert main(args) == 0
+    clf = load_model(run / "model", kind="classifier")
+    assert clf.cfg.labels == ("yes", "no", "_unknown_", "up") and clf.cfg.n_classes == 4
+    card = json.loads((run / "model.json").read_text())
+    assert set(card["metrics"]["per_class_accuracy"]) == {"yes", "no", "_unknown_", "up"}
+    with pytest.raises(ValueError, match="no clips of hello"):
+        from speechmax.models.train import train_classifier
+        train_classifier(corpus, tmp_path / "hello", words=["yes", "hello"], progress=False)
+    with pytest.raises(ValueError, match="repeats yes"):
+        from speechmax.data import labels
+        labels(["yes", "no", "yes"])

@@ -62,6 +62,10 @@ def register(sub, help):
         q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
         q.add_argument("--no-augment", action="store_true", help="train the classifier without augmentation")
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+        if what == "classifier":
+            q.add_argument("--words", default=None,
+                           help="the vocabulary, comma-separated in label order (each a folder of --data; _unknown_ and "
+                                "_silence_ collect the other words and background noise) (default: the 35 words)")
         if what == "prior":
             q.add_argument("--classifier", default="classifier",
                            help="classifier (shipped name or path) used to measure the prior (default: classifier)")
@@ -76,8 +80,9 @@ def run_model(args):
     fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
                    augment=not args.no_augment and args.what == "classifier")
     if args.what == "classifier":
+        words = None if args.words is None else [w for w in args.words.split(",")]
         metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, words=words)
         write_config(args, args.out)   # after training: train_classifier is what accepts --out
         print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
               f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")

@@ -25,7 +25,7 @@ from speechmax.progress import progress_bar
 
 from .augment import FeatureAugment, noise_log_mels
 from .noise import load_noise_files
-from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TASK12_WORDS, TESTING_LIST, UNKNOWN_LABEL,
+from .words import (BACKGROUND_NOISE_DIR, SILENCE_LABEL, SPLITS, TESTING_LIST, UNKNOWN_LABEL,
                     VALIDATION_LIST, WORDS, labels, speaker_of, which_set)
 
 __all__ = ["ClipItem", "CorpusError", "SpeechCommands", "vocoder_files", "load_split", "scan_corpus", "Split"]
@@ -131,7 +131,8 @@ class SpeechCommands(torch.utils.data.Dataset):
 
     root: the corpus folder (real v0.02 or built by :func:`speechmax.data.build_corpus`).
     split: "training", "validation" or "testing" (official lists, else TensorFlow's hash rule).
-    task: "35" (the 35 words; folders that are not one of them are skipped with a warning) or "12"
+    task: a vocabulary (:func:`~speechmax.data.words.labels`): "35" (the 35 words; folders that are not one of
+        them are skipped with a warning), a list of words of one's own (each needs its folder), or "12"
         (TensorFlow's ``_silence_``, ``_unknown_`` + 10 words; other words, including unknown folders,
         become ``_unknown_``, sampled down to ``unknown_percentage`` % of the known words, and
         ``silence_percentage`` % ``_silence_`` items are made from the background noise).
@@ -168,6 +169,11 @@ class SpeechCommands(torch.utils.data.Dataset):
         if extra["unknown_folders"] and task == "35":
             warnings.warn(f"{self.root}: skipping folder(s) that are not Speech Commands words: "
                           f"{', '.join(extra['unknown_folders'])}", stacklevel=2)
+        missing = [w for w in self.labels if w not in (SILENCE_LABEL, UNKNOWN_LABEL)
+                   and w not in {it.word for it in all_items}]
+        if missing and all_items:
+            raise CorpusError(f"{self.root}: no clips of {', '.join(missing)} (the vocabulary asks for them; the "
+                              "corpus has a folder per word)")
         if self.skipped:
             warnings.warn(f"skipped {len(self.skipped)} unreadable clip(s) of the {split} split: "
                           + "; ".join(self.skipped[:20]) + (" ..." if len(self.skipped) > 20 else ""), stacklevel=2)
@@ -181,17 +187,18 @@ class SpeechCommands(torch.utils.data.Dataset):
     # --- building the item list -------------------------------------------------------------------
     def _select(self, items, rng, silence_percentage, unknown_percentage):
         index = {name: i for i, name in enumerate(self.labels)}
-        if self.task == "35":
-            return [(row, index[it.word], it.speaker) for row, it in enumerate(items) if it.word in index]
-        known = [(row, index[it.word], it.speaker) for row, it in enumerate(items) if it.word in TASK12_WORDS]
+        words = set(index) - {SILENCE_LABEL, UNKNOWN_LABEL}
+        known = [(row, index[it.word], it.speaker) for row, it in enumerate(items) if it.word in words]
+        if UNKNOWN_LABEL not in index and SILENCE_LABEL not in index:
+            return known
         unknown = [(row, index[UNKNOWN_LABEL], it.speaker) for row, it in enumerate(items)
-                   if it.word not in TASK12_WORDS]
+                   if it.word not in words] if UNKNOWN_LABEL in index else []
         n_unknown = min(len(unknown), math.ceil(len(known) * unknown_percentage / 100))
         keep = sorted(rng.choice(len(unknown), size=n_unknown, replace=False).tolist()) if n_unknown else []
-        n_silence = math.ceil(len(known) * silence_percentage / 100)
+        n_silence = math.ceil(len(known) * silence_percentage / 100) if SILENCE_LABEL in index else 0
         if n_silence and not self._noise:
             warnings.warn(f"{self.root}: no background noise; _silence_ items are all-zero clips", stacklevel=3)
-        silence = [(-1, index[SILENCE_LABEL], SILENCE_LABEL)] * n_silence
+        silence = [(-1, index[SILENCE_LABEL], SILENCE_LABEL)] * n_silence if n_silence else []
         return known + [unknown[k] for k in keep] + silence
 
     def _load_noise(self, paths):

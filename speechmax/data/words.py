@@ -31,13 +31,25 @@ SPLITS = ("training", "validation", "testing")
 _MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1  # TensorFlow's constant (~134M)
 
 
-def labels(task: str = "35") -> tuple[str, ...]:
-    """Class names in label order: the 35 words, or TensorFlow's 12 (``_silence_``, ``_unknown_``, 10 words)."""
-    if task == "35":
-        return WORDS
-    if task == "12":
-        return (SILENCE_LABEL, UNKNOWN_LABEL) + TASK12_WORDS
-    raise ValueError(f"unknown task {task!r} (expected '35' or '12')")
+def labels(task="35") -> tuple[str, ...]:
+    """Class names in label order: the 35 words ("35"), TensorFlow's 12 ("12": ``_silence_``, ``_unknown_``, 10
+    words), or a vocabulary of one's own (a sequence of words, in order; ``_unknown_`` and ``_silence_`` among
+    them collect the other words and background-noise clips as in the 12-word task)."""
+    if isinstance(task, str):
+        if task == "35":
+            return WORDS
+        if task == "12":
+            return (SILENCE_LABEL, UNKNOWN_LABEL) + TASK12_WORDS
+        raise ValueError(f"unknown task {task!r} (expected '35', '12' or a list of words)")
+    words = tuple(str(w).strip() for w in task)
+    if not words or any(not w for w in words):
+        raise ValueError(f"a vocabulary needs words, got {list(task)!r}")
+    dupes = sorted({w for w in words if words.count(w) > 1})
+    if dupes:
+        raise ValueError(f"the vocabulary repeats {', '.join(dupes)}")
+    if len([w for w in words if w not in (SILENCE_LABEL, UNKNOWN_LABEL)]) < 2 and UNKNOWN_LABEL not in words:
+        raise ValueError(f"a vocabulary needs at least two classes, got {list(words)}")
+    return words
 
 
 def speaker_of(path: str | os.PathLike) -> str:

@@ -189,20 +189,23 @@ def feature_range(x: torch.Tensor) -> dict:
 
 def train_classifier(data, out, preset: str = "classifier", arch: str | None = None, fc: FitConfig = FitConfig(),
                      feature_cfg: FeatureConfig = FeatureConfig(), progress: bool = True, threads: int | None = None,
-                     overwrite: bool = False) -> dict:
+                     overwrite: bool = False, words=None) -> dict:
     """Train a classifier preset (classifier | classifier-separate | classifier-paper) on ``data``; write
     ``out/model.safetensors`` + card and ``out/confusion.png``. Returns the card's metrics. ``out``: see
-    :func:`prepare_run`."""
+    :func:`prepare_run`. ``words``: the vocabulary (a list of words in label order, each a folder of ``data``;
+    ``_unknown_`` / ``_silence_`` among them collect the other words / background noise), default the 35."""
     out = Path(out)
+    labels = task_labels(words if words is not None else "35")
     prepare_run(out, "classifier", {"preset": preset, "arch": arch, "data": str(Path(data).resolve()),
-                                    "features": feature_cfg.to_dict()}, fc, overwrite)
+                                    "features": feature_cfg.to_dict(),
+                                    **({"words": list(labels)} if words is not None else {})}, fc, overwrite)
     if threads:
         torch.set_num_threads(threads)
     cfg = CLASSIFIER_PRESETS[preset] if arch is None else dataclasses.replace(CLASSIFIER_PRESETS[preset], arch=arch)
-    labels = task_labels("35")
     cfg = dataclasses.replace(cfg, labels=tuple(labels), n_classes=len(labels))
-    train = load_split(data, "training", feature_cfg, progress=progress)
-    val = load_split(data, "validation", feature_cfg, progress=progress)
+    task = labels if words is not None else "35"
+    train = load_split(data, "training", feature_cfg, task=task, progress=progress)
+    val = load_split(data, "validation", feature_cfg, task=task, progress=progress)
     torch.manual_seed(fc.seed)
     model = Classifier(cfg, feature_cfg)
     model.norm.set_stats(train.x[:5000])
@@ -219,7 +222,7 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
 
     t0 = time.time()
     best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset)
-    test = load_split(data, "testing", feature_cfg, progress=progress)
+    test = load_split(data, "testing", feature_cfg, task=task, progress=progress)
     metrics = classification_metrics(predict(model, test.x), test.y, labels)
     plot_confusion(metrics["confusion"], labels, out / "confusion.png",
                    f"{preset} ({cfg.arch}) on the test split: accuracy {metrics['accuracy']:.3f}")
