@@ -121,10 +121,12 @@ def test_mel_to_wave_is_differentiable_and_keeps_the_mel():
     assert back.shape == (1, 16000)
     back.pow(2).sum().backward()
     assert torch.isfinite(mel.grad).all() and mel.grad.abs().sum() > 0
-    # the resynthesis' own mel is close to the one it came from where there is energy
+    # with enough phase iterations the resynthesis' own mel is close to the one it came from where there is energy
+    # (the default's 2 are what the ascent needs: benchmarks/external_wave_path.py)
     loud = mel.detach() > mel.detach().max() - 4
-    err = (log_mel(back.detach(), cfg) - mel.detach())[loud].abs().median()
-    assert err < 0.5, err
+    errs = [(log_mel(MelToWave(cfg, iters=n)(mel.detach()), cfg) - mel.detach())[loud].abs().median()
+            for n in (0, 16)]
+    assert errs[1] < 0.5 and errs[1] < errs[0], errs
 
 
 @pytest.mark.parametrize("kind", ["log-mel", "waveform"])
@@ -227,3 +229,47 @@ def test_cli_maximize_on_a_user_waveform_model_scores_the_written_audio(tmp_path
     top = _model(WaveNetKWS)(waves).argmax(-1).tolist()
     assert audio["classifier"] == pytest.approx(np.mean([LABELS[t] == s["target"]
                                                          for t, s in zip(top, manifest["samples"])]))
+
+
+def _readme_example():
+    """The worked example's code (the ```python block starting '# kws.py') and shell lines, from the README."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Your own classifier"):]
+    code = re.search(r"```python\n(# kws\.py.*?)```", section, re.S).group(1)
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    lines = [line.split("#")[0].strip() for line in shell.splitlines()]
+    return code, [line for line in lines if line]
+
+
+@pytest.mark.slow
+def test_readme_worked_example(tmp_path):
+    """The README's worked example, as written: a torch-only waveform keyword spotter trained on a built corpus,
+    then classify (TorchScript and .pt2) and maximize --mode latent on it."""
+    import json
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    code, commands = _readme_example()
+    (tmp_path / "kws.py").write_text(code)
+    exe = Path(sys.executable)
+    outputs = []
+    for line in commands:
+        argv = shlex.split(line)
+        argv = [str(exe.with_name("speechmax"))] + argv[1:] if argv[0] == "speechmax" else \
+            [str(exe)] + argv[1:] if argv[0] == "python" else argv
+        r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        outputs.append(r.stdout)
+    assert {"kws.pt", "kws.pt2", "labels.txt"} <= {p.name for p in tmp_path.iterdir()}
+    assert "accuracy:" in outputs[2]
+    summary = json.loads(outputs[3])
+    assert summary["hit_rate_scored_on"] == "written audio" and summary["samples"] == 8
+    assert summary["hit_rate"]["classifier"] is not None and summary["hit_rate"]["separate"] is not None

@@ -23,8 +23,9 @@ from ..features import FeatureConfig, mel_filterbank, n_frames
 from .classifier import ClassifierConfig, InputNorm
 
 INPUTS = ("log-mel", "waveform")
+_COMPILED = (torch.jit.ScriptModule, torch.fx.GraphModule)   # modules that run a graph: no forward hooks
 ARCH = "external"
-GRIFFINLIM_ITERS = 16   # phase iterations per MelToWave call (held fixed within the call: no gradient through them)
+GRIFFINLIM_ITERS = 2    # phase iterations per MelToWave call, chosen by benchmarks/external_wave_path.py (RESULTS.md)
 
 
 class ModelError(ValueError):
@@ -191,13 +192,15 @@ class ExternalClassifier(nn.Module):
 
     @property
     def hookable(self) -> bool:
-        """Whether the named modules run as modules (forward hooks see them): a Python module, not a TorchScript
-        module (which refuses hooks) or a torch.export program (which runs its flattened graph)."""
-        return not isinstance(self.module, (torch.jit.ScriptModule, torch.fx.GraphModule))
+        """Whether the model runs its named modules as modules (forward hooks see them): a Python module, not a
+        TorchScript module (which refuses hooks) or a torch.export program (which runs its flattened graph)."""
+        return not isinstance(self.module, _COMPILED)
 
     def layer_names(self) -> list[str]:
-        """The named modules a layer objective can take (none for a TorchScript or torch.export program)."""
-        return [name for name, _ in self.module.named_modules() if name] if self.hookable else []
+        """The named modules a layer objective can take: the Python ones (none in a TorchScript or torch.export
+        program)."""
+        return [name for name, m in self.module.named_modules() if name and not isinstance(m, _COMPILED)] \
+            if self.hookable else []
 
     def activations(self, log_mel: torch.Tensor, names=None) -> "OrderedDict[str, torch.Tensor]":
         """Outputs of the named modules (all, or ``names``) for log-mel input, then "logits"."""
@@ -205,7 +208,7 @@ class ExternalClassifier(nn.Module):
         if wanted and not self.hookable:
             raise ModelError(f"layer objectives need the model's Python module: a {type(self.module).__name__} "
                              "does not run its submodules as modules (no forward hooks)")
-        modules = dict(self.module.named_modules())
+        modules = {n: m for n, m in self.module.named_modules() if n in set(self.layer_names())}
         unknown = [n for n in wanted if n not in modules]
         if unknown:
             raise ModelError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(self.layer_names())}")
