@@ -289,3 +289,33 @@ def test_noise_shaped_model_decodes_with_deemphasis():
     q = torch.randint(100, 156, (2, 500))
     np.testing.assert_allclose(model.decode(q), np.clip(deemphasize(mu_law_decode(q).numpy(), 0.85), -1, 1), atol=1e-6)
     np.testing.assert_allclose(WaveNet(TINY).decode(q), mu_law_decode(q).numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("B,T,hop,dilations", [(1, 37, 8, (1, 2, 4)), (3, 64, 16, (1, 2, 4, 8, 16, 32)),
+                                               (2, 20, 160, (1, 32, 64))])
+def test_residual_stack_equals_its_twin(B, T, hop, dilations, dtype):
+    """The fused training stack (ops/wavenet_train.py) against residual_stack_ref: output and every gradient."""
+    from speechmax.ops.wavenet_train import residual_stack, residual_stack_ref
+
+    g = torch.Generator().manual_seed(B * T + hop)
+    R, G, S, L = 8, 12, 10, len(dilations)
+    nf = (T - 1 + hop // 2) // hop + 1
+    make = lambda *shape: (torch.randn(*shape, generator=g) * 0.3).requires_grad_(True)   # noqa: E731
+    args = [make(T * B, R), make(nf, B, L * G), make(L, G, R), make(L, G, R), make(L, S, G // 2),
+            make(L, R, G // 2), make(L, R)]
+    w = torch.randn(T * B, S, generator=g)
+    outs, grads = [], []
+    for fn in (residual_stack, residual_stack_ref):
+        y = fn(*args, dilations, B, hop, dtype)
+        outs.append(y.detach())
+        grads.append(torch.autograd.grad((y * w).sum(), args))
+    # bf16: both round the products' operands, but in backward the fused op also rounds the gradients it
+    # multiplies, so the two agree as a whole (relative error of each tensor), not element by element
+    close = (lambda a, b: float((a - b).norm() / b.norm().clamp_min(1e-12)) < 3e-2) if dtype is not None else \
+        (lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-5))
+    assert close(outs[0], outs[1])
+    for name, a, b in zip(("x0", "cf", "w_past", "w_cur", "w_skip", "w_res", "b_res"), *grads):
+        if name in ("w_res", "b_res"):   # the last layer's residual is never read: zero in both
+            assert torch.count_nonzero(a[-1]) == 0 and torch.count_nonzero(b[-1]) == 0
+        assert close(a, b), f"{name}: {float((a - b).abs().max())}"

@@ -1,7 +1,7 @@
 """The WaveNet residual stack for training, as one autograd node with a hand-written backward
-(:func:`residual_stack`). Its twin is plain autograd through conv1d:
-:meth:`speechmax.models.wavenet.WaveNet.forward_ref`, the model's whole forward, of which the stack is the part
-this op computes; tests/test_vocoder_train.py compares the two.
+(:func:`residual_stack`), beside its plain-autograd twin :func:`residual_stack_ref` (same arguments, same
+result); tests/test_vocoder_train.py compares the two over shapes and dtypes, and the whole model's
+:meth:`~speechmax.models.wavenet.WaveNet.forward` against its conv1d twin ``forward_ref``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from .gated import gate_backward, gate_forward
 from .wavenet import RES_SCALE
 
-__all__ = ["residual_stack"]
+__all__ = ["residual_stack", "residual_stack_ref"]
 
 
 def residual_stack(x0: torch.Tensor, cf: torch.Tensor, w_past: torch.Tensor, w_cur: torch.Tensor,
@@ -24,6 +24,27 @@ def residual_stack(x0: torch.Tensor, cf: torch.Tensor, w_past: torch.Tensor, w_c
     biases. ``gemm_dtype`` torch.bfloat16: matrix products on bf16 operands (see :class:`_ResidualStack`).
     """
     return _ResidualStack.apply(x0, cf, w_past, w_cur, w_skip, w_res, b_res, dilations, B, hop, gemm_dtype)
+
+
+def residual_stack_ref(x0: torch.Tensor, cf: torch.Tensor, w_past: torch.Tensor, w_cur: torch.Tensor,
+                       w_skip: torch.Tensor, w_res: torch.Tensor, b_res: torch.Tensor, dilations: tuple[int, ...],
+                       B: int, hop: int, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`residual_stack` in plain torch ops, differentiated by autograd: the same shapes and result.
+    ``gemm_dtype`` torch.bfloat16 rounds each product's operands to bf16, as the fused op does."""
+    TB, R = x0.shape
+    T, G = TB // B, w_cur.shape[1]
+    lp = (lambda t: t.to(gemm_dtype).float()) if gemm_dtype is not None else (lambda t: t)   # noqa: E731
+    frames = (torch.arange(T, device=x0.device) + hop // 2) // hop
+    c = cf[frames]                                                       # (T, B, L * G): sample t's frame
+    x, skip = x0.view(T, B, R), 0.0
+    for l, d in enumerate(dilations):
+        past = torch.nn.functional.pad(x, (0, 0, 0, 0, d, 0))[:T]        # x[t - d], zeros before the start
+        h = c[:, :, l * G:(l + 1) * G] + lp(x) @ lp(w_cur[l]).t() + lp(past) @ lp(w_past[l]).t()
+        z = torch.tanh(h[..., :G // 2]) * torch.sigmoid(h[..., G // 2:])
+        skip = skip + lp(z) @ lp(w_skip[l]).t()
+        if l < len(dilations) - 1:
+            x = (x + lp(z) @ lp(w_res[l]).t() + b_res[l]) * RES_SCALE
+    return skip.reshape(TB, -1)
 
 
 def _frames_to_samples(c: torch.Tensor, hop: int, out: torch.Tensor) -> None:
