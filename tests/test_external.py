@@ -273,3 +273,20 @@ def test_readme_worked_example(tmp_path):
     summary = json.loads(outputs[3])
     assert summary["hit_rate_scored_on"] == "written audio" and summary["samples"] == 8
     assert summary["hit_rate"]["classifier"] is not None and summary["hit_rate"]["separate"] is not None
+
+
+def test_diversity_keeps_one_targets_starts_apart():
+    from speechmax.maximize import Diversity
+    from speechmax.ops.maximize import _similarity_to_same_target
+
+    clf = ExternalClassifier(_model(), LABELS)
+    runs = {w: maximize(clf, ["up", "down"], n=4, steps=30, lr=0.05, seed=0, regularizers=[Diversity(w)] if w else [])
+            for w in (0.0, 5.0)}
+    sim = {w: float(_similarity_to_same_target(r.features, r.targets).mean()) for w, r in runs.items()}
+    assert sim[5.0] < sim[0.0] - 0.05, sim
+    assert runs[5.0].settings["backend"] == "autograd"
+    # a non-finite sample takes no part in the others' similarity
+    f = torch.randn(4, 80, 101)
+    f[1] = float("nan")
+    s = _similarity_to_same_target(f, torch.tensor([0, 0, 0, 1]))
+    assert torch.isfinite(s).all() and s[1] == 0 and s[3] == 0

@@ -12,7 +12,7 @@ import torch
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.cli.options import add_model_options, load_model_from_args
-from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, maximize, parse_objective
+from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, maximize, parse_objective
 from speechmax.maximize.output import remove_samples, score_written_audio, write_samples
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 from speechmax.models.external import ARCH
@@ -53,6 +53,8 @@ def register(sub, help):
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty weight (latent, or normalised features)")
     p.add_argument("--tv", type=float, default=0.0, help="total-variation weight along time and frequency")
     p.add_argument("--jitter", type=int, default=0, help="random time shift of up to this many frames per step")
+    p.add_argument("--diversity", type=float, default=0.0,
+                   help="weight of a penalty on the similarity of one target's starts to each other (0 = off)")
     p.add_argument("--clamp", action="store_true", help="keep features inside the training data's range")
     p.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
     add_model_options(p, what="the classifier to explain")
@@ -103,6 +105,7 @@ def run(args):
         init = torch.from_numpy(clips)
         n = None
     regs = ([L2(args.l2)] if args.l2 else []) + ([TotalVariation(args.tv, args.tv)] if args.tv else []) + \
+        ([Diversity(args.diversity)] if args.diversity else []) + \
         ([Jitter(args.jitter)] if args.jitter else []) + ([Clamp()] if args.clamp else [])
     targets = None if args.target is None else (args.target if args.target == "all" else args.target.split(","))
     if args.overwrite and not resume:

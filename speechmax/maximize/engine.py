@@ -196,7 +196,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         encoded by the prior in latent mode -- each started toward every target (class-to-class: clips of
         word A climbed toward B). n: starts per target (default 1; with clips, their count).
     steps, lr, optimizer ("rms-normalized" | "adam"), objective ("prob" | "logit" | Unit | "unit:L:I"),
-        regularizers (L2, TotalVariation, Jitter, Clamp), init_std: default to ``recipe``'s (:data:`.RECIPES`:
+        regularizers (L2, TotalVariation, Jitter, Clamp, Diversity), init_std: default to ``recipe``'s (:data:`.RECIPES`:
         "speechmax", the best measured settings, or "paper", the seed paper's); explicit arguments win.
         ``preset="paper"`` is the older name of ``recipe="paper"``.
     seed: start j's noise and jitter come from SeedSequence(seed, spawn_key=(j,)) -- the same for every

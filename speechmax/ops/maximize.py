@@ -31,7 +31,7 @@ from . import decoder2d
 from .kernel_params import MaximizeParams, align_channels, kernel_constants, to_struct
 from .packing import PackCache, conv_panels
 
-__all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "AdamState", "OPTIMIZERS", "PackedMaximizer",
+__all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "Diversity", "AdamState", "OPTIMIZERS", "PackedMaximizer",
            "pack_maximizer", "ascent_step", "ascent_step_ref", "fused_unsupported", "FusedUnsupported",
            "objective_code", "objective_value", "clamp_features", "classifier_feature_range", "fused_decoder"]
 
@@ -71,6 +71,14 @@ class Jitter:
     """Each step, shift the features by a random whole number of frames in [-frames, frames] (circularly)
     before the classifier, so the result cannot depend on exact frame positions."""
     frames: int = 4
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """Penalty ``weight * mean_j cos(f_i, f_j)`` over the other starts j of the same target in the batch (f: the
+    log-mel the classifier sees, each centred on its own mean), so one target's starts climb apart instead of to
+    one answer (lucent's diversity objective, on the features)."""
+    weight: float = 1e-1
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def ascent_step_ref(classifier, prior, x, targets, *, objective="prob", optimize
     optimizer: "rms-normalized" (x += lr * g / (rms(g) + 1e-5), rms per sample) or "adam" (``state``, an
         :class:`AdamState` shaped like x, updated in place; the caller counts nothing, ``state.step`` += 1).
     regularizers: any of :class:`L2`, :class:`TotalVariation`, :class:`Jitter` (needs ``shifts``: (batch,)
-        int64 frames), :class:`Clamp`.
+        int64 frames), :class:`Clamp`, :class:`Diversity` (couples the samples of one target in the batch).
     Returns the (batch,) objective at x before the step -- NaN for a sample whose objective or gradient is
     not finite, which is then left unchanged -- and with ``return_grad`` also g: the gradient of objective
     minus penalties, shaped like x.
@@ -223,6 +231,8 @@ def ascent_step_ref(classifier, prior, x, targets, *, objective="prob", optimize
             elif isinstance(r, L2):
                 u = v if prior is not None else classifier.norm(v)
                 penalty = penalty + r.weight * u.pow(2).flatten(1).mean(1)
+            elif isinstance(r, Diversity):
+                penalty = penalty + r.weight * _similarity_to_same_target(feats, targets)
         seen = feats
         if clamp is not None and prior is not None:
             seen = torch.clamp(seen, *_bounds(classifier, clamp))
@@ -241,6 +251,19 @@ def ascent_step_ref(classifier, prior, x, targets, *, objective="prob", optimize
             if clamp is not None and prior is None:
                 clamp_features(x, classifier, clamp)
     return (obj, g) if return_grad else obj
+
+
+def _similarity_to_same_target(feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(batch,) mean cosine similarity of each sample's centred features to those of the other samples with its
+    target (0 when it has none); non-finite samples take no part, so they cannot spoil the others' gradients."""
+    f = feats.flatten(1)
+    finite = torch.isfinite(f).all(1)
+    f = torch.where(finite[:, None], f - f.mean(1, keepdim=True), torch.zeros_like(f))
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    same = (targets[:, None] == targets[None]) & finite[:, None] & finite[None]
+    same.fill_diagonal_(False)
+    sim = (f @ f.t()) * same
+    return sim.sum(1) / same.sum(1).clamp_min(1)
 
 
 def _apply_update(x, g, ok, optimizer, lr, state):
@@ -291,7 +314,7 @@ def fused_unsupported(classifier, prior=None, objective="prob", regularizers=())
     if len(cfg.channels) - 1 > k.max_blocks:
         return f"a classifier of {len(cfg.channels) - 1} blocks (the kernels cover up to {k.max_blocks})"
     for r in regularizers:
-        if isinstance(r, (TotalVariation, Jitter)) or (isinstance(r, Clamp) and prior is not None):
+        if isinstance(r, (TotalVariation, Jitter, Diversity)) or (isinstance(r, Clamp) and prior is not None):
             return f"regularizer {type(r).__name__}{' in latent mode' if isinstance(r, Clamp) else ''} " \
                    f"(the kernels cover L2, and Clamp in features mode)"
         if not isinstance(r, (L2, Clamp)):
