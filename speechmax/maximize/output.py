@@ -15,12 +15,6 @@ from ..vocoder.vocoder import Vocoder
 from .engine import MaximizeResult
 
 
-def load_vocoder(name: str = "auto"):
-    """(vocoder, backend, why) of :meth:`Vocoder.for_listeners`."""
-    voc = Vocoder.for_listeners(name)
-    return voc, voc.preferred_backend, voc.preference_note
-
-
 def _top(probs: torch.Tensor, labels) -> dict:
     p, i = probs.max(-1)
     return {"label": labels[int(i)], "prob": round(float(p), 6)}
