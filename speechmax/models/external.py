@@ -196,22 +196,25 @@ class ExternalClassifier(nn.Module):
         TorchScript module (which refuses hooks) or a torch.export program (which runs its flattened graph)."""
         return not isinstance(self.module, _COMPILED)
 
-    def layer_names(self) -> list[str]:
+    def _layers(self) -> dict[str, nn.Module]:
         """The named modules a layer objective can take: the Python ones (none in a TorchScript or torch.export
         program)."""
-        return [name for name, m in self.module.named_modules() if name and not isinstance(m, _COMPILED)] \
-            if self.hookable else []
+        return {name: m for name, m in self.module.named_modules() if name and not isinstance(m, _COMPILED)} \
+            if self.hookable else {}
+
+    def layer_names(self) -> list[str]:
+        return list(self._layers())
 
     def activations(self, log_mel: torch.Tensor, names=None) -> "OrderedDict[str, torch.Tensor]":
         """Outputs of the named modules (all, or ``names``) for log-mel input, then "logits"."""
-        wanted = self.layer_names() if names is None else list(names)
+        modules = self._layers()
+        wanted = list(modules) if names is None else list(names)
         if wanted and not self.hookable:
             raise ModelError(f"layer objectives need the model's Python module: a {type(self.module).__name__} "
                              "does not run its submodules as modules (no forward hooks)")
-        modules = {n: m for n, m in self.module.named_modules() if n in set(self.layer_names())}
         unknown = [n for n in wanted if n not in modules]
         if unknown:
-            raise ModelError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(self.layer_names())}")
+            raise ModelError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(modules)}")
         got, handles = OrderedDict(), []
         for n in wanted:
             handles.append(modules[n].register_forward_hook(
