@@ -188,22 +188,14 @@ def score_written_audio(out, classifier, separate=None, batch: int = 256) -> dic
         n = (classifier.cfg.n_frames - 1) * classifier.feature_config.hop_length
         waves = torch.stack([torch.from_numpy(fit_length(load_audio(Path(out) / s["wav"], sr), n)) for s in items])
         targets = [s["target"] for s in items]
-        waveform = getattr(classifier, "input", "log-mel") == "waveform"
-        run = classifier.classify_waveform if waveform else (lambda w: classifier(_fit_mel(w, classifier)))
-        rates["classifier"] = _audio_hits(torch.cat([run(waves[i:i + batch]) for i in range(0, len(waves), batch)]),
+        mels = log_mel(waves, classifier.feature_config).float()   # (frames - 1) * hop samples: frames frames
+        heard = waves if getattr(classifier, "input", "log-mel") == "waveform" else mels
+        run = classifier.classify_waveform if heard is waves else classifier
+        rates["classifier"] = _audio_hits(torch.cat([run(heard[i:i + batch]) for i in range(0, len(heard), batch)]),
                                           targets, classifier.cfg.labels or manifest["labels"])
-        if separate is not None:
-            probs = torch.cat([separate(_fit_mel(waves[i:i + batch], separate)) for i in range(0, len(waves), batch)])
+        if separate is not None:   # its FeatureConfig is the classifier's (maximize checked)
+            probs = torch.cat([separate(mels[i:i + batch]) for i in range(0, len(mels), batch)])
             rates["separate"] = _audio_hits(probs, targets, manifest.get("separate_labels") or manifest["labels"])
     manifest["hit_rate_audio"] = rates
     write_json(path, manifest, indent=1)
     return rates
-
-
-def _fit_mel(waves: torch.Tensor, model) -> torch.Tensor:
-    mel = log_mel(waves, model.feature_config).float()
-    frames = model.cfg.n_frames
-    if mel.shape[-1] < frames:
-        mel = torch.nn.functional.pad(mel, (0, frames - mel.shape[-1]), value=model.feature_config.log_min)
-    return mel[..., :frames]
-
