@@ -246,8 +246,9 @@ def _readme_example():
 
 @pytest.mark.slow
 def test_readme_worked_example(tmp_path):
-    """The README's worked example, as written: a torch-only waveform keyword spotter trained on a built corpus,
-    then classify (TorchScript and .pt2) and maximize --mode latent on it."""
+    """The README's worked example, as written: a torch-only waveform keyword spotter (TensorFlow's 12-class
+    vocabulary) trained on a built corpus, then classify (.pt2), maximize --mode latent and evaluate --quick
+    (TorchScript) on it."""
     import json
     import shlex
     import shutil
@@ -273,6 +274,13 @@ def test_readme_worked_example(tmp_path):
     summary = json.loads(outputs[3])
     assert summary["hit_rate_scored_on"] == "written audio" and summary["samples"] == 8
     assert summary["hit_rate"]["classifier"] is not None and summary["hit_rate"]["separate"] is not None
+    words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    assert summary["separate_shared_labels"] == words
+    m = json.loads((tmp_path / "runs" / "kws-eval" / "metrics.json").read_text())
+    assert m["settings"]["labels"] == ["_silence_", "_unknown_"] + words
+    assert m["settings"]["unscored"] == ["_silence_", "_unknown_"] and m["data"]["labels_without_clips"] == []
+    assert set(m["noise_to_class"]["speechmax/latent"]["per_class"]) == set(words)
+    assert (tmp_path / "runs" / "kws-eval" / "report.html").exists() and "report:" in outputs[4]
 
 
 def test_diversity_keeps_one_targets_starts_apart():
@@ -290,3 +298,77 @@ def test_diversity_keeps_one_targets_starts_apart():
     f[1] = float("nan")
     s = _similarity_to_same_target(f, torch.tensor([0, 0, 0, 1]))
     assert torch.isfinite(s).all() and s[1] == 0 and s[3] == 0
+
+
+def test_success_is_scored_on_shared_labels_only():
+    import numpy as np
+
+    from speechmax.evaluate.stats import success_rates
+    from speechmax.models.inference import label_index
+
+    assert label_index(("down", "up", "yes"), ("up", "down", "left")).tolist() == [1, 0, -1]
+    labels = ("up", "down", "left")
+    t = np.array([0, 0, 1, 1, 2, 2])
+    pc = t.copy()
+    ps = np.array([0, 9, 1, 1, 2, 2])   # 9: a word the classifier lacks
+    s = success_rates(t, pc, ps, labels, scored=("up", "down"))
+    assert set(s["per_class"]) == {"up", "down"} and s["unscored"] == ["left"]
+    assert s["overall"]["rate"] == pytest.approx(0.75) and s["overall"]["n"] == 4
+    assert s["hit_rate"]["separate"] == pytest.approx(0.75) and s["hit_rate"]["classifier"] == 1.0
+    assert "unscored" not in success_rates(t, pc, ps, labels)
+
+
+def test_cli_evaluate_on_a_user_model_and_a_user_separate_classifier(tmp_path):
+    """evaluate --model (TorchScript, waveform, a vocabulary with _unknown_ and a word no corpus has) with a
+    torch.export separate classifier (log-mel, other labels in another order): every part scores only the
+    labels both have, clips are labelled by the model's vocabulary, and the outputs say so."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from speechmax.cli import main
+    from speechmax.models.prior import save_prior
+
+    from test_maximize import tiny_prior
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    pytest.importorskip("sklearn")
+    labels = ("up", "down", "left", "_unknown_", "zebra")
+    sep_labels = ("down", "yes", "up")
+    torch.jit.save(torch.jit.script(_model(WaveNetKWS, n=len(labels))), tmp_path / "kws.pt")
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    sep = _model(MelNet, n=len(sep_labels))
+    torch.export.save(torch.export.export(sep, (torch.randn(2, 80, 101),),
+                                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}), tmp_path / "sep.pt2")
+    (tmp_path / "sep.txt").write_text("\n".join(sep_labels) + "\n")
+    for name, seed, arch in (("prior", 0, "vae"), ("pp", 1, "paper")):
+        save_prior(tiny_prior(seed=seed, arch=arch), tmp_path / name)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--quick", "--out", str(out), "--model", str(tmp_path / "kws.pt"),
+            "--labels", str(tmp_path / "labels.txt"), "--input", "waveform",
+            "--separate", str(tmp_path / "sep.pt2"), "--separate-labels", str(tmp_path / "sep.txt"),
+            "--separate-input", "log-mel", "--prior", str(tmp_path / "prior"), "--prior-paper", str(tmp_path / "pp"),
+            "--vocoder", "griffinlim", "--speakers", "2", "--per-class", "2", "--steps", "2",
+            "--control-per-class", "1", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["settings"]["labels"] == list(labels) and m["settings"]["separate_labels"] == list(sep_labels)
+    assert m["settings"]["unscored"] == ["left", "_unknown_", "zebra"]
+    assert m["settings"]["models"]["classifier"]["input"] == "waveform"
+    assert m["data"]["labels_without_clips"] == ["zebra"]
+    for name, run in m["noise_to_class"].items():
+        assert set(run["per_class"]) <= {"up", "down"} and run["unscored"] == ["left", "_unknown_", "zebra"], name
+        heat = np.array(run["heatmap_separate"], dtype=float)
+        assert heat.shape == (5, 5) and (heat[:, 2:] == 0).all(), name   # the separate lacks left, _unknown_, zebra
+        assert np.array(run["heatmap_classifier"], dtype=float).shape == (5, 5)
+        assert run["overall"]["n"] == 2 * 2, name
+    for mode, c2c in m["class_to_class"].items():
+        assert np.array(c2c["matrix"], dtype=float).shape == (5, 5), mode
+    real = m["vocoder_control"]["groups"]["real clips"]
+    assert set(real["per_class"]) <= {"up", "down"} and real["n"] >= 1
+    assert any("not scored: left, _unknown_, zebra" in line for line in m["summary"])
+    assert any("no example of zebra" in line for line in m["summary"])
+    listening = json.loads((out / "listening" / "manifest.json").read_text())
+    assert listening["words"] == list(labels)   # the listening app offers the model's vocabulary

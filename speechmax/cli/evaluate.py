@@ -4,6 +4,7 @@ import json
 
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.cli.options import add_model_options, add_separate_options, model_spec
 from speechmax.evaluate import evaluate
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 from speechmax.progress import progress_bar
@@ -22,8 +23,8 @@ def register(sub, help):
     p.add_argument("--data", default=None, help="corpus whose testing split is used (default: build a fresh corpus "
                                                 "of unseen speakers under --out)")
     p.add_argument("--speakers", type=int, default=None, help="speakers of the fresh corpus (default 30; quick 8)")
-    p.add_argument("--model", default="classifier", help="classifier to explain (shipped name or PATH)")
-    p.add_argument("--separate", default="classifier-separate", help="separate evaluation classifier")
+    add_model_options(p, what="the classifier to explain")
+    add_separate_options(p, none_ok=False)
     p.add_argument("--prior", default="prior", help="prior of speechmax's latent recipe")
     p.add_argument("--prior-paper", default="prior-paper", help="prior of the paper preset's latent mode")
     p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
@@ -52,8 +53,11 @@ def run(args):
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be >= 1, got {args.threads}")
-    models = dict(classifier=args.model, separate=args.separate, prior=args.prior, prior_paper=args.prior_paper,
-                  vocoder=args.vocoder)   # loaded once --out is accepted
+    if args.separate == "none":
+        raise CommandError("evaluate needs a separate classifier (its success counts both); --separate none is "
+                           "for maximize")
+    models = dict(classifier=model_spec(args), separate=model_spec(args, "separate"), prior=args.prior,
+                  prior_paper=args.prior_paper, vocoder=args.vocoder)   # loaded once --out is accepted
     m = evaluate(args.out, per_class=args.per_class, quick=args.quick, data=args.data, models=models,
                  speakers=args.speakers, seed=args.seed, threads=args.threads,
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,

@@ -11,7 +11,7 @@ import torch
 
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
-from speechmax.cli.options import add_model_options, load_model_from_args
+from speechmax.cli.options import add_model_options, add_separate_options, load_model_from_args
 from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, maximize, parse_objective
 from speechmax.maximize.output import remove_samples, score_written_audio, write_samples
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
@@ -58,8 +58,7 @@ def register(sub, help):
     p.add_argument("--clamp", action="store_true", help="keep features inside the training data's range")
     p.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
     add_model_options(p, what="the classifier to explain")
-    p.add_argument("--separate", default="classifier-separate",
-                   help="separate evaluation classifier: a shipped name, PATH, or 'none'")
+    add_separate_options(p)
     p.add_argument("--prior", default=None, help="prior for latent mode (default: the recipe's, prior / prior-paper)")
     p.add_argument("--vocoder", default="auto", help="auto (shipped WaveNet, else Griffin-Lim) | griffinlim | PATH")
     p.add_argument("--backend", "--path", dest="backend", choices=["auto", "autograd", "cpu", "triton"], default="auto",
@@ -89,7 +88,7 @@ def run(args):
     resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run", overwrite=args.overwrite)
     write_config(args, args.out)
     classifier = load_model_from_args(args)
-    separate = None if args.separate == "none" else load_model(args.separate, kind="classifier")
+    separate = load_model_from_args(args, "separate")
     prior = None
     if args.mode == "latent":
         prior = load_model(args.prior or RECIPES[args.recipe].prior, kind="prior")

@@ -1,24 +1,47 @@
-"""Options more than one command shares: the classifier under test, which may be a model speechmax did not
-train (``--model PATH --labels FILE --input waveform|log-mel [--features CONFIG.json]``)."""
+"""Options more than one command shares: the classifier under test and the separate classifier, either of which
+may be a model speechmax did not train (``--model PATH --labels FILE --input waveform|log-mel
+[--features CONFIG.json]``; for the separate classifier ``--separate PATH --separate-labels FILE ...``)."""
 from speechmax.models.external import INPUTS
 from speechmax.models.registry import load_classifier_any
 
 
-def add_model_options(p, default: str = "classifier", what: str = "classifier") -> None:
-    p.add_argument("--model", default=default,
-                   help=f"{what}: a shipped name (classifier | classifier-paper | classifier-separate), a speechmax "
-                        "model PATH, or your own TorchScript / torch.export (.pt2) file with --labels "
-                        f"(default: {default})")
-    p.add_argument("--labels", metavar="FILE", default=None,
-                   help="your model's labels, one per line in output order (default: none: a speechmax model)")
-    p.add_argument("--input", dest="input_kind", choices=INPUTS, default=None,
-                   help="what your model reads: log-mel (speechmax's, under --features) or waveform (16 kHz audio, "
-                        "its own front end inside) (default: log-mel)")
-    p.add_argument("--features", metavar="CONFIG.json", default=None,
-                   help="your log-mel model's FeatureConfig as JSON (fields of speechmax.FeatureConfig; "
+def _add(p, flag: str, default: str, what: str, shipped: str, extra: str = "") -> None:
+    prefix = "" if flag == "model" else f"{flag}-"
+    p.add_argument(f"--{flag}", default=default,
+                   help=f"{what}: a shipped name ({shipped}), a speechmax model PATH, or your own TorchScript / "
+                        f"torch.export (.pt2) file with --{prefix}labels{extra} (default: {default})")
+    p.add_argument(f"--{prefix}labels", metavar="FILE", dest=f"{flag}_labels", default=None,
+                   help=f"labels of your {what}, one per line in output order (default: none: a speechmax model)")
+    p.add_argument(f"--{prefix}input", dest=f"{flag}_input_kind", choices=INPUTS, default=None,
+                   help=f"what your {what} reads: log-mel (speechmax's, under --{prefix}features) or waveform "
+                        "(16 kHz audio, its own front end inside) (default: log-mel)")
+    p.add_argument(f"--{prefix}features", metavar="CONFIG.json", dest=f"{flag}_features", default=None,
+                   help=f"your log-mel {what}'s FeatureConfig as JSON (fields of speechmax.FeatureConfig; "
                         "default: speechmax's)")
 
 
-def load_model_from_args(args):
-    """The classifier ``add_model_options`` describes."""
-    return load_classifier_any(args.model, labels=args.labels, input=args.input_kind, features=args.features)
+def add_model_options(p, default: str = "classifier", what: str = "classifier") -> None:
+    """--model, --labels, --input, --features."""
+    _add(p, "model", default, what, "classifier | classifier-paper | classifier-separate")
+
+
+def add_separate_options(p, default: str = "classifier-separate", none_ok: bool = True) -> None:
+    """--separate, --separate-labels, --separate-input, --separate-features: the second opinion, scored on the
+    labels it shares with the model under test."""
+    _add(p, "separate", default, "separate classifier", "classifier-separate | classifier | classifier-paper",
+         ", or 'none'" if none_ok else "")
+
+
+def model_spec(args, flag: str = "model") -> dict:
+    """What :func:`load_classifier_any` takes for ``--model`` / ``--separate`` and their options."""
+    return dict(name_or_path=getattr(args, flag), labels=getattr(args, f"{flag}_labels"),
+                input=getattr(args, f"{flag}_input_kind"), features=getattr(args, f"{flag}_features"))
+
+
+def load_model_from_args(args, flag: str = "model"):
+    """The classifier ``add_model_options`` (flag "model") or ``add_separate_options`` (flag "separate", where
+    'none' gives None) describes."""
+    spec = model_spec(args, flag)
+    if flag == "separate" and spec["name_or_path"] == "none":
+        return None
+    return load_classifier_any(**spec)

@@ -15,7 +15,7 @@ def class_to_class(models: EvalModels, clips: Clips, k: int, recipe: str, *, see
     """Returns the metrics by mode, the runs by mode -- (maximize() result, source word of each start) -- and the
     rows of ``clips`` climbed (start j of every target is clip ``src[j]``), which the t-SNE and the listening set
     take up. Each mode is a stage ``class-to-class <mode>`` of ``timing``."""
-    C = len(models.classifier.cfg.labels)
+    C = len(models.labels)
     src = pick_per_class(clips.labels, k, C, np.random.default_rng(seed))
     metrics, runs = {}, {}
     for mode in MODES:
@@ -24,8 +24,9 @@ def class_to_class(models: EvalModels, clips: Clips, k: int, recipe: str, *, see
             res = maximize_recipe(models, mode, recipe, threads, not quiet, steps, init=clips.mels[src], seed=seed)
             source = clips.labels[src][res.start.numpy()]
             t = res.targets.numpy()
-            hits = (res.probs_after.argmax(-1).numpy() == t) & (res.separate_after.argmax(-1).numpy() == t)
-            off = source != t
+            heard = models.separate_index[res.separate_after.argmax(-1).numpy()]   # in the classifier's labels
+            hits = (res.probs_after.argmax(-1).numpy() == t) & (heard == t)
+            off = (source != t) & np.isin(t, models.scored_classes())
             metrics[mode] = {"matrix": rounded(pair_matrix(source, t, hits, C)),
                              "success_off_diagonal": round(float(hits[off].mean()), 4) if off.any() else None,
                              "hit_rate": {"classifier": res.hit_rate("classifier"),

@@ -11,7 +11,7 @@ import torch
 
 from ..features import log_mel
 from . import figures
-from .inputs import Clips, EvalModels, pick_per_class, predict, synthesize
+from .inputs import Clips, EvalModels, pick_per_class, predict_separate, synthesize
 from .noise import MODES
 from .stats import bootstrap_rate
 
@@ -25,10 +25,12 @@ def vocoder_control(models: EvalModels, clips: Clips, keep: dict, k: int, labels
     listening set reuses."""
     rng = np.random.default_rng(seed + 1)
     real = pick_per_class(clips.labels, k, len(labels), rng)
+    scored = models.scored_classes()   # the separate classifier judges only the words it has
+    real = real[np.isin(clips.labels[real], scored)]
     groups = {"real clips": (clips.mels[real], clips.labels[real])}
     index = {"real clips": real}
     for mode in MODES:
-        sel = np.flatnonzero(keep[mode]["start"] < k)
+        sel = np.flatnonzero((keep[mode]["start"] < k) & np.isin(keep[mode]["targets"], scored))
         groups[f"{mode} mode"] = (keep[mode]["after"][sel], keep[mode]["targets"][sel])
         index[f"{mode} mode"] = sel
     audio, result = {}, {}
@@ -50,7 +52,7 @@ def _control_group(models: EvalModels, mels, words, audio_wn, audio_gl, labels, 
     prediction."""
     cfg = models.classifier.feature_config
     rng = np.random.default_rng(seed)
-    pre = predict(models.separate, mels)
+    pre = predict_separate(models, mels)
     out = {"n": int(len(words)), "features": bootstrap_rate(pre == words, rng)}
     per_class = {w: {"features": round(float((pre[words == c] == c).mean()), 4)}
                  for c, w in enumerate(labels) if (words == c).any()}
@@ -58,7 +60,8 @@ def _control_group(models: EvalModels, mels, words, audio_wn, audio_gl, labels, 
         if audio is None:
             out[kind] = None
             continue
-        post = predict(models.separate, log_mel(torch.from_numpy(audio), cfg).float())
+        wave = torch.from_numpy(audio)
+        post = predict_separate(models, log_mel(wave, cfg).float(), wave)
         out[kind] = bootstrap_rate(post == words, rng)
         out[kind]["agrees_with_features"] = round(float((post == pre).mean()), 4)
         for c, w in enumerate(labels):

@@ -16,6 +16,7 @@ import numpy as np
 from ..machine import cpu_model
 from ..maximize import maximize
 from ..maximize.recipes import RECIPES
+from ..models.inference import label_index
 from ..progress import progress_bar
 from .resume import PartialRun, run_key
 from .stats import rounded, success_rates
@@ -54,7 +55,15 @@ def run_stats(res, n_classes: int) -> dict:
     out = {"targets": t.astype(dtype), "count": np.bincount(t, minlength=n_classes).astype(np.int64)}
     for key, probs in (("classifier", res.probs_after), ("separate", res.separate_after)):
         probs = probs.numpy().astype(np.float64)
-        out[f"pred_{key}"] = probs.argmax(-1).astype(dtype)
+        pred = probs.argmax(-1)
+        if key == "separate" and res.separate_labels is not None:
+            # in the classifier's labels: its top class by index (-1, a label the classifier lacks, never a
+            # target; stored as the dtype's largest value), the heatmap's columns its softmax of those labels
+            pred = label_index(res.separate_labels, res.labels)[pred]
+            pred = np.where(pred < 0, np.iinfo(dtype).max, pred)
+            cols = label_index(res.labels, res.separate_labels)
+            probs = np.where(cols >= 0, probs[:, np.maximum(cols, 0)], 0.0)
+        out[f"pred_{key}"] = pred.astype(dtype)
         sums = np.zeros((n_classes, n_classes))
         for c in np.unique(t):
             sums[c] = probs[t == c].sum(0)
@@ -75,7 +84,7 @@ def stats_summary(stats: dict, settings: dict, labels, seed: int) -> dict:
     """A noise run's metrics: success rates with CIs, both mean-softmax heatmaps, the objective, settings."""
     t = stats["targets"].astype(np.int64)
     out = success_rates(t, stats["pred_classifier"].astype(np.int64), stats["pred_separate"].astype(np.int64),
-                        labels, seed=seed)
+                        labels, seed=seed, scored=settings.get("separate_shared_labels"))
     n = stats["count"].astype(np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         out["heatmap_separate"] = rounded(np.where(n > 0, stats["sum_separate"] / n, np.nan))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,15 @@ def debugging_summary(metrics: dict, labels) -> list[str]:
     k = min(5, max(1, len(ranked) // 4))
     out.append(f"Best run: {best_run}, success {_ci(noise[best_run]['overall'])} (classifier and separate "
                f"classifier both give the target, mean over classes, 95% bootstrap CI).")
+    unscored = metrics["settings"].get("unscored")
+    if unscored:
+        out.append(f"The separate classifier shares {len(labels) - len(unscored)} of the classifier's "
+                   f"{len(labels)} labels: success and its rates count those only (not scored: "
+                   f"{', '.join(unscored)}).")
+    without = metrics["data"].get("labels_without_clips")
+    if without:
+        out.append(f"The real clips hold no example of {', '.join(without)}: class to class, the vocoder control "
+                   "and the listening set have nothing of them.")
     out.append("Classes the model 'hears' best (maximized samples another classifier also recognizes): "
                + ", ".join(f"{w} {_pct(per[w]['rate'])}" for w in ranked[::-1][:k]) + ".")
     out.append("Classes it hears worst (its maximized examples do not transfer — the model keys on cues another "
@@ -51,7 +61,8 @@ def debugging_summary(metrics: dict, labels) -> list[str]:
     for mode, m in c2c.items():
         mat = np.array(m["matrix"], dtype=float)
         np.fill_diagonal(mat, np.nan)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a word without clips: an all-NaN row, mean NaN
             hard_src = np.nanmean(mat, axis=1)
             hard_tgt = np.nanmean(mat, axis=0)
         if np.isfinite(hard_src).any():

@@ -24,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -31,7 +32,7 @@ from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
 from ..outputs import prepare_output, write_json
 from .class_to_class import class_to_class
 from .control import vocoder_control
-from .inputs import EvalModels, eval_clips, load_models, predict
+from .inputs import EvalModels, eval_clips, load_models, predict, predict_separate, spec_name
 from .latents import draw_figures, tsne
 from .listening import listening_set
 from .noise import noise_to_class, plan_noise
@@ -90,7 +91,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
         names = models.names
     else:
         names = {k: str(p.default) for k, p in inspect.signature(load_models).parameters.items()}
-        names.update({k: str(v) for k, v in (models or {}).items()})
+        names.update({k: spec_name(v) for k, v in (models or {}).items()})
     settings = {"command": "evaluate", "quick": quick, "per_class": per_class,
                 "data": None if data is None else str(Path(data).resolve()), "speakers": speakers, "seed": seed,
                 "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
@@ -104,23 +105,25 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
         torch.set_num_threads(int(threads))
     if not isinstance(models, EvalModels):
         models = load_models(**(models or {}))
-    labels = tuple(models.classifier.cfg.labels)
+    labels = models.labels
     timing: dict = {}
     metrics = {"version": __version__, "settings": {
         "quick": quick, "per_class": per_class, "seed": seed, "threads": torch.get_num_threads(),
         "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
-        "models": models.names, "vocoder_note": models.vocoder_note,
+        "models": models.names, "vocoder_note": models.vocoder_note, "labels": list(labels),
+        "separate_labels": list(models.separate_labels), "unscored": models.unscored(),
         "recipe": recipe, "recipes": {k: {"steps": steps if steps and k == "speechmax" else r.steps, "about": r.about}
                                       for k, r in RECIPES.items()}}}
 
     with Stage(timing, "clips", quiet):
-        clips = eval_clips(data, out, speakers, seed, models.classifier.feature_config)
-        clip_pred = predict(models.classifier, clips.mels)
+        clips = eval_clips(data, out, speakers, seed, models.classifier.feature_config, labels)
+        clip_pred = predict(models.classifier, clips.mels, clips.waves)
+        on = np.isin(clips.labels, models.scored_classes())
         metrics["data"] = {"source": clips.source, "clips": int(len(clips.labels)),
-                           "speakers": len(set(clips.speakers)),
+                           "speakers": len(set(clips.speakers)), "labels_without_clips": clips.missing,
                            "classifier_accuracy": round(float((clip_pred == clips.labels).mean()), 4),
-                           "separate_accuracy": round(float((predict(models.separate, clips.mels) ==
-                                                             clips.labels).mean()), 4)}
+                           "separate_accuracy": round(float((predict_separate(models, clips.mels[on], clips.waves[on])
+                                                             == clips.labels[on]).mean()), 4) if on.any() else None}
 
     # what out/partial/ holds is done already: the overall bar starts there, so its ETA counts the work left
     plan = plan_noise(out, models, recipe, per_class, seed, steps, max(listen_k, control_k), len(labels))

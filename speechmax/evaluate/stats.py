@@ -24,29 +24,36 @@ def bootstrap_rate(hits, rng: np.random.Generator, reps: int = BOOTSTRAP, level:
     return {"rate": round(rate, 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4), "n": n}
 
 
-def success_rates(targets, pred_classifier, pred_separate, labels, seed: int = 0) -> dict:
+def success_rates(targets, pred_classifier, pred_separate, labels, seed: int = 0, scored=None) -> dict:
     """Success = the classifier and the separate classifier both give the target. Per class and overall
     (the mean over classes, bootstrapped stratified by class), each with a 95% bootstrap interval; also
-    each classifier's own hit rate."""
+    each classifier's own hit rate. scored: the labels the separate classifier has (None: all): success and the
+    separate hit rate count only targets among them; the others are listed as ``unscored``."""
     targets, pc, ps = (np.asarray(a) for a in (targets, pred_classifier, pred_separate))
     rng = np.random.default_rng(seed)
     hits = (pc == targets) & (ps == targets)
+    scored = set(labels if scored is None else scored)
+    on = np.isin(targets, [c for c, word in enumerate(labels) if word in scored])
     per_class, draws = {}, []
     for c, word in enumerate(labels):
         h = hits[targets == c]
-        if h.size == 0:
+        if h.size == 0 or word not in scored:
             continue
         per_class[word] = bootstrap_rate(h, rng)
         draws.append(rng.binomial(h.size, h.mean(), size=BOOTSTRAP) / h.size)
-    overall = {"rate": None, "lo": None, "hi": None, "n": int(hits.size)}
+    overall = {"rate": None, "lo": None, "hi": None, "n": int(on.sum())}
     if draws:
         rates = np.array([v["rate"] for v in per_class.values()])
         lo, hi = np.quantile(np.mean(draws, axis=0), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         overall = {"rate": round(float(rates.mean()), 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4),
-                   "n": int(hits.size)}
-    return {"overall": overall, "per_class": per_class,
-            "hit_rate": {"classifier": round(float((pc == targets).mean()), 4) if targets.size else None,
-                         "separate": round(float((ps == targets).mean()), 4) if targets.size else None}}
+                   "n": int(on.sum())}
+    out = {"overall": overall, "per_class": per_class,
+           "hit_rate": {"classifier": round(float((pc == targets).mean()), 4) if targets.size else None,
+                        "separate": round(float((ps[on] == targets[on]).mean()), 4) if on.any() else None}}
+    unscored = [word for word in labels if word not in scored]
+    if unscored:
+        out["unscored"] = unscored
+    return out
 
 
 def mean_softmax(targets, probs, n_classes: int) -> np.ndarray:

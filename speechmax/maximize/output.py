@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..features import FeatureConfig, fit_length, load_audio, log_mel, save_audio
+from ..models.inference import logits_on_audio
 from ..outputs import atomic_path, write_json
 from ..vocoder.vocoder import Vocoder
 from .engine import MaximizeResult
@@ -189,13 +190,11 @@ def score_written_audio(out, classifier, separate=None, batch: int = 256) -> dic
         waves = torch.stack([torch.from_numpy(fit_length(load_audio(Path(out) / s["wav"], sr), n)) for s in items])
         targets = [s["target"] for s in items]
         mels = log_mel(waves, classifier.feature_config).float()   # (frames - 1) * hop samples: frames frames
-        heard = waves if getattr(classifier, "input", "log-mel") == "waveform" else mels
-        run = classifier.classify_waveform if heard is waves else classifier
-        rates["classifier"] = _audio_hits(torch.cat([run(heard[i:i + batch]) for i in range(0, len(heard), batch)]),
-                                          targets, classifier.cfg.labels or manifest["labels"])
+        rates["classifier"] = _audio_hits(logits_on_audio(classifier, waves, mels, batch), targets,
+                                          classifier.cfg.labels or manifest["labels"])
         if separate is not None:   # its FeatureConfig is the classifier's (maximize checked)
-            probs = torch.cat([separate(mels[i:i + batch]) for i in range(0, len(mels), batch)])
-            rates["separate"] = _audio_hits(probs, targets, manifest.get("separate_labels") or manifest["labels"])
+            rates["separate"] = _audio_hits(logits_on_audio(separate, waves, mels, batch), targets,
+                                            manifest.get("separate_labels") or manifest["labels"])
     manifest["hit_rate_audio"] = rates
     write_json(path, manifest, indent=1)
     return rates

@@ -148,3 +148,34 @@ def folder_accuracy(predictions: list[Prediction], labels) -> dict | None:
                           for w in labels if w in per_class},
             "confusions": [{"label": t, "predicted": p, "count": c}
                            for (t, p), c in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0]))]}
+
+
+def label_index(source, target) -> np.ndarray:
+    """(len(source),) int64: each of ``source``'s labels' index in ``target``, -1 where ``target`` lacks it --
+    how two classifiers with different vocabularies are compared (only on the labels they share)."""
+    where = {label: i for i, label in enumerate(target)}
+    return np.array([where.get(label, -1) for label in source], dtype=np.int64)
+
+
+def _fit_samples(waves: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, samples) -> (N, n): the centre ``n`` samples, or zero-padded evenly on both sides."""
+    T = waves.shape[-1]
+    if T >= n:
+        return waves[..., (T - n) // 2:(T - n) // 2 + n]
+    left = (n - T) // 2
+    return torch.nn.functional.pad(waves, (left, n - T - left))
+
+
+@torch.no_grad()
+def logits_on_audio(model, waves: torch.Tensor, mels: torch.Tensor | None = None, batch: int = 256) -> torch.Tensor:
+    """The model's logits for real audio (N, samples) as a person hears it: a model that reads waveforms gets the
+    audio itself (its own front end), a log-mel model the audio's log-mel (``mels`` if already computed, else
+    computed here under the model's FeatureConfig)."""
+    model.eval()
+    if getattr(model, "input", "log-mel") == "waveform":
+        heard, run = _fit_samples(waves, model.samples), model.classify_waveform
+    else:
+        heard, run = (mels if mels is not None else log_mel(waves, model.feature_config).float()), model
+    if not len(heard):
+        return torch.zeros(0, model.cfg.n_classes)
+    return torch.cat([run(heard[i:i + batch]) for i in range(0, len(heard), batch)])
