@@ -372,3 +372,20 @@ def test_cli_evaluate_on_a_user_model_and_a_user_separate_classifier(tmp_path):
     assert any("no example of zebra" in line for line in m["summary"])
     listening = json.loads((out / "listening" / "manifest.json").read_text())
     assert listening["words"] == list(labels)   # the listening app offers the model's vocabulary
+
+
+def test_a_model_returning_nan_stops_those_starts_and_keeps_the_rest():
+    class SometimesNaN(MelNet):
+        """NaN logits for inputs whose first feature is positive (about half of the noise starts)."""
+
+        def forward(self, x):
+            out = super().forward(x)
+            return torch.where((x[:, 0, 0] > 0)[:, None], torch.full_like(out, float("nan")), out)
+
+    clf = ExternalClassifier(_model(SometimesNaN), LABELS)
+    res = maximize(clf, "all", n=4, steps=3, seed=0)
+    stopped = res.nan_stopped
+    assert 0 < len(stopped) < len(res.targets)
+    kept = [i for i in range(len(res.targets)) if i not in stopped]
+    assert torch.isfinite(res.features[kept]).all() and torch.isfinite(res.trajectory[kept]).all()
+    assert (res.stopped_at[stopped] >= 0).all() and (res.stopped_at[kept] == -1).all()
