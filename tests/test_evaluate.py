@@ -31,6 +31,34 @@ def models(tmp_path_factory):
     return {k: str(d / k) for k in ("clf", "sep", "prior", "pp", "voc")}
 
 
+def silent_audio(monkeypatch):
+    """The vocoder control's and the listening set's audio as silence, for tests that check something else:
+    Griffin-Lim takes ~0.2 s a clip here and an evaluation vocodes ~250 clips. The real audio is checked by
+    test_quick_report_on_tiny_models (WaveNet and Griffin-Lim in the control, WaveNet in the listening set)."""
+    import speechmax.evaluate.control as control
+    import speechmax.evaluate.listening as listening
+
+    for module in (control, listening):
+        monkeypatch.setattr(module, "synthesize", lambda models, mels, *a: np.zeros((len(mels), 16000), np.float32))
+
+
+class FirstTwoCoordinates:
+    """sklearn's TSNE as the evaluation calls it, embedding each point as its first two coordinates: the t-SNE of
+    ~1,300 latents takes ~10 s here. The real t-SNE is checked by test_quick_report_on_tiny_models."""
+
+    def __init__(self, n_components=2, **kw):
+        self.n_components = n_components
+
+    def fit_transform(self, x):
+        return np.asarray(x)[:, :self.n_components]
+
+
+def fast_later_stages(monkeypatch):
+    """Silent audio and a stand-in t-SNE (see both), for tests about something other than the report's content."""
+    silent_audio(monkeypatch)
+    monkeypatch.setattr("sklearn.manifold.TSNE", FirstTwoCoordinates)
+
+
 @pytest.fixture(scope="module")
 def quick_report(models, tmp_path_factory):
     """`speechmax evaluate --quick` on the tiny models (2 fresh speakers, 3 starts per class, 3 steps)."""
@@ -136,9 +164,12 @@ def test_success_rates_heatmap_and_pairs():
     assert pm[0, 1] == 0.5 and pm[1, 0] == 1 and np.isnan(pm[2, 2])
 
 
-def test_demo_writes_report_and_samples(models, tmp_path):
-    """run_demo (what `make demo` runs on the shipped defaults), here on the tiny models: report + samples."""
+def test_demo_writes_report_and_samples(models, tmp_path, monkeypatch):
+    """run_demo (what `make demo` runs on the shipped defaults), here on the tiny models: report + samples.
+    The report's content is test_quick_report_on_tiny_models's: its audio and t-SNE are stand-ins here
+    (fast_later_stages); the samples are vocoded for real."""
     pytest.importorskip("sklearn")
+    fast_later_stages(monkeypatch)
     from speechmax.demo import run_demo
     from speechmax.evaluate import load_models
 
@@ -249,6 +280,7 @@ def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
     from speechmax.evaluate import load_models
 
     monkeypatch.setattr(noise, "KEEP_LIMIT", 50)
+    fast_later_stages(monkeypatch)   # the noise runs are what this test is about; the figures stay real
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
     metrics = run.evaluate(tmp_path, per_class=3, models=m, speakers=2, steps=2, listen_per_class=1,
                            control_per_class=1, c2c_per_class=1, threads=1, quiet=True)
@@ -275,17 +307,15 @@ def test_evaluate_drives_one_overall_bar_across_targets(models, tmp_path, monkey
     plus one unit per later stage; what out/partial/ holds (a finished run, most targets of another) is its
     ``initial``, so the ETA counts only the work left; targets and stages advance it to the total."""
     pytest.importorskip("sklearn")
-    import speechmax.evaluate.control as control
-    import speechmax.evaluate.listening as listening
     import speechmax.evaluate.noise as noise
     import speechmax.evaluate.run as run
     from speechmax.evaluate import load_models
     from speechmax.evaluate.resume import PartialRun, run_key
 
     monkeypatch.setattr(noise, "KEEP_LIMIT", 10)   # 1 start per class goes one target at a time, as a full run does
-    # the audio is not what this test is about: silence instead of Griffin-Lim keeps it fast
-    for module in (control, listening):
-        monkeypatch.setattr(module, "synthesize", lambda models, mels, *a: np.zeros((len(mels), 16000), np.float32))
+    # the audio, the t-SNE and the figures are not what this test is about (their stages still run and count)
+    fast_later_stages(monkeypatch)
+    monkeypatch.setattr(run, "draw_figures", lambda *a: {})
     m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
     labels = tuple(m.classifier.cfg.labels)
     partial = {n: PartialRun(tmp_path, n, run_key(m, *n.split("/"), 1, 0, 1, 1)) for n in ("paper/latent",
