@@ -20,12 +20,8 @@ CU = Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "maximize.cu"
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_cuda_kernel_compiles(arch, tmp_path):
-    nvcc = shutil.which("nvcc") or shutil.which("nvcc", path="/usr/local/cuda/bin")
-    if nvcc is None:
-        pytest.skip("nvcc is not installed")
-    r = subprocess.run([nvcc, f"-arch={arch}", "-std=c++17", "-O3", "-c", str(CU), "-o", str(tmp_path / "m.o")],
-                       capture_output=True, text=True)
+def test_cuda_kernel_compiles(arch, nvcc_compile):
+    r = nvcc_compile(CU, arch)   # the compile test_gated's test_cuda_sources_compile makes too: done once
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr.lower(), r.stderr
 
