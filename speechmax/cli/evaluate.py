@@ -63,6 +63,8 @@ def run(args):
                  listen_per_class=args.listen_per_class, control_per_class=args.control_per_class,
                  c2c_per_class=args.c2c_per_class, steps=args.steps, recipe=args.recipe, overwrite=args.overwrite,
                  progress=progress_bar)   # one overall bar with an ETA across targets (on a terminal or --progress)
+    if m is None:   # a rank other than 0 under torchrun: its share is on disk; rank 0 writes and reports
+        return 0
     write_config(args, args.out)   # only now: evaluate() is what accepts --out
     head = {"report": f"{args.out}/report.html", "metrics": f"{args.out}/metrics.json",
             "success": {k: v["overall"] for k, v in m["noise_to_class"].items()},

@@ -102,6 +102,42 @@ def run_summary(res, labels, seed: int) -> dict:
     return stats_summary(run_stats(res, len(labels)), res.settings, labels, seed)
 
 
+def noise_piece(partial: PartialRun, c: int, models, mode: str, recipe: str, threads, progress, steps,
+                per_class: int, seed: int, n_classes: int) -> tuple[dict, dict]:
+    """Target ``c`` of a noise run: its :func:`run_stats` and meta (seconds, settings, cpu), saved by ``partial``."""
+    t0 = time.perf_counter()
+    res = maximize_recipe(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
+                          keep_features=False, score_before=False)
+    stats = run_stats(res, n_classes)
+    meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings, "cpu": cpu_model()}
+    partial.save_target(c, stats, meta)
+    return stats, meta
+
+
+def shard_noise(plan: "NoisePlan", models, n_classes: int, world, *, seed: int, steps, threads, quiet: bool,
+                advance=None) -> int:
+    """This rank's share of the plan's unfinished noise runs under torchrun: the pieces (run, target) whose place
+    in the list of all pieces the world gives this rank (:meth:`~speechmax.distributed.World.owns`), skipping those
+    on disk; each saved as it finishes, so a rank that dies loses only the piece it was on. Returns the number
+    computed."""
+    done = 0
+    for r, run in enumerate(plan.runs):
+        if run.finished is not None:
+            continue
+        for c in range(n_classes):
+            if not world.owns(r * n_classes + c) or run.partial.load_target(c) is not None:
+                continue
+            if not quiet:
+                log.info("noise %s: target %d of %d (rank %d of %d)", run.name, c + 1, n_classes, world.rank,
+                         world.size)
+            noise_piece(run.partial, c, models, run.mode, run.recipe, threads, False, steps, plan.per_class, seed,
+                        n_classes)
+            done += 1
+            if advance is not None:
+                advance(1)
+    return done
+
+
 def maximize_by_target(partial: PartialRun, name: str, models, mode: str, recipe: str, threads, progress, steps,
                        per_class: int, seed: int, labels, quiet: bool, advance=None):
     """A noise run done one target at a time, each target's :func:`run_stats` kept by ``partial`` as it
@@ -118,13 +154,8 @@ def maximize_by_target(partial: PartialRun, name: str, models, mode: str, recipe
         else:
             if not quiet:
                 log.info("noise %s: target %d of %d (%s)", name, c + 1, len(labels), labels[c])
-            t0 = time.perf_counter()
-            res = maximize_recipe(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
-                                  keep_features=False, score_before=False)
-            stats = run_stats(res, len(labels))
-            meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings, "cpu": cpu_model()}
-            del res
-            partial.save_target(c, stats, meta)
+            stats, meta = noise_piece(partial, c, models, mode, recipe, threads, progress, steps, per_class, seed,
+                                      len(labels))
             if advance is not None:
                 advance(1)
         parts.append(stats)
@@ -163,17 +194,20 @@ class NoisePlan:
     units_done: int            # targets already done (the overall bar's ``initial``)
 
 
-def plan_noise(out, models, recipe: str, per_class: int, seed: int, steps, k_keep: int, n_classes: int) -> NoisePlan:
-    """Every recipe x mode, each with what out/partial/ holds of it under its key."""
-    by_target = per_class * n_classes > KEEP_LIMIT
-    runs, done = [], 0
+def plan_noise(out, models, recipe: str, per_class: int, seed: int, steps, k_keep: int, n_classes: int,
+               by_target: bool = False) -> NoisePlan:
+    """Every recipe x mode, each with what out/partial/ holds of it under its key. A run too big to keep at once
+    is done one target at a time, each kept on disk; so is every run with ``by_target`` (under torchrun) or when
+    pieces of one are on disk already (an interrupted run, resumed with any world size)."""
+    runs = []
     for run_recipe in RECIPES:
         for mode in MODES:
             name = f"{run_recipe}/{mode}"
             partial = PartialRun(out, name, run_key(models, run_recipe, mode, per_class, seed, steps, k_keep))
-            finished = partial.load(want_kept=run_recipe == recipe)
-            runs.append(NoiseRun(name, run_recipe, mode, partial, finished))
-            done += n_classes if finished is not None else (partial.targets_done(n_classes) if by_target else 0)
+            runs.append(NoiseRun(name, run_recipe, mode, partial, partial.load(want_kept=run_recipe == recipe)))
+    pieces = [run.partial.targets_done(n_classes) if run.finished is None else 0 for run in runs]
+    by_target = by_target or per_class * n_classes > KEEP_LIMIT or any(pieces)
+    done = sum(n_classes if run.finished is not None else (p if by_target else 0) for run, p in zip(runs, pieces))
     return NoisePlan(runs, per_class, k_keep, by_target, done)
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import __version__
+from .. import __version__, distributed
 from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
 from ..outputs import prepare_output, write_json
 from .class_to_class import class_to_class
@@ -35,10 +36,12 @@ from .control import vocoder_control
 from .inputs import EvalModels, eval_clips, load_models, predict, predict_separate, spec_name
 from .latents import draw_figures, tsne
 from .listening import listening_set
-from .noise import noise_to_class, plan_noise
+from .noise import noise_to_class, plan_noise, shard_noise
 from .report import debugging_summary, write_report
 from .resume import RUN_MARKER, is_evaluation
 from .timing import Stage
+
+log = logging.getLogger(__name__)
 
 QUICK_PER_CLASS = 20
 # stages after noise -> class, a unit each of the overall bar (noise -> class: a unit per target and run)
@@ -50,7 +53,7 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
              models: EvalModels | dict | None = None, speakers: int | None = None, seed: int = 0,
              threads: int | None = None, listen_per_class: int | None = None, control_per_class: int | None = None,
              c2c_per_class: int | None = None, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
-             quiet: bool = False, overwrite: bool = False, progress=None) -> dict:
+             quiet: bool = False, overwrite: bool = False, progress=None, world=None) -> dict | None:
     """Run the evaluation into ``out`` (report.html, metrics.json, figures/, listening/); returns the metrics.
 
     ``out`` is new or empty, or a previous evaluation with the same settings, which this one resumes (finished
@@ -71,6 +74,11 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     Its units are every target of every noise run plus one per later stage; the targets resumed from
     out/partial/ are its ``initial``, so the ETA counts only the work left. Stages advance it as they finish;
     the per-run bars (shown unless ``quiet``) are cleared under it.
+    world: the torchrun world (:mod:`speechmax.distributed`; default: the one this process is in). With more
+    than one rank, every rank computes its share of the noise runs' pieces (by target) into out/partial/, then
+    rank 0 alone does the rest and returns the metrics; the other ranks return None. The result is the same for
+    any world size (start j's noise depends only on the seed and j); threads default to this machine's cores
+    divided among its ranks.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -96,19 +104,40 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                 "data": None if data is None else str(Path(data).resolve()), "speakers": speakers, "seed": seed,
                 "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
                 "steps": steps, "recipe": recipe, "models": names}
-    prepare_output(out, RUN_MARKER, settings, what="speechmax evaluation", overwrite=overwrite,
-                   legacy=is_evaluation)
-    write_json(out / RUN_MARKER, {"settings": settings})
+    world = distributed.current() if world is None else world
+    distributed.check_same_settings(world, settings)   # every rank runs the same evaluation, or none writes
+
+    def accept_out():
+        prepare_output(out, RUN_MARKER, settings, what="speechmax evaluation", overwrite=overwrite,
+                       legacy=is_evaluation)
+        write_json(out / RUN_MARKER, {"settings": settings})
+        (out / "figures").mkdir(exist_ok=True)
+
+    distributed.main_first(world, accept_out)
     fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    if threads is None and world.distributed:
+        threads = world.default_threads()   # the cores shared among this machine's ranks
     if threads is not None:
         torch.set_num_threads(int(threads))
     if not isinstance(models, EvalModels):
         models = load_models(**(models or {}))
     labels = models.labels
+    if world.distributed:
+        # every rank does its share of the noise runs' pieces; rank 0 then finds them all on disk and goes on
+        # alone (the later stages are small next to the noise runs)
+        plan = plan_noise(out, models, recipe, per_class, seed, steps, max(listen_k, control_k), len(labels),
+                          by_target=True)
+        mine = shard_noise(plan, models, len(labels), world, seed=seed, steps=steps, threads=threads, quiet=quiet)
+        done = distributed.gather(world, mine)
+        distributed.barrier(world)
+        if not world.is_main:
+            return None
+        if not quiet:
+            log.info("noise pieces by rank: %s", done)
     timing: dict = {}
     metrics = {"version": __version__, "settings": {
         "quick": quick, "per_class": per_class, "seed": seed, "threads": torch.get_num_threads(),
+        **world.describe(),
         "listen_per_class": listen_k, "control_per_class": control_k, "c2c_per_class": c2c_k,
         "models": models.names, "vocoder_note": models.vocoder_note, "labels": list(labels),
         "separate_labels": list(models.separate_labels), "unscored": models.unscored(),
@@ -126,7 +155,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
                                                              == clips.labels[on]).mean()), 4) if on.any() else None}
 
     # what out/partial/ holds is done already: the overall bar starts there, so its ETA counts the work left
-    plan = plan_noise(out, models, recipe, per_class, seed, steps, max(listen_k, control_k), len(labels))
+    plan = plan_noise(out, models, recipe, per_class, seed, steps, max(listen_k, control_k), len(labels),
+                      by_target=world.distributed)
     bar = progress(total=len(plan.runs) * len(labels) + len(LATER_STAGES), initial=plan.units_done,
                    desc="evaluate", unit="unit") if progress else None
     tick = bar.update if bar is not None else (lambda n: None)

@@ -1,0 +1,153 @@
+"""speechmax under torchrun (issue 19): a world read from torchrun's environment, work shared out by rank, the same
+result whatever the world size, a dead rank's finished pieces kept, mismatched ranks refused, and every flag of
+every subcommand surviving torchrun's own parser."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speechmax import distributed
+from speechmax.distributed import World, from_env
+
+HERE = Path(__file__).resolve().parent
+N_PIECES = 4 * 35   # four noise runs x the tiny classifier's 35 targets
+
+
+def test_world_from_torchruns_environment():
+    assert from_env({}) == World() and not World().distributed and World().is_main
+    w = from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (w.rank, w.size, w.local_rank, w.local_size) == (3, 4, 1, 2) and w.distributed and not w.is_main
+    assert w.shard(range(10)) == [3, 7] and [i for i in range(10) if w.owns(i)] == [3, 7]
+    assert World(0, 3).shard("abcdefg") == list("adg")
+    assert sum(len(World(r, 3).shard(range(7))) for r in range(3)) == 7   # every item once
+    cores = len(os.sched_getaffinity(0))
+    assert w.default_threads() == max(1, cores // 2) and World().default_threads() == cores
+    with pytest.raises(ValueError, match="inconsistent"):
+        from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match="malformed"):
+        from_env({"RANK": "x", "WORLD_SIZE": "4"})
+    # a world of one: the collective steps are local
+    assert distributed.gather(World(), 5) == [5]
+    distributed.check_same_settings(World(), {"seed": 1})
+    assert distributed.main_first(World(), lambda: 7) == 7
+
+
+def test_every_flag_survives_torchruns_parser():
+    """torchrun reads abbreviations of its own options anywhere on its line: a speechmax flag that is a prefix of
+    one of them (``--n`` of --nnodes, --nproc-per-node...) fails there. Every flag of every subcommand, given after
+    ``-m speechmax <command>``, must reach speechmax untouched -- except the plain-run aliases listed here."""
+    import contextlib
+    import io
+
+    from torch.distributed.run import get_args_parser
+
+    from speechmax.cli import build_parser, walk_parsers
+
+    plain_run_aliases = {"--n"}   # maximize --starts' old name
+    torchrun, bad, seen = get_args_parser(), {}, 0
+    for path, p in walk_parsers(build_parser()):
+        for action in p._actions:
+            for flag in action.option_strings:
+                if not flag.startswith("--") or flag in plain_run_aliases:
+                    continue
+                seen += 1
+                argv = ["--standalone", "--nproc-per-node", "2", "-m", "speechmax", *path, flag, "1"]
+                err = io.StringIO()
+                try:
+                    with contextlib.redirect_stderr(err):
+                        ns = torchrun.parse_args(argv)
+                    if ns.training_script_args[-2:] != [flag, "1"]:
+                        bad[(path, flag)] = f"reached speechmax as {ns.training_script_args}"
+                except SystemExit:
+                    bad[(path, flag)] = err.getvalue().strip().splitlines()[-1]
+    assert seen > 100 and not bad, bad
+    # and the alias is what it is said to be: ambiguous under torchrun, so the full name exists beside it
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        torchrun.parse_args(["--standalone", "-m", "speechmax", "maximize", "--n", "3"])
+    maximize = dict(walk_parsers(build_parser()))[("maximize",)]
+    assert maximize.parse_args(["--starts", "3", "--out", "x"]).n == maximize.parse_args(["--n", "3", "--out", "x"]).n
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from speechmax.models.classifier import save_classifier
+    from speechmax.models.prior import save_prior
+
+    from test_maximize import tiny_classifier, tiny_prior
+
+    d = tmp_path_factory.mktemp("dist-models")
+    save_classifier(tiny_classifier(), d / "clf")
+    save_classifier(tiny_classifier(arch="cnn2d", channels=(4, 8), seed=3), d / "sep")
+    save_prior(tiny_prior(), d / "prior")
+    save_prior(tiny_prior(arch="paper", seed=1), d / "pp")
+    return d
+
+
+def _evaluate(models, out, ranks=None, env=None, pieces=None):
+    """tests/distributed_evaluate.py alone or under torchrun with ``ranks`` gloo ranks, one thread each."""
+    script = [str(HERE / "distributed_evaluate.py"), str(models), str(out)]
+    cmd = [sys.executable, *script] if ranks is None else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), *script]
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE), **(env or {})}
+    if pieces is not None:
+        e["PIECES_LOG"] = str(pieces)
+    return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=600)
+
+
+def _pieces(log: Path) -> list:
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+def _comparable(metrics: dict):
+    """metrics.json without what differs by run and machine: timings, threads, world size, the output path."""
+    drop = {"seconds", "seconds_by_cpu", "timing", "threads", "world_size", "local_world_size", "path"}
+    if isinstance(metrics, dict):
+        return {k: _comparable(v) for k, v in metrics.items() if k not in drop}
+    if isinstance(metrics, list):
+        return [_comparable(v) for v in metrics]
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_models, tmp_path_factory):
+    pytest.importorskip("sklearn")
+    out = tmp_path_factory.mktemp("dist-one") / "eval"
+    r = _evaluate(tiny_models, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_two_ranks_write_the_same_evaluation_as_one_process(tiny_models, one_process, tmp_path):
+    r = _evaluate(tiny_models, tmp_path / "eval", ranks=2, pieces=tmp_path / "pieces.log")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["settings"]["world_size"] == 2 and m["settings"]["threads"] == 1
+    assert _comparable(m) == _comparable(one_process)
+    done = _pieces(tmp_path / "pieces.log")
+    assert len(done) == len(set(p.split(" ", 1)[1] for p in done)) == N_PIECES   # every piece once
+    assert {p.split()[0] for p in done} == {"0", "1"}   # by both ranks
+
+
+def test_a_rank_that_dies_loses_only_its_unfinished_pieces(tiny_models, one_process, tmp_path):
+    out, log = tmp_path / "eval", tmp_path / "pieces.log"
+    r = _evaluate(tiny_models, out, ranks=2, env={"DIE_AFTER": "3"}, pieces=log)
+    assert r.returncode != 0 and not (out / "metrics.json").exists()
+    first = _pieces(log)
+    on_disk = len(list((out / "partial").glob("noise-*/target*.safetensors")))
+    assert sum(p.startswith("1 ") for p in first) == 3 and on_disk == len(first) < N_PIECES
+    # the same command in one process takes up every finished piece and computes only the rest
+    log.unlink()
+    r = _evaluate(tiny_models, out, pieces=log)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(_pieces(log)) == N_PIECES - on_disk
+    assert _comparable(json.loads((out / "metrics.json").read_text())) == _comparable(one_process)
+
+
+def test_ranks_started_with_different_settings_write_nothing(tiny_models, tmp_path):
+    r = _evaluate(tiny_models, tmp_path / "eval", ranks=2, env={"SEED_BY_RANK": "1"})
+    assert r.returncode != 0
+    assert "different settings" in r.stderr and "seed" in r.stderr
+    assert not (tmp_path / "eval").exists()
