@@ -151,3 +151,38 @@ def test_ranks_started_with_different_settings_write_nothing(tiny_models, tmp_pa
     assert r.returncode != 0
     assert "different settings" in r.stderr and "seed" in r.stderr
     assert not (tmp_path / "eval").exists()
+
+
+def test_synthesize_on_two_ranks_writes_the_files_one_process_writes(tmp_path):
+    """synthesize shares the files out by rank; each file's audio depends on it and the seed only, so two ranks
+    write byte-identical wavs, and rank 0 alone reports them all."""
+    import numpy as np
+    import torch
+
+    from speechmax.models.wavenet import WaveNet, WaveNetConfig, save_wavenet
+
+    torch.manual_seed(0)
+    save_wavenet(WaveNet(WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16, out_channels=16,
+                                       n_layers=4, dilation_cycle=2, cond_channels=8)).eval(), tmp_path / "voc")
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(mels / f"m{i}.npy", rng.normal(-4, 1, (80, 12)).astype(np.float32))
+    np.save(mels / "batch.npy", rng.normal(-4, 1, (2, 80, 12)).astype(np.float32))
+    args = ["-m", "speechmax", "synthesize", str(mels), "--model", str(tmp_path / "voc"), "--backend", "cpu",
+            "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    wavs = sorted(p.name for p in (tmp_path / "one").glob("*.wav"))
+    assert len(wavs) == 5 and wavs == sorted(p.name for p in (tmp_path / "two").glob("*.wav"))
+    for name in wavs:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert "wrote 5 wav(s)" in two.stdout and "2 ranks" in two.stdout and two.stdout.count("wrote") == 1
+    marker = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert marker["complete"] is True

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.features import save_audio
 from speechmax.ops.wavenet import resolve_backend
@@ -42,7 +43,11 @@ def run(args):
     out = Path(args.out)
     settings = {"input": str(Path(args.input).resolve()), "backend": args.backend, "model": args.model,
                 "temperature": args.temperature, "seed": args.seed}
-    resume = prepare_output(out, RUN_MARKER, settings, what="speechmax synthesize run", overwrite=args.overwrite)
+    world = distributed.current()   # under torchrun, each rank synthesizes its share of the files
+    distributed.check_same_settings(world, {**settings, "overwrite": args.overwrite})
+    resume = distributed.gather(world, distributed.main_first(world, lambda: prepare_output(
+        out, RUN_MARKER, settings, what="speechmax synthesize run", overwrite=args.overwrite)))[0]
+    threads = args.threads if args.threads is not None or not world.distributed else world.default_threads()
     if args.backend == "griffinlim" and args.model == "default":
         voc = Vocoder(None, name="griffinlim")
     else:
@@ -52,10 +57,12 @@ def run(args):
         print(f"warning: skipped {len(skipped)} unusable file(s): " + "; ".join(skipped), file=sys.stderr)
     if not jobs:
         raise CommandError(f"{args.input}: nothing to synthesize")
+    jobs = world.shard(jobs)   # file i to rank i mod size: a file's audio depends on it and the seed only
     if resume:   # every file there is whole (written atomically): synthesize only what is missing
         jobs = [job for job in (job.without([n for n in job.names if (out / f"{n}.wav").is_file()]) for job in jobs)
                 if job.names]
-    write_json(out / RUN_MARKER, {"settings": settings, "complete": False})
+    if world.is_main:
+        write_json(out / RUN_MARKER, {"settings": settings, "complete": False})
     hop = voc.feature_config.hop_length
     total = sum(len(job.names) * (job.mel.shape[-1] - 1) * hop for job in jobs)
     written, bad = [], []
@@ -63,7 +70,7 @@ def run(args):
         for job in jobs:
             n_items = len(job.names)
             waves = voc.synthesize(job.mel, backend=args.backend, temperature=args.temperature, seed=args.seed,
-                                   threads=args.threads, progress=lambda k: bar.update(k * n_items))
+                                   threads=threads, progress=lambda k: bar.update(k * n_items))
             for name, wave in zip(job.names, waves):
                 if not np.isfinite(wave).all():
                     bad.append(name)
@@ -71,13 +78,18 @@ def run(args):
                 path = out / f"{name}.wav"
                 save_audio(path, wave, voc.sample_rate)
                 written.append(path)
+    every = distributed.gather(world, (written, bad))   # rank 0 writes the marker and reports for all
+    if not world.is_main:
+        return 0
+    written, bad = sorted(p for w, _ in every for p in w), sorted(n for _, b in every for n in b)
     write_json(out / RUN_MARKER, {"settings": settings, "complete": True, "non_finite": bad})
     if bad:
         print(f"warning: no wav for {len(bad)} item(s) whose audio came out non-finite: " + ", ".join(bad),
               file=sys.stderr)
     if not written and bad:
         raise CommandError(f"{args.input}: no item gave finite audio")
-    print(f"wrote {len(written)} wav(s) to {out} ({voc.name}, backend {args.backend}):")
+    print(f"wrote {len(written)} wav(s) to {out} ({voc.name}, backend {args.backend}"
+          + (f", {world.size} ranks" if world.distributed else "") + "):")
     for path in written:
         print(f"  {path}")
     return 0
