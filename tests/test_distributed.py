@@ -186,3 +186,39 @@ def test_synthesize_on_two_ranks_writes_the_files_one_process_writes(tmp_path):
     assert "wrote 5 wav(s)" in two.stdout and "2 ranks" in two.stdout and two.stdout.count("wrote") == 1
     marker = json.loads((tmp_path / "two" / "run.json").read_text())
     assert marker["complete"] is True
+
+
+def _maximize(args, ranks=None):
+    cmd = [sys.executable, "-m", "speechmax", *args] if ranks is None else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), "-m",
+         "speechmax", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+
+
+def test_maximize_on_two_ranks_writes_what_one_process_writes(tiny_models, tmp_path):
+    """Targets shared out by rank; every sample keeps the number, the features (within 1e-5), the audio and the
+    manifest entry one process gives it; rank 0 alone writes the manifest and prints the summary. A rank with no
+    target (more ranks than targets) exits cleanly."""
+    import numpy as np
+
+    base = ["maximize", "--model", str(tiny_models / "clf"), "--separate", str(tiny_models / "sep"),
+            "--starts", "2", "--steps", "3", "--vocoder", "griffinlim", "--seed", "5", "--json"]
+    one = _maximize([*base, "--target", "up,down,left", "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _maximize([*base, "--target", "up,down,left", "--out", str(tmp_path / "two")], ranks=2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
+    assert [s["npy"] for s in a["samples"]] == [s["npy"] for s in b["samples"]] and len(a["samples"]) == 6
+    for s, t in zip(a["samples"], b["samples"]):
+        np.testing.assert_allclose(np.load(tmp_path / "one" / s["npy"]), np.load(tmp_path / "two" / t["npy"]),
+                                   atol=1e-5, rtol=0)
+        assert s["classifier"]["after"]["top"]["label"] == t["classifier"]["after"]["top"]["label"]
+        np.testing.assert_allclose(s["classifier"]["after"]["probs"], t["classifier"]["after"]["probs"], atol=1e-5)
+        assert (tmp_path / "one" / s["wav"]).read_bytes() == (tmp_path / "two" / t["wav"]).read_bytes()
+    assert a["hit_rate"] == b["hit_rate"] and a["nan_stopped"] == b["nan_stopped"]
+    assert json.loads(two.stdout)["samples"] == 6   # one summary, from rank 0
+    # more ranks than targets: rank 1 has nothing to do and exits cleanly
+    idle = _maximize([*base, "--target", "yes", "--out", str(tmp_path / "idle")], ranks=2)
+    assert idle.returncode == 0, idle.stderr[-2000:]
+    assert len(json.loads((tmp_path / "idle" / "manifest.json").read_text())["samples"]) == 2

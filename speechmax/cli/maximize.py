@@ -5,21 +5,26 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.cli.options import add_model_options, add_separate_options, load_model_from_args
+from speechmax.data.words import WORDS
 from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, maximize, parse_objective
-from speechmax.maximize.output import remove_samples, score_written_audio, write_samples
+from speechmax.maximize.engine import merge_results, resolve_targets
+from speechmax.maximize.output import remove_samples, score_written_audio, write_manifest, write_sample_files
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 from speechmax.models.external import ARCH
 from speechmax.models.inference import load_clips
 from speechmax.models.registry import load_model
 from speechmax.outputs import prepare_output, write_json
 from speechmax.progress import progress_bar
+from speechmax.vocoder.vocoder import Vocoder
 
 RUN_MARKER = "run.json"
 # Arguments that change neither the samples nor their files: a run differing only in these resumes.
@@ -85,8 +90,20 @@ def run(args):
         raise CommandError(f"--starts must be >= 1, got {args.n}")
     # What makes the files: a run with the same settings resumes in --out, another one is refused before compute.
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
-    resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run", overwrite=args.overwrite)
-    write_config(args, args.out)
+    world = distributed.current()   # under torchrun, target k of the list goes to rank k mod size
+    distributed.check_same_settings(world, settings)
+
+    def accept_out() -> bool:
+        resume = prepare_output(args.out, RUN_MARKER, settings, what="speechmax maximize run",
+                                overwrite=args.overwrite)
+        write_config(args, args.out)
+        if args.overwrite and not resume:
+            remove_samples(args.out)
+        write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": False})
+        return resume
+
+    resume = distributed.gather(world, distributed.main_first(world, accept_out))[0]
+    threads = args.threads if args.threads is not None or not world.distributed else world.default_threads()
     classifier = load_model_from_args(args)
     separate = load_model_from_args(args, "separate")
     prior = None
@@ -107,18 +124,39 @@ def run(args):
         ([Diversity(args.diversity)] if args.diversity else []) + \
         ([Jitter(args.jitter)] if args.jitter else []) + ([Clamp()] if args.clamp else [])
     targets = None if args.target is None else (args.target if args.target == "all" else args.target.split(","))
-    if args.overwrite and not resume:
-        remove_samples(args.out)
-    write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": False})
+    try:
+        targets = None if targets is None else resolve_targets(
+            targets, tuple(classifier.cfg.labels) or WORDS[:classifier.cfg.n_classes])
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    # this rank's targets (all of them in a plain run; a unit objective has none to share: rank 0 does it) and
+    # the places of its samples in the whole run, which name their files and seed their audio
+    mine = list(range(len(targets))) if targets is not None else [0]
+    mine = [k for k in mine if world.owns(k)]
+    per = n if n is not None else len(init)
+    rows = [k * per + j for k in mine for j in range(per)]
+    voc = Vocoder.for_listeners(args.vocoder)
     t0 = time.time()
-    with progress_bar(unit="step", unit_scale=True, desc="maximize") as bar:
-        res = maximize(classifier, targets, mode=args.mode, prior=prior, init=init, n=n, steps=args.steps, lr=args.lr,
-                       optimizer=args.optimizer, objective=objective, regularizers=regs or None, seed=args.seed,
-                       recipe=args.recipe, separate=separate, chunk=args.chunk, backend=args.backend, threads=args.threads,
-                       progress=bar.update)
-    with progress_bar(total=len(res.targets), unit="sample", desc="write") as bar:
-        manifest = write_samples(res, args.out, vocoder=args.vocoder, seed=args.seed, progress=bar.update,
-                                 resume=resume)
+    res, entries = None, []
+    if mine:
+        with progress_bar(unit="step", unit_scale=True, desc="maximize") as bar:
+            res = maximize(classifier, None if targets is None else [targets[k] for k in mine], mode=args.mode,
+                           prior=prior, init=init, n=n, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
+                           objective=objective, regularizers=regs or None, seed=args.seed, recipe=args.recipe,
+                           separate=separate, chunk=args.chunk, backend=args.backend, threads=threads,
+                           progress=bar.update)
+        with progress_bar(total=len(res.targets), unit="sample", desc="write") as bar:
+            entries = write_sample_files(res, args.out, vocoder=voc, seed=args.seed, progress=bar.update,
+                                         resume=resume, index=rows)
+    if world.distributed:   # rank 0 makes one result of every rank's share (without the features: on disk now)
+        light = None if res is None else replace(res, features=None, features_before=None, latents=None,
+                                                 latents_before=None)
+        every = distributed.gather(world, (light, rows, entries))
+        if not world.is_main:
+            return 0
+        res = merge_results([(r, rw) for r, rw, _ in every if r is not None])
+        entries = [e for _, _, es in every for e in es]
+    manifest = write_manifest(res, args.out, entries, voc)
     audio = score_written_audio(args.out, classifier, separate)
     write_json(Path(args.out) / RUN_MARKER, {"settings": settings, "complete": True})
     wav_skipped = json.loads(manifest.read_text())["wav_skipped"]

@@ -9,7 +9,7 @@ with the classifier and the separate classifier before and after.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -84,6 +84,29 @@ class MaximizeResult:
         if not shared.any():
             return None
         return float((probs[shared].argmax(-1) == index[shared]).float().mean())
+
+
+def merge_results(parts) -> MaximizeResult:
+    """Pieces of one run -- (result, rows): the places of its rows in the whole run -- as one result with its
+    rows in order (what a torchrun run's rank 0 makes of every rank's share). A field some piece lacks is None;
+    settings and labels are the first piece's (every rank ran the same settings)."""
+    parts = [(res, torch.as_tensor(list(rows), dtype=torch.int64)) for res, rows in parts]
+    total = sum(len(rows) for _, rows in parts)
+    first = parts[0][0]
+    merged = {}
+    for f in fields(MaximizeResult):
+        v = getattr(first, f.name)
+        if not isinstance(v, torch.Tensor):
+            merged[f.name] = v
+            continue
+        if any(getattr(res, f.name) is None for res, _ in parts):
+            merged[f.name] = None
+            continue
+        whole = v.new_empty((total,) + tuple(v.shape[1:]))
+        for res, rows in parts:
+            whole[rows] = getattr(res, f.name)
+        merged[f.name] = whole
+    return MaximizeResult(**merged)
 
 
 def resolve_targets(targets, labels) -> list[int]:

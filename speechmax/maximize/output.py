@@ -96,6 +96,17 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     ``wav_skipped`` reason and lists it under ``wav_skipped``; the others are still written.
     ``progress``: optional callable(n), called once per sample written.
     """
+    voc = Vocoder.for_listeners(vocoder) if isinstance(vocoder, str) else vocoder
+    samples = write_sample_files(res, out, vocoder=voc, feature_config=feature_config, seed=seed, progress=progress,
+                                 resume=resume)
+    return write_manifest(res, out, samples, voc)
+
+
+def write_sample_files(res: MaximizeResult, out, *, vocoder="auto", feature_config: FeatureConfig | None = None,
+                       seed: int = 0, progress=None, resume: bool = False, index=None) -> list[dict]:
+    """The files of :func:`write_samples` (npy, wav, png per sample) and the manifest entry of each, without the
+    manifest. index: each row's number in the whole run (default its row), which names its files and seeds its
+    audio -- a rank of a torchrun run writes its rows under the numbers one process would give them."""
     if res.features is None:
         raise ValueError("the result has no features (maximize(..., keep_features=False)); nothing to write")
     if res.features_before is None:
@@ -104,15 +115,16 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     voc = Vocoder.for_listeners(vocoder) if isinstance(vocoder, str) else vocoder
-    backend, why = voc.preferred_backend, voc.preference_note
+    backend = voc.preferred_backend
     cfg = feature_config or voc.feature_config
     sep_labels = res.separate_labels or res.labels
     sep_index = {label: i for i, label in enumerate(sep_labels)}
+    index = list(range(len(res.targets))) if index is None else [int(g) for g in index]
     samples = []
-    for i in range(len(res.targets)):
+    for i, g in enumerate(index):
         target = int(res.targets[i])
         tname = res.labels[target] if target >= 0 else res.settings.get("objective", "unit").replace(":", "-")
-        stem = f"{i:05d}_{tname}_s{int(res.start[i])}"
+        stem = f"{g:05d}_{tname}_s{int(res.start[i])}"
         feats = res.features[i]
         stopped = int(res.stopped_at[i])
         if not (resume and (out / f"{stem}.npy").is_file()):
@@ -120,7 +132,7 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
                 np.save(tmp, feats.numpy().astype(np.float32))
         wav, why_no_wav = f"{stem}.wav", None
         if not (resume and (out / wav).is_file()):
-            wave = voc.synthesize(feats, backend=backend, seed=seed + i) if torch.isfinite(feats).all() else None
+            wave = voc.synthesize(feats, backend=backend, seed=seed + g) if torch.isfinite(feats).all() else None
             if wave is None or not np.isfinite(wave).all():
                 wav, why_no_wav = None, "non-finite features" if wave is None else "non-finite audio"
             else:
@@ -139,7 +151,7 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
             with atomic_path(out / f"{stem}.png") as tmp:
                 plot_before_after(tmp, res.features_before[i], feats, title, _caption(res, i, "before"),
                                   _caption(res, i, "after"))
-        entry = {"index": i, "target": tname if target >= 0 else None, "start": int(res.start[i]),
+        entry = {"index": g, "target": tname if target >= 0 else None, "start": int(res.start[i]),
                  "npy": f"{stem}.npy", "wav": wav, "png": f"{stem}.png",
                  **({"wav_skipped": why_no_wav} if why_no_wav else {}),
                  "stopped_at": stopped if stopped >= 0 else None,
@@ -152,18 +164,26 @@ def write_samples(res: MaximizeResult, out, *, vocoder="auto", feature_config: F
         samples.append(entry)
         if progress is not None:
             progress(1)
+    return samples
+
+
+def write_manifest(res: MaximizeResult, out, samples: list[dict], vocoder) -> Path:
+    """``out``/manifest.json: the run's settings, labels, vocoder, hit rates and stopped starts, and ``samples``
+    (:func:`write_sample_files`' entries, in index order)."""
+    voc = Vocoder.for_listeners(vocoder) if isinstance(vocoder, str) else vocoder
+    samples = sorted(samples, key=lambda s: s["index"])
     manifest = {
         "settings": res.settings,
         "labels": list(res.labels),
         **({"separate_labels": list(res.separate_labels), "separate_shared_labels": res.shared_labels()}
            if res.separate_labels is not None else {}),
-        "vocoder": {"name": voc.name, "backend": backend, "fallback_reason": why},
+        "vocoder": {"name": voc.name, "backend": voc.preferred_backend, "fallback_reason": voc.preference_note},
         "hit_rate": {"classifier": res.hit_rate("classifier"), "separate": res.hit_rate("separate")},
         "nan_stopped": res.nan_stopped,
         "wav_skipped": [s["index"] for s in samples if s.get("wav_skipped")],
         "samples": samples,
     }
-    path = out / MANIFEST
+    path = Path(out) / MANIFEST
     write_json(path, manifest, indent=1)
     return path
 
