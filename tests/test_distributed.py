@@ -12,6 +12,8 @@ import pytest
 from speechmax import distributed
 from speechmax.distributed import World, from_env
 
+from test_evaluate import models  # noqa: F401  (a fixture: the tiny models)
+
 HERE = Path(__file__).resolve().parent
 N_PIECES = 4 * 35   # four noise runs x the tiny classifier's 35 targets
 
@@ -72,18 +74,9 @@ def test_every_flag_survives_torchruns_parser():
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    from speechmax.models.classifier import save_classifier
-    from speechmax.models.prior import save_prior
-
-    from test_maximize import tiny_classifier, tiny_prior
-
-    d = tmp_path_factory.mktemp("dist-models")
-    save_classifier(tiny_classifier(), d / "clf")
-    save_classifier(tiny_classifier(arch="cnn2d", channels=(4, 8), seed=3), d / "sep")
-    save_prior(tiny_prior(), d / "prior")
-    save_prior(tiny_prior(arch="paper", seed=1), d / "pp")
-    return d
+def tiny_models(models):
+    """The folder of test_evaluate's tiny models (clf, sep, prior, pp, voc)."""
+    return Path(models["clf"]).parent
 
 
 def _evaluate(models, out, ranks=None, env=None, pieces=None):
@@ -124,7 +117,8 @@ def test_two_ranks_write_the_same_evaluation_as_one_process(tiny_models, one_pro
     r = _evaluate(tiny_models, tmp_path / "eval", ranks=2, pieces=tmp_path / "pieces.log")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert m["settings"]["world_size"] == 2 and m["settings"]["threads"] == 1
+    # a thread per rank (2 cores / 2 ranks) for the pieces; rank 0 goes on alone with both ranks' threads
+    assert m["settings"]["world_size"] == 2 and m["settings"]["threads"] == 2 * max(1, len(os.sched_getaffinity(0)) // 2)
     assert _comparable(m) == _comparable(one_process)
     done = _pieces(tmp_path / "pieces.log")
     assert len(done) == len(set(p.split(" ", 1)[1] for p in done)) == N_PIECES   # every piece once

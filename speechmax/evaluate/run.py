@@ -76,7 +76,8 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
     the per-run bars (shown unless ``quiet``) are cleared under it.
     world: the torchrun world (:mod:`speechmax.distributed`; default: the one this process is in). With more
     than one rank, every rank computes its share of the noise runs' pieces (by target) into out/partial/, then
-    rank 0 alone does the rest and returns the metrics; the other ranks return None. The result is the same for
+    rank 0 alone does the rest, with the threads of its machine's ranks, and returns the metrics; the other ranks
+    return None. The result is the same for
     any world size (start j's noise depends only on the seed and j); threads default to this machine's cores
     divided among its ranks.
     """
@@ -134,6 +135,9 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             return None
         if not quiet:
             log.info("noise pieces by rank: %s", done)
+        # rank 0 goes on alone: it takes the threads of this machine's ranks, idle from here
+        threads = int(threads or torch.get_num_threads()) * world.local_size
+        torch.set_num_threads(threads)
     timing: dict = {}
     metrics = {"version": __version__, "settings": {
         "quick": quick, "per_class": per_class, "seed": seed, "threads": torch.get_num_threads(),
