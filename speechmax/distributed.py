@@ -98,6 +98,13 @@ def gather(world: World, obj) -> list:
     return out
 
 
+def all_reduce_sum(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks, in place (a world of one: as it is); returns it."""
+    if world.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 class RankFailed(RuntimeError):
     """What rank 0 did for every rank failed; the other ranks stop with its message."""
 

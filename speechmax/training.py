@@ -3,16 +3,27 @@ an exponential moving average of weights, and a JSON-lines log.
 
 A checkpoint is one fixed path, overwritten: ``DIR/last.safetensors`` + ``DIR/last.json``. Optimizer state is
 flattened to tensors named ``opt.<param>.<key>`` so nothing is ever pickled.
+
+Under ``torchrun`` (data-parallel training, :mod:`speechmax.distributed`) every rank takes a contiguous slice of
+the global batch; :func:`rank_independent` swaps a model's BatchNorm and Dropout for versions that make the
+ranks together compute what one process computes on the whole batch: batch statistics over every rank's slice
+(torch's own SyncBatchNorm refuses CPU modules), and dropout masks drawn for the whole batch, of which each rank
+keeps its rows (every rank's generator is in the same state, as one process's would be).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import threading
 import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
+from . import distributed
+from .distributed import World
 from .weights import WeightsError, load_weights, save_weights
 
 
@@ -94,3 +105,120 @@ class JsonLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+# --- data-parallel training: the ranks' slices of a batch computed as one process computes the whole batch ---
+
+_slice = threading.local()
+
+
+@contextlib.contextmanager
+def batch_slice(start: int, stop: int, total: int):
+    """Within this, the model's forward runs on items ``start:stop`` of a global batch of ``total`` items (what
+    :class:`GlobalDropout` needs to draw the whole batch's mask and keep its rows)."""
+    was = getattr(_slice, "value", None)
+    _slice.value = (start, stop, total)
+    try:
+        yield
+    finally:
+        _slice.value = was
+
+
+class GlobalDropout(nn.Dropout):
+    """Dropout whose mask is drawn for the whole global batch (see :func:`batch_slice`) and sliced: with every
+    rank's generator in the same state, each item gets the mask it gets in one process. Outside a batch slice,
+    or in eval mode, plain dropout."""
+
+    def forward(self, x):
+        where = getattr(_slice, "value", None)
+        if not self.training or self.p == 0 or where is None or self.inplace:
+            return super().forward(x)
+        start, stop, total = where
+        # what torch's CPU dropout does (noise = bernoulli(1 - p) / (1 - p); x * noise), on the whole batch
+        noise = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        return x * noise.div_(1 - self.p)[start:stop]
+
+
+class _GlobalBatchNormFn(torch.autograd.Function):
+    """Batch normalisation with statistics over every rank's slice; the backward sums its two per-channel terms
+    over the ranks too, so each rank's input gradient is the one-process gradient of the ranks' summed losses."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, world, stats_out):
+        dims = [d for d in range(x.dim()) if d != 1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        dtype, x = x.dtype, x.float()
+        n = x.numel() // x.shape[1] if x.shape[1] else 0
+        s = x.sum(dims, dtype=torch.float64)
+        m = s / max(n, 1)
+        d = x - m.float().view(shape)
+        q = (d * d).sum(dims, dtype=torch.float64) + n * m * m     # sum of squares, from the local deviations
+        tot = distributed.all_reduce_sum(world, torch.stack([torch.full_like(s, n), s, q]))
+        count = tot[0, 0]
+        mean = tot[1] / count
+        var = (tot[2] / count - mean * mean).clamp_min(0)
+        invstd = (var + eps).rsqrt()
+        xhat = (x - mean.float().view(shape)) * invstd.float().view(shape)
+        y = xhat if weight is None else xhat * weight.view(shape) + bias.view(shape)
+        ctx.save_for_backward(xhat, weight, invstd.float())
+        ctx.world, ctx.count, ctx.dims, ctx.shape, ctx.dtype = world, count, dims, shape, dtype
+        stats_out.extend([mean, var, count])
+        return y.to(dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, weight, invstd = ctx.saved_tensors
+        dims, shape = ctx.dims, ctx.shape
+        dy = dy.float()
+        sum_dy = dy.sum(dims, dtype=torch.float64)
+        sum_dy_xhat = (dy * xhat).sum(dims, dtype=torch.float64)
+        tot = distributed.all_reduce_sum(ctx.world, torch.stack([sum_dy, sum_dy_xhat])) / ctx.count
+        scale = invstd if weight is None else invstd * weight
+        dx = (dy - tot[0].float().view(shape) - xhat * tot[1].float().view(shape)) * scale.view(shape)
+        dw = None if weight is None else sum_dy_xhat.float()
+        db = None if weight is None else sum_dy.float()
+        return dx.to(ctx.dtype), dw, db, None, None, None
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm1d/2d/3d whose training-mode statistics are over every rank's slice of the batch (gloo on CPU,
+    where torch's SyncBatchNorm refuses to run); the same parameters and buffers, so the same state dict."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, world: World):
+        super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        self.world = world
+        self.load_state_dict(bn.state_dict())
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (batch, channels, ...), got {x.dim()}-D")
+
+    def forward(self, x):
+        if not self.training or not self.world.distributed:
+            return super().forward(x)
+        stats = []
+        y = _GlobalBatchNormFn.apply(x, self.weight, self.bias, self.eps, self.world, stats)
+        if self.track_running_stats:
+            mean, var, count = stats
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * (count / max(float(count) - 1, 1.0))
+                self.running_mean.mul_(1 - f).add_(mean.to(self.running_mean.dtype), alpha=f)
+                self.running_var.mul_(1 - f).add_(unbiased.to(self.running_var.dtype), alpha=f)
+        return y
+
+
+def rank_independent(model: nn.Module, world: World) -> nn.Module:
+    """Swap ``model``'s BatchNorm layers for :class:`GlobalBatchNorm` and its Dropout for :class:`GlobalDropout`,
+    in place (parameters, buffers and state-dict keys unchanged), so data-parallel ranks train as one process on
+    the whole batch. Returns ``model``; a world of one leaves it as it is."""
+    if not world.distributed:
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                setattr(parent, name, GlobalBatchNorm(child, world))
+            elif type(child) is nn.Dropout:
+                setattr(parent, name, GlobalDropout(child.p, child.inplace))
+    return model
