@@ -1,6 +1,7 @@
 """speechmax train {classifier,prior,vocoder} --data DIR --out DIR [...]: train a model, resumable."""
 import json
 
+from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.models.registry import load_model
@@ -47,7 +48,9 @@ def register(sub, help):
                           ("prior", ("prior", "prior-paper"))):
         q = tsub.add_parser(what, help=f"{what} on a v0.02-layout corpus (best epoch kept, card on the test split)",
                             description=f"Train a {what} on a v0.02-layout corpus; the best epoch on the validation split is\nkept, with a card measured on the test split.",
-                            epilog=f"example:\n  speechmax train {what} --data data/corpus --out runs/{what} --preset {presets[0]} --epochs 20")
+                            epilog=f"examples:\n  speechmax train {what} --data data/corpus --out runs/{what} --preset {presets[0]} --epochs 20"
+                                   f"\n  torchrun --standalone --nproc-per-node 2 -m speechmax train {what} --data data/corpus "
+                                   f"--out runs/{what}\n    (data-parallel: the same steps as one process, rank 0 writes)")
         q.add_argument("--data", required=True, help="corpus root (v0.02 layout)")
         q.add_argument("--out", required=True, help="run folder: OUT/model.safetensors + card, OUT/last to resume "
                                                     "(new, empty, or a run with the same settings; --epochs may grow)")
@@ -55,13 +58,19 @@ def register(sub, help):
                        help="start afresh in a non-empty --out that holds something else (its run files are replaced)")
         q.add_argument("--preset", choices=presets, default=presets[0], help="which shipped model's recipe to train")
         q.add_argument("--epochs", type=int, default=20, help="epochs to train to (may grow on a resumed run)")
-        q.add_argument("--batch", type=int, default=128, help="clips per batch")
+        q.add_argument("--batch", type=int, default=128,
+                       help="clips per batch (under torchrun: the whole batch, shared out among the ranks; a multiple "
+                            "of their number)")
         q.add_argument("--lr", type=float, default=None,
                        help="AdamW learning rate (default: 2e-3 classifier, 1e-3 prior)")
         q.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation")
         q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
         q.add_argument("--no-augment", action="store_true", help="train the classifier without augmentation")
-        q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+        q.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (default: all; under torchrun, per rank: the cores shared among the ranks)")
+        q.add_argument("--log-steps", type=int, default=0, metavar="N",
+                       help="also log the whole batch's loss every N steps (OUT/log.jsonl, event \"step\"; default 0: "
+                            "per epoch only)")
         if what == "classifier":
             q.add_argument("--words", default=None,
                            help="the vocabulary, comma-separated in label order (each a folder of --data; _unknown_ and "
@@ -79,10 +88,21 @@ def run_model(args):
     lr = args.lr if args.lr is not None else (2e-3 if args.what == "classifier" else 1e-3)
     fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
                    augment=not args.no_augment and args.what == "classifier")
+    if args.log_steps < 0:
+        raise CommandError(f"--log-steps must be 0 or more, got {args.log_steps}")
+    if args.batch <= 0:
+        raise CommandError(f"--batch must be positive, got {args.batch}")
+    world = distributed.current()   # under torchrun: data-parallel, rank 0 writes and reports
+    if args.batch % world.size:
+        raise CommandError(f"--batch {args.batch} does not divide among the {world.size} ranks: each takes an equal "
+                           f"slice of every batch, so give a multiple of {world.size}")
     if args.what == "classifier":
         words = None if args.words is None else [w for w in args.words.split(",")]
         metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads,
-                                   overwrite=args.overwrite, words=words)
+                                   overwrite=args.overwrite, words=words, world=world,
+                                   log_steps=args.log_steps)
+        if not world.is_main:
+            return 0
         write_config(args, args.out)   # after training: train_classifier is what accepts --out
         print(f"{args.preset}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_clips']} clips; "
               f"wrote {args.out}/model.safetensors, {args.out}/confusion.png")
@@ -90,7 +110,9 @@ def run_model(args):
 
     clf = load_model(args.classifier, "classifier", missing_ok=True)
     metrics = train_prior(args.data, args.out, args.preset, fc=fc, classifier=clf, threads=args.threads,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, world=world, log_steps=args.log_steps)
+    if not world.is_main:
+        return 0
     write_config(args, args.out)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(f"{args.preset}: {json.dumps(shown)}; wrote {args.out}/model.safetensors")
