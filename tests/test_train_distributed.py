@@ -55,7 +55,8 @@ def _commands(data: Path, out: Path, epochs: int, what=("classifier", "prior")) 
     """The classifier: batch 8 of 37 clips (the last batch of 5: slices of 3 and 2), BatchNorm, dropout and
     augmentation on. The prior (the deterministic AE): batch 12 (the last batch of 1: rank 1's slice empty)."""
     cmds = {"classifier": ["train", "classifier", "--batch", "8"],
-            "prior": ["train", "prior", "--preset", "prior-paper", "--batch", "12", "--classifier", str(out / "clf" / "model")]}
+            "prior": ["train", "prior", "--preset", "prior-paper", "--batch", "12",
+                      "--classifier", str(out / "clf" / "model")]}
     argv = []
     for w in what:
         argv += [*cmds[w], "--data", str(data), "--out", str(out / ("clf" if w == "classifier" else "prior")),
@@ -120,9 +121,10 @@ def test_two_ranks_take_the_same_steps_as_one_process(runs, model):
     loss_diff = max(abs(a - b) for a, b in zip(steps_one, steps_two))
     last_one, last_two = load_file(str(one / "last.safetensors")), load_file(str(two / "last.safetensors"))
     assert last_one.keys() == last_two.keys() and any(k.startswith("opt.") for k in last_one)
-    diff = {what: _max_diff({k: last_one[k] for k in last_one if pick(k)}, {k: last_two[k] for k in last_two if pick(k)})
-            for what, pick in (("weights", _is_weight), ("buffers", lambda k: k.startswith("model.") and not _is_weight(k)),
-                               ("optimizer state", lambda k: k.startswith("opt.")))}
+    kinds = {"weights": _is_weight, "buffers": lambda k: k.startswith("model.") and not _is_weight(k),
+             "optimizer state": lambda k: k.startswith("opt.")}
+    diff = {what: _max_diff({k: v for k, v in last_one.items() if pick(k)}, {k: v for k, v in last_two.items() if pick(k)})
+            for what, pick in kinds.items()}
     print(f"{model}: max |loss diff| {loss_diff:.1e} over {len(steps_one)} steps; max diff of "
           + ", ".join(f"{k} {v:.1e}" for k, v in diff.items()))
     assert loss_diff < TOL and max(diff.values()) < TOL

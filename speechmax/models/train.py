@@ -392,8 +392,8 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
     def measure_and_write():
         test = load_split(data, "testing", feature_cfg, progress=progress)
         metrics = prior_metrics(model, test, classifier)
-        card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best, seconds=round(time.time() - t0),
-                                                   **world.describe()),
+        card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best,
+                                                   seconds=round(time.time() - t0), **world.describe()),
                 "training_data": dict(_corpus_info(data), train_clips=len(train.x)), "metrics": metrics,
                 "why_this_decoder": ("frame-wise 1-D conv decoder (linear -> nearest x2 -> conv1d -> ReLU, twice -> "
                                      "conv1d): only GEMM-shaped ops, so the fused latent-maximization backward keeps "
