@@ -120,6 +120,7 @@ def test_two_ranks_write_the_same_evaluation_as_one_process(tiny_models, one_pro
     # a thread per rank (2 cores / 2 ranks) for the pieces; rank 0 goes on alone with both ranks' threads
     assert m["settings"]["world_size"] == 2 and m["settings"]["threads"] == 2 * max(1, len(os.sched_getaffinity(0)) // 2)
     assert _comparable(m) == _comparable(one_process)
+    assert "2 torchrun ranks" in (tmp_path / "eval" / "report.html").read_text()
     done = _pieces(tmp_path / "pieces.log")
     assert len(done) == len(set(p.split(" ", 1)[1] for p in done)) == N_PIECES   # every piece once
     assert {p.split()[0] for p in done} == {"0", "1"}   # by both ranks

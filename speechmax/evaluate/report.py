@@ -108,7 +108,9 @@ def write_report(path: Path, metrics: dict, figs: dict) -> Path:
              "<h1>speechmax evaluation report</h1>",
              f"<p class='muted'>speechmax {html.escape(metrics['version'])} · "
              f"{'quick' if s['quick'] else 'full'} run · {s['per_class']} noise starts per class and run · "
-             f"seed {s['seed']} · {s['threads']} thread(s) · total {t['total']:.0f} s of compute "
+             f"seed {s['seed']} · {s['threads']} thread(s)"
+             + (f" · {s['world_size']} torchrun ranks" if s.get("world_size", 1) > 1 else "")
+             + f" · total {t['total']:.0f} s of compute "
              f"(measured; this sitting {t.get('this sitting', t['total']):.0f} s; per stage below)<br>"
              f"models: {html.escape(', '.join(f'{k}={v}' for k, v in s['models'].items()))}<br>"
              f"clips: {html.escape(metrics['data']['source'])}; classifier accuracy on them "
