@@ -20,12 +20,15 @@ import torch
 import torch.nn as nn
 
 from ..features import FeatureConfig, mel_filterbank, n_frames
+from ..ops.stft import initial_phase, mel_to_wave, mel_to_wave_ref
 from .classifier import ClassifierConfig, InputNorm
 
 INPUTS = ("log-mel", "waveform")
 _COMPILED = (torch.jit.ScriptModule, torch.fx.GraphModule)   # modules that run a graph: no forward hooks
 ARCH = "external"
 GRIFFINLIM_ITERS = 2    # phase iterations per MelToWave call, chosen by benchmarks/external_wave_path.py (RESULTS.md)
+PHASE_INIT = "zero"     # the phase those iterations start from (speechmax.ops.stft.initial_phase)
+CLIP = True             # relu on the pseudo-inverse's magnitude
 
 
 class ModelError(ValueError):
@@ -81,35 +84,31 @@ def load_program(path) -> nn.Module:
 
 class MelToWave(nn.Module):
     """Differentiable log-mel (B, n_mels, T) -> waveform (B, (T - 1) * hop): the linear magnitude through the
-    filterbank's pseudo-inverse (clipped at 0), with the phase of a Griffin-Lim pass on that magnitude held
-    fixed, then the inverse STFT. The gradient flows through the magnitude; the phase is recomputed per call."""
+    filterbank's pseudo-inverse (clipped at 0 if ``clip``), with the phase of ``iters`` Griffin-Lim iterations
+    from the ``init`` phase (:func:`speechmax.ops.stft.initial_phase`) held fixed, then the inverse STFT. The
+    gradient flows through the magnitude; the phase is recomputed per call. :meth:`forward` runs
+    :func:`~speechmax.ops.stft.mel_to_wave` (one autograd node: chunked FFTs, or with no iterations and no clip
+    one matrix product); :meth:`forward_ref` its ``torch.stft`` / ``torch.istft`` twin, which a config without
+    a centred, reflect-padded STFT uses."""
 
-    def __init__(self, cfg: FeatureConfig, iters: int = GRIFFINLIM_ITERS):
+    def __init__(self, cfg: FeatureConfig, iters: int = GRIFFINLIM_ITERS, init: str = PHASE_INIT, clip: bool = CLIP):
         super().__init__()
-        self.cfg, self.iters = cfg, iters
+        initial_phase(init, cfg.n_fft, cfg.win_length)                   # refuses an unknown init
+        self.cfg, self.iters, self.init, self.clip = cfg, iters, init, clip
         self.register_buffer("pinv", torch.linalg.pinv(mel_filterbank(cfg, dtype=torch.float64)).float())
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True))
 
-    def _stft(self, wave):
-        c = self.cfg
-        return torch.stft(wave, c.n_fft, c.hop_length, c.win_length, self.window, center=c.center,
-                          pad_mode=c.pad_mode, return_complex=True)
-
-    def _istft(self, spec, length):
-        c = self.cfg
-        return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, self.window, center=c.center, length=length)
-
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        mag = torch.relu(self.pinv @ torch.exp(log_mel.float()))            # (B, n_fft // 2 + 1, T)
-        if self.cfg.power != 1.0:
-            mag = mag.clamp_min(1e-12) ** (1.0 / self.cfg.power)
-        length = (log_mel.shape[-1] - 1) * self.cfg.hop_length
-        with torch.no_grad():
-            phase = torch.ones_like(mag, dtype=torch.complex64)
-            for _ in range(self.iters):
-                spec = self._stft(self._istft(mag * phase, length))[..., :mag.shape[-1]]
-                phase = spec / spec.abs().clamp_min(1e-8)
-        return self._istft(mag * phase, length)
+        c = self.cfg
+        if not (c.center and c.pad_mode == "reflect"):
+            return self.forward_ref(log_mel)
+        return mel_to_wave(log_mel.float(), self.pinv, self.window, c.n_fft, c.hop_length, self.iters, c.power,
+                           self.init, self.clip)
+
+    def forward_ref(self, log_mel: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        return mel_to_wave_ref(log_mel.float(), self.pinv, self.window, c.n_fft, c.hop_length, self.iters, c.power,
+                               self.init, self.clip, center=c.center, pad_mode=c.pad_mode)
 
 
 class ExternalClassifier(nn.Module):
