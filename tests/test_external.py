@@ -122,7 +122,7 @@ def test_mel_to_wave_is_differentiable_and_keeps_the_mel():
     back.pow(2).sum().backward()
     assert torch.isfinite(mel.grad).all() and mel.grad.abs().sum() > 0
     # with enough phase iterations the resynthesis' own mel is close to the one it came from where there is energy
-    # (the default's 2 are what the ascent needs: benchmarks/external_wave_path.py)
+    # (the default needs none: a window-centred phase reaches the model as the written audio does; RESULTS.md)
     loud = mel.detach() > mel.detach().max() - 4
     errs = [(log_mel(MelToWave(cfg, iters=n)(mel.detach()), cfg) - mel.detach())[loud].abs().median()
             for n in (0, 16)]
