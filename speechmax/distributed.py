@@ -56,6 +56,11 @@ class World:
             cores = os.cpu_count() or 1
         return max(1, cores // self.local_size)
 
+    def threads(self, given: int | None) -> int | None:
+        """The threads a command uses: ``given`` if set; under torchrun :meth:`default_threads`; else None
+        (torch's default)."""
+        return given if given is not None or not self.distributed else self.default_threads()
+
     def describe(self) -> dict:
         return {"world_size": self.size, "local_world_size": self.local_size}
 

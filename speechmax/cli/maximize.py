@@ -103,7 +103,7 @@ def run(args):
         return resume
 
     resume = distributed.gather(world, distributed.main_first(world, accept_out))[0]
-    threads = args.threads if args.threads is not None or not world.distributed else world.default_threads()
+    threads = world.threads(args.threads)
     classifier = load_model_from_args(args)
     separate = load_model_from_args(args, "separate")
     prior = None

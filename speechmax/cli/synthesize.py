@@ -47,7 +47,7 @@ def run(args):
     distributed.check_same_settings(world, {**settings, "overwrite": args.overwrite})
     resume = distributed.gather(world, distributed.main_first(world, lambda: prepare_output(
         out, RUN_MARKER, settings, what="speechmax synthesize run", overwrite=args.overwrite)))[0]
-    threads = args.threads if args.threads is not None or not world.distributed else world.default_threads()
+    threads = world.threads(args.threads)
     if args.backend == "griffinlim" and args.model == "default":
         voc = Vocoder(None, name="griffinlim")
     else:
