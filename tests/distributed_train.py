@@ -1,6 +1,7 @@
 """Run by tests/test_train_distributed.py, under torchrun or alone: ``speechmax train ...`` commands through the CLI,
 with the shipped presets swapped for tiny ones of the same kinds (``classifier``: a TC-ResNet with BatchNorm and
-dropout, 8 channels; ``prior-paper``: the deterministic AE with a 16-d code), so a few epochs take seconds.
+dropout, 8 channels; ``prior-paper``: the deterministic AE with a 16-d code; the vocoder: a 4-layer WaveNet of 8
+residual channels), so a few epochs or steps take seconds.
 
 argv: speechmax command lines separated by ``+`` (e.g. ``train classifier --data D --out O + train prior ...``).
 Environment: WRITES_LOG=FILE appends "rank what" for every file a rank writes (run.json, log lines, weights,
@@ -11,6 +12,7 @@ import sys
 
 import safetensors.torch
 
+import speechmax.cli.train as cli_train
 import speechmax.models.train as train
 import speechmax.training as training
 from speechmax.cli import main
@@ -18,6 +20,7 @@ from speechmax.models.classifier import PRESETS as CLASSIFIER_PRESETS
 from speechmax.models.classifier import ClassifierConfig
 from speechmax.models.prior import PRESETS as PRIOR_PRESETS
 from speechmax.models.prior import PriorConfig
+from speechmax.models.wavenet import WaveNetConfig
 
 RANK = int(os.environ.get("RANK", 0))
 
@@ -34,6 +37,9 @@ def _logged(what, fn):
 def run(argv: list[str]) -> int:
     CLASSIFIER_PRESETS["classifier"] = ClassifierConfig(arch="tcres", channels=(8, 8, 8), kernel=3, dropout=0.2)
     PRIOR_PRESETS["prior-paper"] = PriorConfig(arch="paper", latent=16)
+    cli_train.WaveNetConfig = lambda **kw: WaveNetConfig(residual_channels=8, gate_channels=16, skip_channels=16,
+                                                          out_channels=32, n_layers=4, dilation_cycle=2,
+                                                          cond_channels=8, **kw)
     safetensors.torch.save_file = _logged("safetensors", safetensors.torch.save_file)
     training.JsonLog.write = _logged("log", training.JsonLog.write)
     train.prepare_run = _logged("run.json", train.prepare_run)

@@ -1,8 +1,8 @@
-"""speechmax train classifier|prior under torchrun (issue 19 item 4): two gloo ranks, each a contiguous slice of every
-batch, take the same steps as one process with the same batch -- the logged losses of every step and the weights
-(and the optimizer state) equal to float rounding, with BatchNorm, dropout and augmentation on, an epoch's short
-last batch split unevenly or leaving a rank empty -- rank 0 alone writes, a run started on two ranks resumes in
-one process, and ranks started with different settings write nothing."""
+"""speechmax train classifier|prior|vocoder under torchrun (issue 19 item 4): two gloo ranks, each a contiguous slice
+of every batch, take the same steps as one process with the same batch -- the logged losses of every step and the
+weights (and the optimizer state, and the vocoder's EMA) equal to float rounding, with BatchNorm, dropout and
+augmentation on, an epoch's short last batch split unevenly or leaving a rank empty -- rank 0 alone writes, a run
+started on two ranks resumes in one process, and ranks started with different settings write nothing."""
 import json
 import os
 import subprocess
@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from speechmax.distributed import World
 from speechmax.models.train import FitConfig, train_classifier
+from speechmax.vocoder.train import VocoderTrainConfig, train_vocoder
 
 HERE = Path(__file__).resolve().parent
 WORDS = {"yes": 300.0, "no": 700.0, "up": 1500.0}   # a tone per word, so there is something to learn
@@ -166,4 +167,50 @@ def test_ranks_started_with_different_settings_write_nothing(corpus, tmp_path):
 def test_a_batch_that_does_not_divide_among_the_ranks_is_refused(corpus, tmp_path):
     with pytest.raises(ValueError, match="does not divide among 3 ranks"):
         train_classifier(corpus, tmp_path / "run", fc=FitConfig(batch=8), world=World(0, 3), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def _vocoder(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """The tiny vocoder (tests/distributed_train.py): batch 4 windows of 800 samples, every step's loss logged."""
+    return ["train", "vocoder", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch", "4",
+            "--window", "800", "--threads", "1", "--log-steps", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def vocoder_runs(corpus, tmp_path_factory):
+    """Two ranks: 6 steps; and 3 steps of another run. Then one process: 6 steps, and the other run to step 6."""
+    d = tmp_path_factory.mktemp("dist-voc")
+    r = _train(_vocoder(corpus, d / "two", 6) + ["+"] + _vocoder(corpus, d / "resumed", 6, "--max-steps", "3"),
+               ranks=2, writes=d / "writes.log")
+    assert r.returncode == 0, r.stderr[-4000:]
+    writes = (d / "writes.log").read_text().splitlines()
+    r = _train(_vocoder(corpus, d / "one", 6) + ["+"] + _vocoder(corpus, d / "resumed", 6))
+    assert r.returncode == 0, r.stderr[-4000:]
+    return {"one": d / "one", "two": d / "two", "resumed": d / "resumed", "writes": writes}
+
+
+def test_the_vocoder_on_two_ranks_takes_the_same_steps_as_one_process(vocoder_runs):
+    one, two = vocoder_runs["one"], vocoder_runs["two"]
+    assert len(_steps(one)) == len(_steps(two)) == 6
+    assert max(abs(a - b) for a, b in zip(_steps(one), _steps(two))) < TOL
+    a, b = load_file(str(one / "last.safetensors")), load_file(str(two / "last.safetensors"))
+    assert {k.split(".")[0] for k in a} == {"model", "ema", "opt"}   # weights, their average, Adam's moments
+    assert _max_diff(a, b) < TOL
+    assert json.loads((two / "last.json").read_text())["step"] == 6
+    starts = [e for e in map(json.loads, (two / "log.jsonl").read_text().splitlines()) if e["event"] == "start"]
+    assert starts[0]["world_size"] == 2 and starts[0]["threads"] == 1
+
+
+def test_the_vocoder_on_two_ranks_writes_from_rank_0_only_and_resumes_in_one_process(vocoder_runs):
+    writes = vocoder_runs["writes"]
+    assert writes and {w.split()[0] for w in writes} == {"0"}, sorted(set(writes))
+    one, resumed = vocoder_runs["one"], vocoder_runs["resumed"]
+    assert max(abs(a - b) for a, b in zip(_steps(one), _steps(resumed))) < TOL and len(_steps(resumed)) == 6
+    assert _max_diff(load_file(str(one / "last.safetensors")), load_file(str(resumed / "last.safetensors"))) < TOL
+
+
+def test_a_vocoder_batch_that_does_not_divide_among_the_ranks_is_refused(corpus, tmp_path):
+    with pytest.raises(ValueError, match="does not divide among 3 ranks"):
+        train_vocoder([corpus], tmp_path / "run", VocoderTrainConfig(batch=4, window=800), world=World(0, 3),
+                      progress=False)
     assert not (tmp_path / "run").exists()

@@ -21,17 +21,25 @@ def register(sub, help):
 
     v = tsub.add_parser("vocoder", help="WaveNet vocoder on words and continuous speech",
                         description="Train the WaveNet vocoder on words and continuous speech (checkpoint OUT/last, log\nOUT/log.jsonl), or export a run's EMA weights with --export.",
-                        epilog="examples:\n  speechmax train vocoder --data data/corpus --data data/vocoder --out runs/voc --bf16\n  speechmax train vocoder --data data/corpus --out runs/voc --export my_vocoder --measure")
+                        epilog="examples:\n  speechmax train vocoder --data data/corpus --data data/vocoder --out runs/voc --bf16\n  speechmax train vocoder --data data/corpus --out runs/voc --export my_vocoder --measure"
+                               "\n  torchrun --standalone --nproc-per-node 2 -m speechmax train vocoder --data data/corpus --out runs/voc"
+                               "\n    (data-parallel: the same steps as one process, rank 0 writes)")
     v.add_argument("--data", action="append", required=True, help="folder of 16 kHz speech (repeatable)")
     v.add_argument("--out", required=True, help="run folder: checkpoint OUT/last, log OUT/log.jsonl")
     v.add_argument("--steps", type=int, default=200_000, help="total steps to train to")
     v.add_argument("--max-steps", type=int, default=None,
                    help="stop this run after this many steps (default: run to --steps)")
-    v.add_argument("--batch", type=int, default=8, help="windows per step")
+    v.add_argument("--batch", type=int, default=8,
+                   help="windows per step (under torchrun: the whole batch, shared out among the ranks; a multiple of "
+                        "their number)")
     v.add_argument("--window", type=int, default=4000, help="samples per window (multiple of 160)")
     v.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     v.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX/AVX512-BF16)")
-    v.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    v.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: all; under torchrun, per rank: the cores shared among the ranks)")
+    v.add_argument("--log-steps", type=int, default=0, metavar="N",
+                   help="also log the whole batch's loss every N steps (OUT/log.jsonl, event \"step\"; default 0: "
+                        "the smoothed loss every 50 steps only)")
     v.add_argument("--seed", type=int, default=0, help="seed of initialisation and window draws")
     v.add_argument("--preemphasis", type=float, default=0.0,
                    help="noise shaping: model x[t] - c*x[t-1], de-emphasise after sampling (new runs; default 0 = off)")
@@ -82,20 +90,24 @@ def register(sub, help):
         q.set_defaults(func=run_model)
 
 
+def _check_steps_and_batch(args, world) -> None:
+    if args.log_steps < 0:
+        raise CommandError(f"--log-steps must be 0 or more, got {args.log_steps}")
+    if args.batch <= 0:
+        raise CommandError(f"--batch must be positive, got {args.batch}")
+    if args.batch % world.size:
+        raise CommandError(f"--batch {args.batch} does not divide among the {world.size} ranks: each takes an equal "
+                           f"slice of every batch, so give a multiple of {world.size}")
+
+
 def run_model(args):
     if args.epochs <= 0:
         raise CommandError(f"--epochs must be positive, got {args.epochs}")
     lr = args.lr if args.lr is not None else (2e-3 if args.what == "classifier" else 1e-3)
     fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
                    augment=not args.no_augment and args.what == "classifier")
-    if args.log_steps < 0:
-        raise CommandError(f"--log-steps must be 0 or more, got {args.log_steps}")
-    if args.batch <= 0:
-        raise CommandError(f"--batch must be positive, got {args.batch}")
     world = distributed.current()   # under torchrun: data-parallel, rank 0 writes and reports
-    if args.batch % world.size:
-        raise CommandError(f"--batch {args.batch} does not divide among the {world.size} ranks: each takes an equal "
-                           f"slice of every batch, so give a multiple of {world.size}")
+    _check_steps_and_batch(args, world)
     if args.what == "classifier":
         words = None if args.words is None else [w for w in args.words.split(",")]
         metrics = train_classifier(args.data, args.out, args.preset, fc=fc, threads=args.threads,
@@ -120,7 +132,10 @@ def run_model(args):
 
 
 def run_vocoder(args):
+    world = distributed.current()   # under torchrun: data-parallel training, rank 0 writes and reports
     if args.export:
+        if not world.is_main:   # one file to write: rank 0 exports, the others have nothing to do
+            return 0
         measure = None
         if args.measure:
             measure = {"root": args.data[0], "separate": load_model(args.separate, kind="classifier"),
@@ -132,9 +147,13 @@ def run_vocoder(args):
         return 0
     if args.window % 160:
         raise CommandError(f"--window must be a multiple of 160 samples, got {args.window}")
+    _check_steps_and_batch(args, world)
     tc = VocoderTrainConfig(batch=args.batch, window=args.window, steps=args.steps, lr=args.lr, bf16=args.bf16, seed=args.seed)
     result = train_vocoder(args.data, args.out, tc, model_cfg=WaveNetConfig(preemphasis=args.preemphasis),
-                           max_steps_this_run=args.max_steps, threads=args.threads, progress=progress_enabled())
+                           max_steps_this_run=args.max_steps, threads=args.threads, progress=progress_enabled(),
+                           world=world, log_steps=args.log_steps)
+    if not world.is_main:
+        return 0
     write_config(args, args.out)
     print(f"vocoder: step {result['step']}, {result['train_hours']:.2f} h trained, loss {result['loss']:.3f}; "
           f"checkpoint {result['checkpoint']}")

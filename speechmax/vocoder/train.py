@@ -5,6 +5,12 @@ Data: any folders of 16 kHz speech (the word corpus in v0.02 layout, the continu
 Split by speaker: ``<speaker>_nohash_<k>.wav`` names, else the parent folder is the speaker; TensorFlow's
 hash rule decides the split. Each clip is cut into segments of at most ``segment_seconds``; a segment's
 log-mel is computed once, on the whole segment, as at inference.
+
+Under ``torchrun`` (data-parallel, DistributedDataParallel over gloo on CPU): every rank draws the same global batch
+of windows for a step (the draws depend only on (seed, step)) and runs its contiguous slice of it; the ranks'
+gradients are averaged, so every step is the one-process step on the whole batch. Rank 0 alone featurizes first
+(the others then read its cache), validates, measures and writes the log and the checkpoints; a run resumes on
+any number of ranks.
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..data.dataset import vocoder_files
 from ..data.words import WORDS
 from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_encode
 from ..models.registry import load_model
+from ..distributed import World
 from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, preemphasize, save_wavenet
 from ..training import EMA, JsonLog, load_checkpoint, save_checkpoint
 from .quality import vocoder_quality
@@ -180,15 +188,31 @@ def validation_nll(model: WaveNet, batches: list) -> float:
 
 def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrainConfig = VocoderTrainConfig(),
                   model_cfg: WaveNetConfig = WaveNetConfig(), feature_cfg: FeatureConfig = FeatureConfig(),
-                  progress: bool = True, max_steps_this_run: int | None = None, threads: int | None = None) -> dict:
-    """Train (or resume) a vocoder in ``out``. Returns the final state: step, validation NLL, paths."""
+                  progress: bool = True, max_steps_this_run: int | None = None, threads: int | None = None,
+                  world: World | None = None, log_steps: int = 0) -> dict:
+    """Train (or resume) a vocoder in ``out``. Returns the final state: step, validation NLL, paths.
+
+    ``world``: under torchrun (default: :func:`speechmax.distributed.current`), each rank runs its slice of every
+    batch (``tc.batch`` must divide among the ranks) and rank 0 alone writes. ``log_steps``: also log the whole
+    batch's loss every this many steps (event "step"; 0: never)."""
     from tqdm.auto import tqdm
 
+    world = distributed.current() if world is None else world
+    if tc.batch % world.size:
+        raise ValueError(f"batch {tc.batch} does not divide among {world.size} ranks: under torchrun every rank takes "
+                         f"an equal slice of each batch (give a multiple of {world.size})")
+    threads = world.threads(threads)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = JsonLog(out / "log.jsonl")
+    distributed.check_same_settings(world, {
+        "command": "train vocoder", "out": str(out.resolve()), "data": [str(Path(d).resolve()) for d in data_dirs],
+        "train": tc.to_dict(), "model": model_cfg.to_dict(), "features": feature_cfg.to_dict(),
+        "max_steps_this_run": max_steps_this_run, "log_steps": log_steps})
+    main = world.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = JsonLog(out / "log.jsonl") if main else None
     files = vocoder_files(data_dirs)
     rng = np.random.default_rng(tc.seed)
 
@@ -206,36 +230,52 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     if stored.exists() and (out / "last.json").exists():   # resuming: the run's own model config wins
         conf = json.loads(stored.read_text())
         model_cfg, feature_cfg = WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"])
-    bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress else None
-    train = load_or_build_segments(train_files, feature_cfg, tc.segment_seconds, out / "cache" / "train", bar,
-                                   model_cfg.preemphasis)
-    val = load_or_build_segments(val_files or train_files[:50], feature_cfg, tc.segment_seconds, out / "cache" / "val",
-                                 bar, model_cfg.preemphasis)
+    bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress and main else None
+
+    def segments(split_files, name):   # rank 0 featurizes (and caches) first, the others read its cache
+        def load():
+            return load_or_build_segments(split_files, feature_cfg, tc.segment_seconds, out / "cache" / name, bar,
+                                          model_cfg.preemphasis)
+        got = distributed.main_first(world, load)
+        return load() if got is None else got
+
+    train = segments(train_files, "train")
+    val = segments(val_files or train_files[:50], "val")
     torch.manual_seed(tc.seed)
     model = WaveNet(model_cfg, feature_cfg)
     ema = EMA(model, tc.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    state = load_checkpoint(out, model, opt, ema)
+    state = load_checkpoint(out, model, opt, ema)   # every rank reads it: the same state everywhere
     step = int(state["step"]) if state else 0
     seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
-    if state is None:
+    if state is None and main:
         (out / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), "features": feature_cfg.to_dict(),
                                                      "train": tc.to_dict(), "data": [str(d) for d in data_dirs]}, indent=2))
-        log.write(event="start", train_segments=len(train), val_segments=len(val), train_files=len(train_files))
+        log.write(event="start", train_segments=len(train), val_segments=len(val), train_files=len(train_files),
+                  **world.describe(), threads=torch.get_num_threads())
     sampler = WindowSampler(train, model_cfg, tc.window, tc.silent_keep, tc.seed)
-    val_batches = [WindowSampler(val, model_cfg, tc.window, 1.0, 12345).batch(i, tc.batch) for i in range(4)]
+    val_batches = [WindowSampler(val, model_cfg, tc.window, 1.0, 12345).batch(i, tc.batch) for i in range(4)] \
+        if main else []
     end = tc.steps if max_steps_this_run is None else min(tc.steps, step + max_steps_this_run)
-    pbar = tqdm(total=tc.steps, initial=step, desc="vocoder", unit="step", mininterval=30, disable=not progress)
+    pbar = tqdm(total=tc.steps, initial=step, desc="vocoder", unit="step", mininterval=30,
+                disable=not (progress and main))
     last_loss = float(state.get("loss", "nan")) if state else float("nan")
-    quality = _quality_probe(data_dirs, tc)
+    quality = _quality_probe(data_dirs, tc) if main else None
+    net = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)   # averages the ranks' gradients: equal slices, the batch's mean
+    rows = slice(world.rank * tc.batch // world.size, (world.rank + 1) * tc.batch // world.size)
     model.train()
     while step < end:
         t0 = time.perf_counter()
-        inputs, targets, mel, offset = sampler.batch(step, tc.batch)
+        inputs, targets, mel, offset = sampler.batch(step, tc.batch)   # the whole batch; this rank runs its rows
+        inputs, targets, mel = inputs[rows], targets[rows], mel[rows]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-            logits = model(inputs, mel, offset)
+            logits = net(inputs, mel, offset)
         loss = F.cross_entropy(logits.float(), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,10 +284,14 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
         ema.update(model, step)
         step += 1
         seconds += time.perf_counter() - t0
-        loss_value = loss.item()
+        loss_value = float(distributed.all_reduce_sum(world, loss.detach().double() / world.size))
         last_loss = 0.98 * last_loss + 0.02 * loss_value if math.isfinite(last_loss) else loss_value
         pbar.update(1)
         pbar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr_at(step, tc):.1e}")
+        if not main:
+            continue
+        if log_steps and (step - 1) % log_steps == 0:
+            log.write(event="step", step=step, loss=loss_value)
         if step % 50 == 0:
             log.write(event="train", step=step, loss=round(last_loss, 4), grad_norm=round(gnorm, 3),
                       lr=lr_at(step, tc), train_hours=round(seconds / 3600, 4))
@@ -264,6 +308,7 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
         if step % tc.checkpoint_every == 0 or step == end:
             save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
     pbar.close()
+    distributed.barrier(world)   # rank 0's last checkpoint is written
     return {"step": step, "train_hours": seconds / 3600, "loss": last_loss, "checkpoint": str(out / "last.json")}
 
 
