@@ -4,7 +4,8 @@ world; the tests are about how the noise runs are shared out).
 
 argv: MODELS_DIR OUT. Environment: SEED_BY_RANK=1 starts every rank with a different seed (a mismatch);
 DIE_AFTER=k makes rank 1 exit after k pieces, as a rank that dies; PIECES_LOG=FILE appends each piece computed
-("rank run target")."""
+("rank run target block"). A piece is a block of one start (2 starts per class: 2 blocks per target), so the
+tests see a target's starts shared out too."""
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def main(models_dir: str, out: str) -> None:
     rank = int(os.environ.get("RANK", 0))
     real_piece, count = noise.noise_piece, [0]
 
+    noise.BLOCK = 1
+
     def piece(partial, c, *args, **kwargs):
         if os.environ.get("DIE_AFTER") and rank == 1 and count[0] == int(os.environ["DIE_AFTER"]):
             os._exit(17)
@@ -56,7 +59,7 @@ def main(models_dir: str, out: str) -> None:
         got = real_piece(partial, c, *args, **kwargs)
         if os.environ.get("PIECES_LOG"):
             with open(os.environ["PIECES_LOG"], "a") as f:
-                f.write(f"{rank} {partial.folder.name} {c}\n")
+                f.write(f"{rank} {partial.folder.name} {c} {kwargs.get('block')}\n")
         return got
 
     noise.noise_piece = piece

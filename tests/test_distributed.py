@@ -15,7 +15,7 @@ from speechmax.distributed import World, from_env
 from test_evaluate import models  # noqa: F401  (a fixture: the tiny models)
 
 HERE = Path(__file__).resolve().parent
-N_PIECES = 4 * 35   # four noise runs x the tiny classifier's 35 targets
+N_PIECES = 4 * 35 * 2   # four noise runs x the tiny classifier's 35 targets x 2 blocks of starts
 
 
 def test_world_from_torchruns_environment():
@@ -192,19 +192,21 @@ def _maximize(args, ranks=None):
 
 
 def test_maximize_on_two_ranks_writes_what_one_process_writes(tiny_models, tmp_path):
-    """Targets shared out by rank; every sample keeps the number, the features (within 1e-5), the audio and the
-    manifest entry one process gives it; rank 0 alone writes the manifest and prints the summary. A rank with no
-    target (more ranks than targets) exits cleanly."""
+    """Pieces -- (target, block of --chunk starts) -- shared out by rank; every sample keeps the number, the
+    features (within 1e-5), the audio and the manifest entry one process gives it; rank 0 alone writes the manifest
+    and prints the summary. A rank with no piece (more ranks than pieces) exits cleanly."""
     import numpy as np
 
     base = ["maximize", "--model", str(tiny_models / "clf"), "--separate", str(tiny_models / "sep"),
-            "--starts", "2", "--steps", "3", "--vocoder", "griffinlim", "--seed", "5", "--json"]
-    one = _maximize([*base, "--target", "up,down,left", "--out", str(tmp_path / "one")])
+            "--steps", "3", "--vocoder", "griffinlim", "--seed", "5", "--chunk", "2", "--json"]
+    # 3 targets x starts 0-1 and 2: rank 0 takes the first blocks of all three, rank 1 the second ones
+    one = _maximize([*base, "--target", "up,down,left", "--starts", "3", "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
-    two = _maximize([*base, "--target", "up,down,left", "--out", str(tmp_path / "two")], ranks=2)
+    two = _maximize([*base, "--target", "up,down,left", "--starts", "3", "--out", str(tmp_path / "two")], ranks=2)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
-    assert [s["npy"] for s in a["samples"]] == [s["npy"] for s in b["samples"]] and len(a["samples"]) == 6
+    assert [s["npy"] for s in a["samples"]] == [s["npy"] for s in b["samples"]] and len(a["samples"]) == 9
+    assert [s["start"] for s in a["samples"]] == [s["start"] for s in b["samples"]] == [0, 1, 2] * 3
     for s, t in zip(a["samples"], b["samples"]):
         np.testing.assert_allclose(np.load(tmp_path / "one" / s["npy"]), np.load(tmp_path / "two" / t["npy"]),
                                    atol=1e-5, rtol=0)
@@ -212,8 +214,8 @@ def test_maximize_on_two_ranks_writes_what_one_process_writes(tiny_models, tmp_p
         np.testing.assert_allclose(s["classifier"]["after"]["probs"], t["classifier"]["after"]["probs"], atol=1e-5)
         assert (tmp_path / "one" / s["wav"]).read_bytes() == (tmp_path / "two" / t["wav"]).read_bytes()
     assert a["hit_rate"] == b["hit_rate"] and a["nan_stopped"] == b["nan_stopped"]
-    assert json.loads(two.stdout)["samples"] == 6   # one summary, from rank 0
-    # more ranks than targets: rank 1 has nothing to do and exits cleanly
-    idle = _maximize([*base, "--target", "yes", "--out", str(tmp_path / "idle")], ranks=2)
+    assert json.loads(two.stdout)["samples"] == 9 and json.loads(two.stdout)["n"] == 3   # one summary, rank 0's
+    # more ranks than pieces: rank 1 has nothing to do and exits cleanly
+    idle = _maximize([*base, "--target", "yes", "--starts", "2", "--out", str(tmp_path / "idle")], ranks=2)
     assert idle.returncode == 0, idle.stderr[-2000:]
     assert len(json.loads((tmp_path / "idle" / "manifest.json").read_text())["samples"]) == 2

@@ -269,6 +269,44 @@ def test_a_long_noise_run_is_done_and_kept_one_target_at_a_time(models, tmp_path
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items()) and pieces[3].exists() and pieces[-1].exists()
 
 
+def test_a_noise_run_in_blocks_of_starts_equals_the_run_done_at_once(models, tmp_path, monkeypatch):
+    """Targets with more starts than a block go in pieces of a block of starts each (torchrun's ranks share them
+    out): the pieces give the run done at once, settings included; a lost block is the only one redone; a target
+    kept whole (before blocks existed) counts as all of its blocks."""
+    import speechmax.evaluate.noise as noise
+    from speechmax.evaluate import load_models
+    from speechmax.evaluate.resume import PartialRun
+
+    monkeypatch.setattr(noise, "BLOCK", 2)
+    m = load_models(models["clf"], models["sep"], models["prior"], models["pp"], "griffinlim")
+    labels = tuple(m.classifier.cfg.labels)
+    whole = noise.run_summary(noise.maximize_recipe(m, "latent", "speechmax", 1, False, 2, n=3, seed=5), labels, 5)
+    partial = PartialRun(tmp_path, "speechmax/latent", "k")
+    merged, _ = noise.maximize_by_target(partial, "speechmax/latent", m, "latent", "speechmax", 1, False, 2, 3, 5,
+                                         labels, True)
+    merged.pop("seconds_by_cpu")
+    o1, o2 = merged.pop("objective"), dict(whole).pop("objective")
+    assert merged == {k: v for k, v in whole.items() if k != "objective"}
+    assert all(abs(o1[k] - o2[k]) <= 1e-4 for k in o1)
+    folder = tmp_path / "partial" / "noise-speechmax-latent-k"
+    assert sorted(p.name for p in folder.glob("target000*")) == ["target000-starts000000-000002.safetensors",
+                                                                 "target000-starts000002-000003.safetensors"]
+    assert partial.targets_done(C, noise.blocks(3)) == C
+    (folder / "target004-starts000002-000003.safetensors").unlink()
+    assert partial.targets_done(C, noise.blocks(3)) == C - 0.5
+    computed = []
+    monkeypatch.setattr(noise, "noise_piece", lambda p, c, *a, block=None: computed.append((c, block)) or
+                        noise.PartialRun.load_target(p, 0, (2, 3)))
+    noise.maximize_by_target(partial, "speechmax/latent", m, "latent", "speechmax", 1, False, 2, 3, 5, labels, True)
+    assert computed == [(4, (2, 3))]
+    stats, meta = partial.load_target(1, (0, 2))
+    partial.save_target(1, stats, meta)   # target 1 kept whole: its blocks are not looked at
+    (folder / "target001-starts000000-000002.safetensors").unlink()
+    computed.clear()
+    noise.maximize_by_target(partial, "speechmax/latent", m, "latent", "speechmax", 1, False, 2, 3, 5, labels, True)
+    assert computed == [(4, (2, 3))]   # the stand-in saved nothing: target 4's block is still missing; not target 1
+
+
 def test_evaluate_on_the_by_target_path(models, tmp_path, monkeypatch):
     """The whole evaluation on the by-target path (made to apply at 3 starts per class): it finishes, every
     target of every noise run is on disk, and each run's seconds are the sum its pieces measured."""

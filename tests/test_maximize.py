@@ -9,7 +9,7 @@ import torch
 from speechmax.data.words import WORDS
 from speechmax.features import FeatureConfig, FeatureMismatchError
 from speechmax.maximize import L2, Clamp, Jitter, TotalVariation, Unit, maximize
-from speechmax.maximize.engine import _ascend
+from speechmax.maximize.engine import merge_results, _ascend
 from speechmax.models.classifier import Classifier, ClassifierConfig
 from speechmax.models.prior import Prior, PriorConfig
 from speechmax.ops import available_backends
@@ -274,6 +274,18 @@ def test_deterministic_per_seed_and_independent_of_chunking():
     assert torch.equal(a.latents_before[:5], a.latents_before[5:10])
     d = maximize(clf, ["yes", "no", "up"], chunk=4, **dict(kw, seed=12))
     assert not torch.equal(a.latents_before, d.latents_before)
+    # a block of the starts (as torchrun's ranks share a target's starts): the whole run's starts 2-4, merged back
+    e = maximize(clf, ["yes", "no", "up"], **dict(kw, n=3), first_start=2)
+    assert e.start.tolist() == [2, 3, 4] * 3 and e.settings["first_start"] == 2
+    whole = [t * 5 + j for t in range(3) for j in range(2, 5)]
+    assert torch.equal(e.latents_before, a.latents_before[whole])
+    torch.testing.assert_close(e.latents, a.latents[whole], rtol=0, atol=1e-6)
+    f = maximize(clf, ["yes", "no", "up"], **dict(kw, n=2))
+    merged = merge_results([(f, [t * 5 + j for t in range(3) for j in range(2)]), (e, whole)])
+    assert merged.start.tolist() == a.start.tolist() and merged.settings == a.settings
+    torch.testing.assert_close(merged.latents, a.latents, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="first_start"):
+        maximize(clf, "yes", mode="features", init=torch.zeros(1, 80, 101), steps=1, first_start=1)
 
 
 def test_skipping_the_scores_before_changes_nothing_after(tmp_path):

@@ -129,22 +129,34 @@ def run(args):
             targets, tuple(classifier.cfg.labels) or WORDS[:classifier.cfg.n_classes])
     except ValueError as e:
         raise CommandError(str(e)) from None
-    # this rank's targets (all of them in a plain run; a unit objective has none to share: rank 0 does it) and
-    # the places of its samples in the whole run, which name their files and seed their audio
-    mine = list(range(len(targets))) if targets is not None else [0]
-    mine = [k for k in mine if world.owns(k)]
+    # this rank's pieces -- (target k, its starts a..b-1): under torchrun a target's noise starts come in blocks of
+    # --chunk, so ranks share even one target's starts; a plain run has one piece per target -- and the places of
+    # its samples in the whole run, which name their files and seed their audio (a unit objective has no target:
+    # one "target")
     per = n if n is not None else len(init)
-    rows = [k * per + j for k in mine for j in range(per)]
+    size = args.chunk if world.distributed and n is not None else per
+    pieces = [(k, a, min(per, a + size)) for k in range(1 if targets is None else len(targets))
+              for a in range(0, per, size)]
+    mine = [piece for i, piece in enumerate(pieces) if world.owns(i)]
+    groups = {}   # the rank's targets by block: one maximize() per block
+    for k, a, b in mine:
+        groups.setdefault((a, b), []).append(k)
+    rows = [k * per + j for (a, b), ks in groups.items() for k in ks for j in range(a, b)]
     voc = Vocoder.for_listeners(args.vocoder)
     t0 = time.time()
     res, entries = None, []
     if mine:
+        parts, done = [], 0
         with progress_bar(unit="step", unit_scale=True, desc="maximize") as bar:
-            res = maximize(classifier, None if targets is None else [targets[k] for k in mine], mode=args.mode,
-                           prior=prior, init=init, n=n, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
-                           objective=objective, regularizers=regs or None, seed=args.seed, recipe=args.recipe,
-                           separate=separate, chunk=args.chunk, backend=args.backend, threads=threads,
-                           progress=bar.update)
+            for (a, b), ks in groups.items():
+                part = maximize(classifier, None if targets is None else [targets[k] for k in ks], mode=args.mode,
+                                prior=prior, init=init, n=None if n is None else b - a, steps=args.steps, lr=args.lr,
+                                optimizer=args.optimizer, objective=objective, regularizers=regs or None,
+                                seed=args.seed, recipe=args.recipe, separate=separate, chunk=args.chunk,
+                                backend=args.backend, threads=threads, progress=bar.update, first_start=a)
+                parts.append((part, range(done, done + len(part.targets))))
+                done += len(part.targets)
+        res = parts[0][0] if len(parts) == 1 else merge_results(parts)
         with progress_bar(total=len(res.targets), unit="sample", desc="write") as bar:
             entries = write_sample_files(res, args.out, vocoder=voc, seed=args.seed, progress=bar.update,
                                          resume=resume, index=rows)

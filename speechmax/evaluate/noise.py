@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 
 MODES = ("features", "latent")
 KEEP_LIMIT = 8000         # starts a run may keep the features of (8000 x 80 x 101 x 4 B x 2 = 520 MB)
+# Starts per piece of a run done in pieces, when a target has more (two of maximize's chunks of 1024): torchrun's
+# ranks share out (target, block) pieces, so even one target's starts spread over ranks
+BLOCK = 2048
+
+
+def blocks(per_class: int) -> list[tuple[int, int]]:
+    """A target's starts as pieces: (first, end) ranges of at most :data:`BLOCK` starts."""
+    return [(a, min(per_class, a + BLOCK)) for a in range(0, per_class, BLOCK)]
+
+
+def _key(block: tuple[int, int], per_class: int) -> tuple[int, int] | None:
+    """How a piece is kept on disk: a whole target as the target (None), a block by its starts."""
+    return None if block == (0, per_class) else block
 
 
 def maximize_recipe(models, mode: str, recipe: str, threads, progress, steps=None, targets="all", **kw):
@@ -103,66 +116,78 @@ def run_summary(res, labels, seed: int) -> dict:
 
 
 def noise_piece(partial: PartialRun, c: int, models, mode: str, recipe: str, threads, progress, steps,
-                per_class: int, seed: int, n_classes: int) -> tuple[dict, dict]:
-    """Target ``c`` of a noise run: its :func:`run_stats` and meta (seconds, settings, cpu), saved by ``partial``."""
+                per_class: int, seed: int, n_classes: int, block: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """Target ``c`` of a noise run -- its starts ``block`` = (first, end), default all ``per_class`` -- as its
+    :func:`run_stats` and meta (seconds, the run's settings, cpu), saved by ``partial``."""
+    first, end = block or (0, per_class)
     t0 = time.perf_counter()
-    res = maximize_recipe(models, mode, recipe, threads, progress, steps, n=per_class, seed=seed, targets=c,
-                          keep_features=False, score_before=False)
+    res = maximize_recipe(models, mode, recipe, threads, progress, steps, n=end - first, seed=seed, targets=c,
+                          keep_features=False, score_before=False, first_start=first)
     stats = run_stats(res, n_classes)
-    meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": res.settings, "cpu": cpu_model()}
-    partial.save_target(c, stats, meta)
+    settings = dict({k: v for k, v in res.settings.items() if k != "first_start"}, n=per_class)   # the run's
+    meta = {"seconds": round(time.perf_counter() - t0, 4), "settings": settings, "cpu": cpu_model()}
+    partial.save_target(c, stats, meta, _key((first, end), per_class))
     return stats, meta
 
 
 def shard_noise(plan: "NoisePlan", models, n_classes: int, world, *, seed: int, steps, threads, quiet: bool,
                 advance=None) -> int:
-    """This rank's share of the plan's unfinished noise runs under torchrun: the pieces (run, target) whose place
-    in the list of all pieces the world gives this rank (:meth:`~speechmax.distributed.World.owns`), skipping those
-    on disk; each saved as it finishes, so a rank that dies loses only the piece it was on. Returns the number
-    computed."""
-    done = 0
+    """This rank's share of the plan's unfinished noise runs under torchrun: the pieces (run, target, block of
+    starts) whose place in the list of all pieces the world gives this rank
+    (:meth:`~speechmax.distributed.World.owns`), skipping those on disk; each saved as it finishes, so a rank that
+    dies loses only the piece it was on. Returns the number computed."""
+    done, per = 0, plan.per_class
+    bl = blocks(per)
     for r, run in enumerate(plan.runs):
         if run.finished is not None:
             continue
         for c in range(n_classes):
-            if not world.owns(r * n_classes + c) or run.partial.load_target(c) is not None:
-                continue
-            if not quiet:
-                log.info("noise %s: target %d of %d (rank %d of %d)", run.name, c + 1, n_classes, world.rank,
-                         world.size)
-            noise_piece(run.partial, c, models, run.mode, run.recipe, threads, False, steps, plan.per_class, seed,
-                        n_classes)
-            done += 1
-            if advance is not None:
-                advance(1)
+            for k, b in enumerate(bl):
+                if not world.owns((r * n_classes + c) * len(bl) + k) or run.partial.has_target(c) \
+                        or run.partial.has_target(c, _key(b, per)):
+                    continue
+                if not quiet:
+                    log.info("noise %s: target %d of %d, starts %d-%d (rank %d of %d)", run.name, c + 1, n_classes,
+                             b[0], b[1] - 1, world.rank, world.size)
+                noise_piece(run.partial, c, models, run.mode, run.recipe, threads, False, steps, per, seed,
+                            n_classes, block=b)
+                done += 1
+                if advance is not None:
+                    advance((b[1] - b[0]) / per)
     return done
 
 
 def maximize_by_target(partial: PartialRun, name: str, models, mode: str, recipe: str, threads, progress, steps,
                        per_class: int, seed: int, labels, quiet: bool, advance=None):
-    """A noise run done one target at a time, each target's :func:`run_stats` kept by ``partial`` as it
-    finishes (start j's noise depends on the seed and j only, so the pieces equal the run done at once).
-    Returns the run's summary and the seconds of compute its pieces took, including earlier sittings'.
-    advance: optional callable(n), called with 1 as each target this sitting computes is saved (targets
-    resumed from disk are not counted: they are the overall bar's ``initial``)."""
+    """A noise run done one piece at a time -- a target, or a block of its starts when it has more than
+    :data:`BLOCK` -- each piece's :func:`run_stats` kept by ``partial`` as it finishes (start j's noise depends on
+    the seed and j only, so the pieces equal the run done at once). Returns the run's summary and the seconds of
+    compute its pieces took, including earlier sittings'. advance: optional callable(n), called with the share of
+    a target each piece this sitting computes is, as it is saved (pieces resumed from disk are not counted: they
+    are the overall bar's ``initial``)."""
     parts, seconds, by_cpu, resumed, settings = [], 0.0, {}, 0, None
     for c in range(len(labels)):
-        done = partial.load_target(c)
-        if done is not None:
-            stats, meta = done
-            resumed += 1
-        else:
-            if not quiet:
-                log.info("noise %s: target %d of %d (%s)", name, c + 1, len(labels), labels[c])
-            stats, meta = noise_piece(partial, c, models, mode, recipe, threads, progress, steps, per_class, seed,
-                                      len(labels))
-            if advance is not None:
-                advance(1)
-        parts.append(stats)
-        seconds += meta["seconds"]
-        cpu = meta.get("cpu", "not recorded")   # pieces before 2026-11-30 did not say
-        by_cpu[cpu] = round(by_cpu.get(cpu, 0.0) + meta["seconds"], 4)
-        settings = settings or meta["settings"]
+        whole = partial.load_target(c)   # a whole target: its only piece, or kept whole before blocks existed
+        pieces, computed = ([whole] if whole is not None else []), 0
+        for b in ([] if whole is not None else blocks(per_class)):
+            got = partial.load_target(c, _key(b, per_class))
+            if got is None:
+                if not quiet:
+                    log.info("noise %s: target %d of %d (%s), starts %d-%d", name, c + 1, len(labels), labels[c],
+                             b[0], b[1] - 1)
+                got = noise_piece(partial, c, models, mode, recipe, threads, progress, steps, per_class, seed,
+                                  len(labels), block=b)
+                computed += 1
+                if advance is not None:
+                    advance((b[1] - b[0]) / per_class)
+            pieces.append(got)
+        resumed += not computed
+        for stats, meta in pieces:
+            parts.append(stats)
+            seconds += meta["seconds"]
+            cpu = meta.get("cpu", "not recorded")   # pieces before 2026-11-30 did not say
+            by_cpu[cpu] = round(by_cpu.get(cpu, 0.0) + meta["seconds"], 4)
+            settings = settings or meta["settings"]
     if resumed and not quiet:
         log.info("noise %s: %d of %d targets resumed from %s", name, resumed, len(labels), partial.folder)
     summary = stats_summary(merge_stats(parts), settings, labels, seed)
@@ -191,7 +216,7 @@ class NoisePlan:
     per_class: int
     k_keep: int                # starts per target whose features the later steps need
     by_target: bool            # too big to keep at once: one target at a time, each kept on disk
-    units_done: int            # targets already done (the overall bar's ``initial``)
+    units_done: float          # targets already done, blocks as shares (the overall bar's ``initial``)
 
 
 def plan_noise(out, models, recipe: str, per_class: int, seed: int, steps, k_keep: int, n_classes: int,
@@ -205,7 +230,9 @@ def plan_noise(out, models, recipe: str, per_class: int, seed: int, steps, k_kee
             name = f"{run_recipe}/{mode}"
             partial = PartialRun(out, name, run_key(models, run_recipe, mode, per_class, seed, steps, k_keep))
             runs.append(NoiseRun(name, run_recipe, mode, partial, partial.load(want_kept=run_recipe == recipe)))
-    pieces = [run.partial.targets_done(n_classes) if run.finished is None else 0 for run in runs]
+    bl = blocks(per_class)
+    pieces = [run.partial.targets_done(n_classes, bl if len(bl) > 1 else None) if run.finished is None else 0
+              for run in runs]
     by_target = by_target or per_class * n_classes > KEEP_LIMIT or any(pieces)
     done = sum(n_classes if run.finished is not None else (p if by_target else 0) for run, p in zip(runs, pieces))
     return NoisePlan(runs, per_class, k_keep, by_target, done)

@@ -45,7 +45,8 @@ class PartialRun:
 
     The finished run: ``noise-<name>.json`` (key, summary) and ``noise-<name>.safetensors`` (the kept features:
     before, after, targets, start). Its targets: ``noise-<name>-<key>/target<c>.safetensors``, each a target's
-    statistics and a ``meta`` (seconds, settings, cpu). Every file is written under another name and renamed, so
+    statistics and a ``meta`` (seconds, settings, cpu) -- or, when a target's starts come in blocks (under
+    torchrun, many starts), ``target<c>-starts<first>-<end>.safetensors`` per block. Every file is written under another name and renamed, so
     what is there is whole; the run's JSON lands last, so a run counts as finished only once all of it is there.
     """
 
@@ -81,22 +82,36 @@ class PartialRun:
         tmp.write_text(json.dumps({"key": self.key, "summary": summary, "kept": kept is not None}))
         tmp.replace(self.summary_file)
 
-    def _target_file(self, c: int) -> Path:
-        return self.folder / f"target{c:03d}.safetensors"
+    def _target_file(self, c: int, block: tuple[int, int] | None = None) -> Path:
+        if block is None:
+            return self.folder / f"target{c:03d}.safetensors"
+        return self.folder / f"target{c:03d}-starts{block[0]:06d}-{block[1]:06d}.safetensors"
 
-    def targets_done(self, n_classes: int) -> int:
-        return sum(self._target_file(c).is_file() for c in range(n_classes))
+    def targets_done(self, n_classes: int, blocks: list | None = None) -> float:
+        """Targets done: whole, or the share of ``blocks`` (start ranges) done."""
+        if not self.folder.is_dir():
+            return 0
+        done = 0.0
+        for c in range(n_classes):
+            if self._target_file(c).is_file():
+                done += 1
+            elif blocks:
+                done += sum(self._target_file(c, b).is_file() for b in blocks) / len(blocks)
+        return done
 
-    def load_target(self, c: int) -> tuple[dict, dict] | None:
-        """(statistics, meta) of target ``c``, or None when it is not done."""
-        path = self._target_file(c)
+    def has_target(self, c: int, block: tuple[int, int] | None = None) -> bool:
+        return self._target_file(c, block).is_file()
+
+    def load_target(self, c: int, block: tuple[int, int] | None = None) -> tuple[dict, dict] | None:
+        """(statistics, meta) of target ``c`` (or of its starts ``block`` = (first, end)), or None when not done."""
+        path = self._target_file(c, block)
         if not path.is_file():
             return None
         stats = st_numpy.load_file(str(path))
         return stats, json.loads(stats.pop("meta").tobytes().decode())
 
-    def save_target(self, c: int, stats: dict, meta: dict) -> None:
-        path = self._target_file(c)
+    def save_target(self, c: int, stats: dict, meta: dict, block: tuple[int, int] | None = None) -> None:
+        path = self._target_file(c, block)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         st_numpy.save_file({**stats, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}, str(tmp))

@@ -89,7 +89,8 @@ class MaximizeResult:
 def merge_results(parts) -> MaximizeResult:
     """Pieces of one run -- (result, rows): the places of its rows in the whole run -- as one result with its
     rows in order (what a torchrun run's rank 0 makes of every rank's share). A field some piece lacks is None;
-    settings and labels are the first piece's (every rank ran the same settings)."""
+    settings and labels are the first piece's (every rank ran the same settings), but for ``n``, the starts per
+    target of the whole (pieces may be blocks of a target's starts: ``first_start`` is dropped)."""
     parts = [(res, torch.as_tensor(list(rows), dtype=torch.int64)) for res, rows in parts]
     total = sum(len(rows) for _, rows in parts)
     first = parts[0][0]
@@ -106,6 +107,8 @@ def merge_results(parts) -> MaximizeResult:
         for res, rows in parts:
             whole[rows] = getattr(res, f.name)
         merged[f.name] = whole
+    settings = {k: v for k, v in first.settings.items() if k != "first_start"}
+    merged["settings"] = dict(settings, n=int(merged["start"].max()) + 1 if total else settings.get("n"))
     return MaximizeResult(**merged)
 
 
@@ -146,9 +149,11 @@ def parse_objective(spec) -> str | Unit:
     raise ValueError(f"unknown objective {spec!r}; expected prob, logit or LAYER:CHANNEL (e.g. block2:5)")
 
 
-def start_seeds(seed: int, n: int) -> list[int]:
-    """A 64-bit seed per start index, from one SeedSequence: start j's draws never depend on the chunking."""
-    return [int(np.random.SeedSequence(seed, spawn_key=(j,)).generate_state(1, np.uint64)[0]) for j in range(n)]
+def start_seeds(seed: int, n: int, first: int = 0) -> list[int]:
+    """A 64-bit seed per start index ``first .. first + n - 1``, from one SeedSequence: start j's draws never
+    depend on the chunking, nor on which block of a run's starts it is computed in."""
+    return [int(np.random.SeedSequence(seed, spawn_key=(j,)).generate_state(1, np.uint64)[0])
+            for j in range(first, first + n)]
 
 
 def _draws(seeds, shape, std, steps, jitter_frames, noise=True):
@@ -210,7 +215,7 @@ def _decoder_backend(prior, backend) -> str | None:
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
              optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, recipe=DEFAULT_RECIPE,
              preset=None, separate=None, chunk=1024, backend="auto", threads=None, keep_features=True, score_before=True,
-             progress=False) -> MaximizeResult:
+             progress=False, first_start=0) -> MaximizeResult:
     """Climb ``n`` starts per target toward each target (or toward a hidden unit).
 
     classifier: the model to explain (eval mode is set). targets: "all", a word, a class index, or a list;
@@ -232,6 +237,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     score_before: False skips scoring (and keeping) the starts before the ascent -- a run that only reports
         where the ascent ended saves a forward pass of both classifiers (and the decoder) per start.
     progress: True for a tqdm bar on stderr, or a callable given the number of start-steps done.
+    first_start: the starts are ``first_start .. first_start + n - 1`` of a larger run (a block of its starts, as
+        torchrun's ranks share them out): each start's draws are the ones it has in the whole run.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected features or latent")
@@ -288,6 +295,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     n = 1 if n is None else int(n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if first_start < 0 or (first_start and clips is not None):
+        raise ValueError(f"first_start must be >= 0 and only with noise starts, got {first_start}")
 
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 63))
@@ -298,7 +307,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     jitter = next((r.frames for r in regularizers if isinstance(r, Jitter)), 0)
     clamp = next((r for r in regularizers if isinstance(r, Clamp)), None)
     shape = (prior.cfg.latent,) if prior is not None else (classifier.cfg.n_mels, classifier.cfg.n_frames)
-    starts, shifts = _draws(start_seeds(seed, n), shape, init_std, steps, jitter, noise=clips is None)
+    starts, shifts = _draws(start_seeds(seed, n, first_start), shape, init_std, steps, jitter, noise=clips is None)
     if clips is not None:
         with torch.no_grad():
             starts = torch.cat([prior.encode(clips[i:i + chunk].to(device))[0].cpu() for i in range(0, n, chunk)]) \
@@ -313,7 +322,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         features_before=torch.empty(fshape) if keep_features and score_before else None,
         latents=torch.empty((N,) + shape) if prior is not None else None,
         latents_before=torch.empty((N,) + shape) if prior is not None else None,
-        targets=targets_t, start=start_t, trajectory=torch.full((N, steps + 1), float("nan")),
+        targets=targets_t, start=start_t + first_start, trajectory=torch.full((N, steps + 1), float("nan")),
         probs_before=torch.empty(N, C) if score_before else None, probs_after=torch.empty(N, C),
         separate_before=torch.empty(N, separate.cfg.n_classes) if separate is not None and score_before else None,
         separate_after=torch.empty(N, separate.cfg.n_classes) if separate is not None else None,
@@ -324,7 +333,8 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
                       decoder=_decoder_backend(prior, backend),
                       fallback_reason=why, chunk=chunk,
                       separate_shared_labels=None if separate_labels is None else
-                      [label for label in labels if label in separate_labels]))
+                      [label for label in labels if label in separate_labels],
+                      **({"first_start": first_start} if first_start else {})))
     # Scores before the ascent, once per distinct start (start j is shared by every target).
     device_starts = lambda a, b: starts[a:b].to(device)  # noqa: E731
     before = [_score(classifier, separate, prior, None, device_starts(a, min(n, a + chunk)), keep_features)
