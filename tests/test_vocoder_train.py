@@ -1,4 +1,5 @@
 """Vocoder training on a few espeak clips with a tiny WaveNet: loss falls, resume continues, export loads."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -45,6 +46,22 @@ def test_training_lowers_loss_resumes_and_exports(speech_dir, tmp_path):
     assert model.cfg == TINY and model.card["training"]["steps"] == 30
     out = sample_wavenet_ref(model, torch.zeros(80, 3) - 5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 320) and out.min() >= 0 and out.max() <= 255
+
+
+def test_a_run_resumed_with_other_settings_is_refused(speech_dir, tmp_path):
+    tc = VocoderTrainConfig(batch=2, window=800, steps=2, checkpoint_every=1, validate_every=1, quality_every=0)
+    train_vocoder([speech_dir], tmp_path / "run", tc, model_cfg=TINY, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.001 -> 0.002; seed: 0 -> 1\)"):
+        train_vocoder([speech_dir], tmp_path / "run", dataclasses.replace(tc, steps=4, lr=2e-3, seed=1),
+                      model_cfg=TINY, progress=False)
+    with pytest.raises(ValueError, match="data: "):
+        train_vocoder([speech_dir, speech_dir], tmp_path / "run", dataclasses.replace(tc, steps=4), model_cfg=TINY,
+                      progress=False)
+    # steps to train to, how often to measure, and the precision may change
+    r = train_vocoder([str(speech_dir) + "/"], tmp_path / "run", dataclasses.replace(tc, steps=3, bf16=True,
+                                                                                      validate_every=5),
+                      model_cfg=TINY, progress=False)
+    assert r["step"] == 3
 
 
 def test_window_must_be_a_multiple_of_hop(speech_dir, tmp_path):

@@ -186,6 +186,23 @@ def validation_nll(model: WaveNet, batches: list) -> float:
     return total / max(count, 1)
 
 
+# What a resumed run must keep: the draws, the optimisation and the data. The rest (steps to train to, how often to
+# checkpoint, validate or measure, bf16) may change between sittings.
+RESUME_KEYS = ("batch", "window", "lr", "lr_half_life", "lr_min", "ema_decay", "grad_clip", "max_word_clips",
+               "segment_seconds", "silent_keep", "seed")
+
+
+def check_resume(conf: dict, tc: VocoderTrainConfig, data_dirs, out: Path) -> None:
+    """Refuse to resume the run of ``conf`` (its config.json) with other settings, naming the keys that differ."""
+    was, now = conf.get("train", {}), tc.to_dict()
+    diff = [f"{k}: {was[k]!r} -> {now[k]!r}" for k in RESUME_KEYS if k in was and was[k] != now[k]]
+    if "data" in conf and [Path(d) for d in conf["data"]] != [Path(d) for d in data_dirs]:
+        diff.append(f"data: {conf['data']} -> {[str(d) for d in data_dirs]}")
+    if diff:
+        raise ValueError(f"{out} holds a vocoder run with other settings ({'; '.join(diff)}): resume it with the same "
+                         f"ones, or train in a new --out")
+
+
 def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrainConfig = VocoderTrainConfig(),
                   model_cfg: WaveNetConfig = WaveNetConfig(), feature_cfg: FeatureConfig = FeatureConfig(),
                   progress: bool = True, max_steps_this_run: int | None = None, threads: int | None = None,
@@ -229,6 +246,7 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
     stored = out / "config.json"
     if stored.exists() and (out / "last.json").exists():   # resuming: the run's own model config wins
         conf = json.loads(stored.read_text())
+        check_resume(conf, tc, data_dirs, out)
         model_cfg, feature_cfg = WaveNetConfig.from_dict(conf["model"]), FeatureConfig.from_dict(conf["features"])
     bar = (lambda n: tqdm(total=n, desc="featurizing", unit="file", mininterval=5)) if progress and main else None
 
