@@ -37,4 +37,9 @@ void decoder2d_forward_cpu(const Decoder2dParams& p, const torch::Tensor& weight
 void decoder2d_backward_cpu(const Decoder2dParams& p, const torch::Tensor& weights, const torch::Tensor& desc,
                             const torch::Tensor& affine, const torch::Tensor& h0, const torch::Tensor& acts,
                             const torch::Tensor& gf, torch::Tensor& g_h0, int64_t threads, const std::string& isa);
+// The machine's FMA peak (peak.cpp): the chains' accumulators after `iterations` steps, (threads, chains, lanes);
+// the GFLOP/s of `threads` threads (NaN when `isa` is auto and the CPU has nothing of that kind); the isas per kind.
+torch::Tensor peak_chains(const std::string& kind, int64_t iterations, int64_t threads, const std::string& isa);
+double peak_gflops(const std::string& kind, int64_t threads, double seconds, const std::string& isa);
+std::vector<std::string> peak_isas(const std::string& kind);
 }  // namespace speechmax
