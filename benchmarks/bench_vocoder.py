@@ -1,6 +1,7 @@
 """Vocoder sampling speed: samples/s of the reference and the fused samplers on the default WaveNet config
-(random weights: speed does not depend on their values), batch 1 and 64, 1 and 2 threads, and sgemm GFLOP/s
-in the same run -- the figures `speechmax bench vocoder --json` prints, as a pytest-benchmark suite.
+(random weights: speed does not depend on their values), batch 1 and 64, 1 and 2 threads, and sgemm's and the
+measured FMA peak's GFLOP/s in the same run -- the figures `speechmax bench vocoder --json` prints, as a
+pytest-benchmark suite.
 
     .venv/bin/pytest benchmarks/bench_vocoder.py --benchmark-only
 
@@ -15,9 +16,9 @@ import pytest
 import torch
 
 from speechmax.models.wavenet import WaveNet, WaveNetConfig
+from speechmax.ops.peak import matmul_gflops, peak_gflops
 from speechmax.ops.wavenet import sample_wavenet, wavenet_backends
 from speechmax.vocoder import Vocoder
-from speechmax.vocoder.bench import sgemm_gflops
 
 # Frames per item: enough samples that a round lasts ~0.3-1 s (the reference runs ~1,000 steps/s).
 FRAMES = {"reference": 3, "cpu": 41, "cpu-bf16": 41}
@@ -58,8 +59,18 @@ def test_vocoder_samples_per_s(benchmark, model, threads_set, backend, batch, th
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_sgemm_gflops(benchmark, threads):
-    gflops = benchmark.pedantic(lambda: sgemm_gflops(threads, seconds=0.3), rounds=3, iterations=1)
+    gflops = benchmark.pedantic(lambda: matmul_gflops(threads, seconds=0.3), rounds=3, iterations=1)
     benchmark.extra_info.update({"sgemm_gflops": round(gflops, 1), "loadavg": [round(x, 2) for x in os.getloadavg()]})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["fp32", "bf16"])
+def test_peak_gflops(benchmark, kind, threads):
+    """The FMA peak every efficiency is stated against (speechmax.ops.peak)."""
+    gflops = benchmark.pedantic(lambda: peak_gflops(kind, threads, seconds=0.3), rounds=3, iterations=1)
+    if gflops is None:
+        pytest.skip(f"this CPU has no instruction set for {kind} chains")
+    benchmark.extra_info.update({"peak_gflops": round(gflops, 1), "loadavg": [round(x, 2) for x in os.getloadavg()]})
 
 
 @pytest.mark.parametrize("backend", ["cpu", "cpu-bf16"])

@@ -205,6 +205,10 @@ def test_bench_contract(voc_path, capsys):
         (b, n, 1) for b in ("reference", "cpu", "cpu-bf16") for n in (1, 3)}
     assert all(r["samples_per_s"] > 0 for r in report["results"])
     assert "cpu_over_reference_batch1_thread1" in report["goals"]
+    machine = report["machine"]          # issue 24: the project's own FMA peak, at the run's largest thread count
+    assert machine["peak_gflops"]["fp32"] == machine["peak_gflops_by_threads"]["fp32"]["1"] > 0
+    assert (machine["peak_gflops"]["bf16"] is None) == (not machine["cpu_features"]["avx512bf16"])
+    assert machine["torch_gflops"]["sgemm"] == report["sgemm_gflops"] and machine["cpu"]
 
 
 def test_synthesize_converts_float_mels_and_refuses_other_dtypes():

@@ -15,8 +15,8 @@ def register(sub, help):
     bsub = p.add_subparsers(dest="what", metavar="WHAT")
     bsub.required = True
 
-    v = bsub.add_parser("vocoder", help="samples/s of every WaveNet sampling backend, and sgemm GFLOP/s",
-                        description="Time every WaveNet sampling backend (samples/s per batch and thread count) and the\nmachine's sgemm GFLOP/s.",
+    v = bsub.add_parser("vocoder", help="samples/s of every WaveNet sampling backend, the FMA peak and sgemm GFLOP/s",
+                        description="Time every WaveNet sampling backend (samples/s per batch and thread count), the\nmachine's measured FMA peak and torch's sgemm GFLOP/s.",
                         epilog="example:\n  speechmax bench vocoder --quick --json > bench.json")
     v.add_argument("--quick", action="store_true", help="short runs: batches 1 and 64, threads 1 and 2, < 60 s")
     v.add_argument("--json", action="store_true", help="print the machine-readable form")
@@ -49,6 +49,11 @@ def _ints(text):
     return tuple(int(x) for x in text.split(","))
 
 
+def _print_peak(machine):
+    print(f"{machine['cpu']}: peak GFLOP/s {machine['peak_gflops_by_threads']}  "
+          f"torch GFLOP/s {machine['torch_gflops']}")
+
+
 def run_vocoder(args):
     model = None
     if args.model:
@@ -63,6 +68,7 @@ def run_vocoder(args):
         return 0
     print(f"flops/sample {report['flops_per_sample']:,}  sgemm GFLOP/s {report['sgemm_gflops']}  "
           f"load {report['machine']['loadavg']}")
+    _print_peak(report["machine"])
     for name, g in report["goals"].items():
         print(f"  {name:<42} {g['value']:>12,.3f}  goal {g['goal']:>8,}  {'met' if g['met'] else 'NOT met'}")
     return 0
@@ -78,6 +84,7 @@ def run_maximize(args):
         print(json.dumps(report, indent=2))
         return 0
     print(f"flops/step {report['flops_per_step']}  load {report['machine']['loadavg']}")
+    _print_peak(report["machine"])
     if "paper_scale" in report:
         print(f"paper scale: {report['paper_scale']}")
     for name, g in report["goals"].items():

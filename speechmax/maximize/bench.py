@@ -5,7 +5,8 @@ mode through the seed paper's 2-D autoencoder (its decoder in :mod:`speechmax.op
 full objective experiment (10,000 starts x 35 classes x 20 steps, latent mode) measured on a subset.
 
 Models are random-weight models of the shipped default shapes (speed does not depend on the values). Every
-figure is the median of several timed steps after a warm-up; the machine's load average is recorded with
+figure is the median of several timed steps after a warm-up (the machine's measured peak, beside them, is the
+best of its runs: :mod:`speechmax.ops.peak`); the machine's load average is recorded with
 them, since figures taken while other jobs run are only lower bounds.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..models.prior import PRESETS as PRIORS
 from ..models.prior import Prior
 from ..ops.backends import available_backends
 from ..ops.maximize import ascent_step, ascent_step_ref
+from ..ops.peak import measure_peak
 from .engine import maximize
 
 PATHS = ("autograd", "fused")
@@ -126,8 +128,11 @@ def paper_scale(starts: int, threads: int = 2, classes: int = 35, steps: int = 2
 def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATHS, modes=MODES,
                    paper_starts: int = 0, progress=None) -> dict:
     """The bench contract, {"results": [{"path", "mode", "batch", "threads", "steps_per_s"}, ...]}, plus
-    "config", "flops_per_step" per mode, "machine" (load average, ISA), optionally "paper_scale" (with
-    ``paper_starts`` > 0: :func:`paper_scale` on that many starts per class, 2 threads) and "goals".
+    "config", "flops_per_step" per mode, "machine" (load average, ISA, and
+    :func:`speechmax.ops.peak.measure_peak`'s figures), optionally "paper_scale" (with ``paper_starts`` > 0:
+    :func:`paper_scale` on that many starts per class, 2 threads) and "goals". Each result adds "gflops" (the
+    nominal :func:`step_flops` per second) and "fraction_of_peak_fp32" (against the measured fp32 peak at its
+    thread count) where the peak was measured.
 
     quick: batches 1 and 64 (default 1, 64 and 1024). progress: optional callable(result dict).
     """
@@ -151,12 +156,19 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
                     results.append(r)
                     if progress is not None:
                         progress(r)
+    flops = {m: step_flops(classifier, priors[m]) for m in modes}
+    peak = measure_peak(threads, seconds=0.3 if quick else 0.6)
+    for r in results:
+        r["gflops"] = round(r["steps_per_s"] * flops[r["mode"]] / 1e9, 2)
+        fp32 = (peak["peak_gflops_by_threads"]["fp32"] or {}).get(str(r["threads"]))
+        if fp32:
+            r["fraction_of_peak_fp32"] = round(r["gflops"] / fp32, 4)
     report = {
         "config": {"classifier": classifier.cfg.to_dict() | {"labels": []}, "prior": prior.cfg.to_dict()} |
                   ({"prior_paper": priors["latent-paper"].cfg.to_dict()} if priors["latent-paper"] else {}),
-        "flops_per_step": {m: step_flops(classifier, priors[m]) for m in modes},
+        "flops_per_step": flops,
         "machine": {"loadavg": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
-                    "isa": os.environ.get("SPEECHMAX_CPU_ISA", "auto")},
+                    "isa": os.environ.get("SPEECHMAX_CPU_ISA", "auto")} | peak,
         "results": results,
     }
     if paper_starts:
