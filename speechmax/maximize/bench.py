@@ -132,7 +132,8 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
     :func:`speechmax.ops.peak.measure_peak`'s figures), optionally "paper_scale" (with ``paper_starts`` > 0:
     :func:`paper_scale` on that many starts per class, 2 threads) and "goals". Each result adds "gflops" (the
     nominal :func:`step_flops` per second) and "fraction_of_peak_fp32" (against the measured fp32 peak at its
-    thread count) where the peak was measured.
+    thread count) where the peak was measured -- nominal, so the fused path can pass 1: its Winograd
+    convolutions and low-rate upsampling do fewer multiplications than the models as written.
 
     quick: batches 1 and 64 (default 1, 64 and 1024). progress: optional callable(result dict).
     """
