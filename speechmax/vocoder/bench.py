@@ -25,7 +25,9 @@ DEFAULT_BACKENDS = ("reference", "cpu", "cpu-bf16")
 # The fractions of the measured peak (issue 24) keep issue 6's bar of one half, now against the FMA units.
 GOALS = {"batch1_thread1_best_fused_samples_per_s": 16000.0, "cpu_over_reference_batch1_thread1": 10.0,
          "cpu_batch64_thread2_fraction_of_sgemm": 0.5, "bf16_over_cpu_batch64_thread2": 1.5,
-         "cpu_batch64_thread2_fraction_of_peak_fp32": 0.5, "bf16_batch64_thread2_fraction_of_peak_bf16": 0.5}
+         # issue 24: against the chip's measured peak, and batch-1 latency against the reference path
+         "cpu_batch64_thread2_fraction_of_peak_fp32": 0.7, "bf16_batch64_thread2_fraction_of_peak_bf16": 0.6,
+         "best_over_reference_batch1_thread1": 60.0}
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -109,6 +111,8 @@ def goal_report(results: list[dict], flops: int, sgemm: dict, peak: dict | None 
         value["batch1_thread1_best_fused_samples_per_s"] = max(fused_b1)
     if ("cpu", 1, 1) in rate and ("reference", 1, 1) in rate:
         value["cpu_over_reference_batch1_thread1"] = rate[("cpu", 1, 1)] / rate[("reference", 1, 1)]
+    if fused_b1 and ("reference", 1, 1) in rate:
+        value["best_over_reference_batch1_thread1"] = max(fused_b1) / rate[("reference", 1, 1)]
     if ("cpu", 64, 2) in rate and "2" in sgemm:
         value["cpu_batch64_thread2_fraction_of_sgemm"] = rate[("cpu", 64, 2)] * flops / (sgemm["2"] * 1e9)
     for name, backend, kind in (("cpu_batch64_thread2_fraction_of_peak_fp32", "cpu", "fp32"),
