@@ -1,0 +1,109 @@
+"""The generic anomaly detectors (speechmax.evaluate.anomaly) and misclassified clips against the prototypes
+(speechmax.evaluate.prototypes), on small log-mel arrays built here: planted departures are found with the right
+sign, place and class; samples from the real clips' own distribution give none."""
+import numpy as np
+import pytest
+
+from speechmax.evaluate.anomaly import THRESHOLD, band_edges_hz, db_per_log_unit, find_anomalies
+from speechmax.features import FeatureConfig
+
+CFG = FeatureConfig()
+LABELS = ("cat", "dog", "bird")
+DB = db_per_log_unit(CFG)   # 8.69 dB per natural-log unit of a magnitude mel
+FLOOR = -9.0                # log-mel of the silent frames
+
+
+def word_clips(rng, n, *, shift=0, floor=FLOOR, plant=None):
+    """(n, 80, 101) log-mels: a noise floor, and a 400 ms 'word' from frame 30 (+- 3 frames, + ``shift``) with a
+    falling spectrum that varies by clip; plant: (bands, dB) added to those bands over the whole clip."""
+    x = floor + 0.3 * rng.standard_normal((n, CFG.n_mels, 101))
+    tilt = -2.0 - np.linspace(0, 3, CFG.n_mels)
+    for i in range(n):
+        s = 30 + shift + int(rng.integers(-3, 4))
+        x[i, :, s:s + 40] = (tilt + 0.4 * rng.standard_normal())[:, None] + 0.3 * rng.standard_normal((CFG.n_mels, 40))
+    if plant is not None:
+        bands, db = plant
+        x[:, bands] += db / DB
+    return x
+
+
+def corpus(rng, n_real=30, n_max=10, **kinds):
+    """Real clips of the three words, and maximized samples per word drawn as ``kinds[word]`` says (the real
+    clips' own distribution for a word not given)."""
+    real = np.concatenate([word_clips(rng, n_real) for _ in LABELS])
+    real_labels = np.repeat(np.arange(3), n_real)
+    maxed = np.concatenate([word_clips(rng, n_max, **kinds.get(w, {})) for w in LABELS])
+    return maxed, np.repeat(np.arange(3), n_max), real, real_labels
+
+
+def test_planted_departures_are_found_with_sign_band_and_class():
+    rng = np.random.default_rng(1)
+    maxed, t, real, y = corpus(rng, cat=dict(plant=(slice(50, 54), 14.0)), dog=dict(shift=-20),
+                               bird=dict(floor=FLOOR + 3.0))
+    out = find_anomalies(maxed, t, real, y, LABELS, CFG, seed=0)
+    assert out["skipped"] == {} and out["threshold"] == THRESHOLD
+    edges = band_edges_hz(CFG)
+
+    cat = out["per_class"]["cat"]
+    (band,) = [a for a in cat if a["kind"] == "band_energy"]   # one span: the planted bands grouped
+    assert band["effect"] > THRESHOLD and band["ci"][0] > THRESHOLD / 2
+    assert band["bands"] == [50, 53] and band["band_hz"] == [round(edges[50, 0]), round(edges[53, 1])]
+    assert band["raw"] == pytest.approx(14.0, abs=1.0)   # dB, as planted
+    # the plant is there in the silent frames too: it makes their spectrum less flat, and nothing else
+    assert {a["what"] for a in cat} <= {"band energy", "noise floor flatness"}
+    assert np.argmax(out["band_z"][0]) in range(50, 54)
+
+    dog = out["per_class"]["dog"]
+    kinds = {a["what"]: a for a in dog}
+    assert {"energy centroid", "onset"} <= set(kinds) and not any(a["kind"] == "band_energy" for a in dog)
+    for what in ("energy centroid", "onset"):   # 20 frames of 10 ms earlier
+        assert kinds[what]["effect"] < -THRESHOLD and kinds[what]["ci"][1] < 0
+        assert kinds[what]["raw"] == pytest.approx(-200, abs=30) and kinds[what]["unit"] == "ms"
+
+    bird = out["per_class"]["bird"]
+    (floor,) = [a for a in bird if a["what"] == "noise floor level"]
+    assert floor["effect"] > THRESHOLD and floor["raw"] == pytest.approx(3.0 * DB, abs=1.5)
+    assert [a["rank"] for a in bird] == list(range(1, len(bird) + 1))
+    assert all(abs(a["effect"]) >= abs(b["effect"]) for a, b in zip(bird, bird[1:]))
+
+
+def test_no_anomaly_when_maximized_samples_are_like_the_real_clips():
+    for seed in range(3):
+        maxed, t, real, y = corpus(np.random.default_rng(100 + seed))
+        out = find_anomalies(maxed, t, real, y, LABELS, CFG, seed=seed)
+        assert out["per_class"] == {"cat": [], "dog": [], "bird": []}, seed
+        assert np.nanmax(np.abs(np.array(out["band_z"], dtype=float))) < THRESHOLD
+
+
+def test_a_word_missing_from_the_reference_or_too_rare_is_skipped_with_the_reason():
+    maxed, t, real, y = corpus(np.random.default_rng(2))
+    keep = (y != 2) & ~((y == 1) & (np.arange(len(y)) % 30 >= 2))   # no bird clip, 2 dog clips
+    out = find_anomalies(maxed, t, real[keep], y[keep], LABELS, CFG, seed=0)
+    assert set(out["per_class"]) == {"cat"}
+    assert out["skipped"]["bird"] == "the reference corpus has no clip of 'bird'"
+    assert out["skipped"]["dog"].startswith("2 real clip(s) of 'dog', needs 3")
+    assert out["band_z"][2] == [None] * CFG.n_mels
+    none = find_anomalies(maxed[t != 0], t[t != 0], real, y, LABELS, CFG, seed=0)
+    assert "maximized sample(s) of 'cat'" in none["skipped"]["cat"]
+
+
+def test_the_bootstrap_is_reproducible_per_seed():
+    maxed, t, real, y = corpus(np.random.default_rng(3), cat=dict(plant=(slice(10, 14), 10.0)), dog=dict(shift=-15))
+    a = find_anomalies(maxed, t, real, y, LABELS, CFG, seed=5)
+    assert a == find_anomalies(maxed, t, real, y, LABELS, CFG, seed=5)
+    b = find_anomalies(maxed, t, real, y, LABELS, CFG, seed=6)
+    cis = lambda r: [x["ci"] for w in LABELS for x in r["per_class"][w]]  # noqa: E731
+    assert cis(a) != cis(b) and a["band_z"] == b["band_z"]   # the intervals are drawn; the point effects are not
+
+
+def test_a_confusion_the_real_clips_do_not_have_is_found():
+    maxed, t, real, y = corpus(np.random.default_rng(4))
+    real_probs = np.full((len(y), 3), 0.05)
+    real_probs[np.arange(len(y)), y] = 0.9
+    heat = np.array([[0.4, 0.55, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])   # maximized cat: heard as dog
+    out = find_anomalies(maxed, t, real, y, LABELS, CFG, seed=0,
+                         confusion={"heatmap": heat, "real_probs": real_probs})
+    (conf,) = out["per_class"]["cat"]
+    assert conf["kind"] == "confusion" and conf["heard_as"] == "dog" and conf["effect"] > THRESHOLD
+    assert conf["maximized"] == 0.55 and conf["real"] == 0.05
+    assert out["per_class"]["dog"] == [] and out["per_class"]["bird"] == []
