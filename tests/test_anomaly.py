@@ -107,3 +107,29 @@ def test_a_confusion_the_real_clips_do_not_have_is_found():
     assert conf["kind"] == "confusion" and conf["heard_as"] == "dog" and conf["effect"] > THRESHOLD
     assert conf["maximized"] == 0.55 and conf["real"] == 0.05
     assert out["per_class"]["dog"] == [] and out["per_class"]["bird"] == []
+
+
+def test_a_misclassified_clip_is_named_by_the_bands_that_pull_it_to_the_wrong_word():
+    from speechmax.evaluate.prototypes import METHOD, compare_to_prototypes
+
+    rng = np.random.default_rng(7)
+    loud = lambda x, bands: (x.__setitem__((slice(None), bands, slice(30, 70)), 3.0), x)[1]  # noqa: E731
+    protos = np.concatenate([loud(word_clips(rng, 2), slice(10, 15)), loud(word_clips(rng, 2), slice(60, 65))])
+    proto_t = np.array([0, 0, 1, 1])
+    clips = np.concatenate([loud(word_clips(rng, 3), slice(10, 15)), loud(word_clips(rng, 2), slice(60, 65))])
+    clips[0, 60:65, 30:70] = 3.0            # a 'cat' that also carries the 'dog' band: taken as dog
+    clips[0, 10:15, 30:70] = -2.5
+    labels, pred = np.array([0, 0, 0, 1, 1]), np.array([1, 0, 0, 1, 2])   # the last: 'bird', no prototype
+    out = compare_to_prototypes(clips, labels, pred, protos, proto_t, LABELS, CFG)
+    assert out["method"] == METHOD and out["misclassified"] == 2 and out["without_prototype"] == 1
+    (case,) = out["cases"]
+    edges = band_edges_hz(CFG)
+    assert case["clip"] == 0 and (case["true"], case["predicted"], case["nearer"]) == ("cat", "dog", "predicted")
+    assert case["true_prototype"] in (0, 1) and case["wrong_prototype"] in (2, 3) and case["margin"] > 0
+    lo, hi = case["pull_bands_hz"][0]
+    assert lo <= edges[60, 0] + 1 and hi >= edges[64, 1] - 1 and hi - lo < 2000   # the dog band, in Hz
+    assert abs(case["pull_ms"][0] - 300) <= 50 and abs(case["pull_ms"][1] - 700) <= 50   # frames 30-70, +- jitter
+    assert out["per_class"]["cat"] == {"clips": 3, "misclassified": 1, "most_common_wrong": "dog", "wrong_count": 1,
+                                       "pull_bands_hz": case["pull_bands_hz"]}
+    assert out["per_class"]["dog"]["misclassified"] == 1 and out["per_class"]["dog"]["pull_bands_hz"] == []
+    assert "bird" not in out["per_class"]
