@@ -61,12 +61,13 @@ def fast_later_stages(monkeypatch):
 
 @pytest.fixture(scope="module")
 def quick_report(models, tmp_path_factory):
-    """`speechmax evaluate --quick` on the tiny models (2 fresh speakers, 3 starts per class, 3 steps)."""
+    """`speechmax evaluate --quick` on the tiny models (3 fresh speakers -- the fewest real clips of a word the
+    anomaly report compares with --, 3 starts per class, 3 steps)."""
     pytest.importorskip("sklearn")
     out = tmp_path_factory.mktemp("quick") / "report"
     argv = ["evaluate", "--quick", "--out", str(out), "--model", models["clf"], "--separate", models["sep"],
             "--prior", models["prior"], "--prior-paper", models["pp"], "--vocoder", models["voc"],
-            "--speakers", "2", "--per-class", "3", "--steps", "3", "--control-per-class", "1", "--threads", "1",
+            "--speakers", "3", "--per-class", "3", "--steps", "3", "--control-per-class", "1", "--threads", "1",
             "--json"]
     import contextlib
     import io
@@ -100,14 +101,29 @@ def test_quick_report_on_tiny_models(quick_report):
     for mode in ("features", "latent"):
         assert np.array(m["class_to_class"][mode]["matrix"], dtype=float).shape == (C, C)
         assert m["class_to_class"][mode]["starts"] == C * C
-    assert m["data"]["clips"] == 2 * C and m["data"]["speakers"] == 2
+    assert m["data"]["clips"] == 3 * C and m["data"]["speakers"] == 3
     assert m["timing"]["total"] > 0 and len(m["summary"]) >= 5
 
+    # 6. anomalies: every word compared (1 maximized sample, 3 real clips each) or skipped with the reason
+    an = m["anomalies"]
+    assert set(an["per_class"]) | set(an["skipped"]) == set(WORDS) and an["settings"]["mode"] == "latent"
+    assert np.array(an["band_z"], dtype=float).shape == (C, 80) and len(an["band_hz"]) == 80
+    for word, found in an["per_class"].items():
+        assert [a["rank"] for a in found] == list(range(1, len(found) + 1)), word
+        for a in found:
+            assert abs(a["effect"]) >= an["threshold"] and a["ci"][0] <= a["effect"] <= a["ci"][1], (word, a)
+            assert a["kind"] in ("band_energy", "placement", "noise_floor", "confusion")
+    wrong = m["misclassified"]
+    assert wrong["method"] == "log-mel euclidean distance" and len(wrong["cases"]) <= 6
+    assert sum(e["misclassified"] for e in wrong["per_class"].values()) == wrong["misclassified"]
+    assert m["timing"]["anomalies"] < 10
+
     html = (out / "report.html").read_text()
-    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert len(figures) == 12
+    figures = sorted(p.name for p in (out / "figures").rglob("*.png"))
+    assert len(figures) == 13 + len(wrong["cases"])   # the anomaly heatmap and one PNG per gallery case
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', html)) == len(figures)
     assert "Debugging summary" in html and "Vocoder control" in html and "Class to class" in html
+    assert "6. Anomalies" in html and "Misclassified clips against the prototypes" in html
 
     from speechmax.listen.sets import load_listening_set
 
@@ -201,7 +217,8 @@ def test_report_opens_in_a_browser_with_every_figure(quick_report):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto((out / "report.html").resolve().as_uri())
             sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
-            assert len(sizes) == 12 and all(c and w > 300 and h > 200 for c, w, h in sizes), sizes
+            assert len(sizes) == len(list((out / "figures").rglob("*.png")))
+            assert all(c and w > 300 and h > 200 for c, w, h in sizes), sizes
             assert page.title() == "speechmax evaluation" and not errors
             assert page.locator("h2").count() >= 6
         finally:

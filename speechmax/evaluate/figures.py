@@ -140,3 +140,51 @@ def control_chart(path: Path, control: dict, title: str) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _hz_ticks(ax, edges, axis: str, every: int = 10):
+    """Mel-band ticks labelled by the band's lower edge in Hz (kHz above 1 kHz)."""
+    idx = list(range(0, len(edges), every))
+    names = [f"{edges[i][0] / 1000:.1f}k" if edges[i][0] >= 1000 else f"{edges[i][0]:.0f}" for i in idx]
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(idx, names, fontsize=7)
+
+
+def band_heatmap(path: Path, z, labels, edges, threshold: float, title: str, vmax: float = 10.0) -> Path:
+    """Class x mel band standardized differences (maximized vs real clips), diverging around 0 and clipped at
+    +-vmax; rows of skipped classes (None) are blank; the colour bar marks the reporting threshold."""
+    plt = _plt()
+    m = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in z], dtype=np.float64))
+    fig, ax = plt.subplots(figsize=(11, 0.22 * len(labels) + 1.8))
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    _hz_ticks(ax, edges, "x")
+    ax.set(xlabel="mel band (lower edge, Hz)", ylabel="target", title=title)
+    bar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="z (real-clip SDs)")
+    for t in (-threshold, threshold):
+        bar.ax.axhline(t, color="black", linewidth=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def prototype_case(path: Path, clip, wrong, true, names, edges, bands, title: str) -> Path:
+    """A misclassified clip between the nearest prototypes of the word it was given and of its own word, one
+    colour scale; ``bands``: [(first, last), ...] mel-band spans pulling it to the wrong word, marked on the clip."""
+    plt = _plt()
+    panels = [np.asarray(wrong), np.asarray(clip), np.asarray(true)]
+    lo, hi = min(float(p.min()) for p in panels), max(float(p.max()) for p in panels)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8), sharey=True)
+    for ax, m, name in zip(axes, panels, names):
+        ax.imshow(m, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("frame", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for a, b in bands:
+        axes[1].axhspan(a - 0.5, b + 0.5, fill=False, edgecolor="cyan", linewidth=1.0)
+    _hz_ticks(axes[0], edges, "y", every=20)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

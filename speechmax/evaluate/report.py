@@ -21,6 +21,77 @@ def _ci(d: dict | None) -> str:
     return f"{_pct(d['rate'])} [{_pct(d['lo'])}, {_pct(d['hi'])}]"
 
 
+def _hz(lo: float, hi: float) -> str:
+    if hi < 1000:
+        return f"{lo:.0f}-{hi:.0f} Hz"
+    if lo < 1000:
+        return f"{lo:.0f} Hz-{hi / 1000:.1f} kHz"
+    return f"{lo / 1000:.1f}-{hi / 1000:.1f} kHz"
+
+
+def anomaly_sentence(word: str, a: dict) -> str:
+    """One anomaly of :func:`speechmax.evaluate.anomaly.find_anomalies` in words, with its effect and interval."""
+    raw, stat = a["raw"], f"(z {a['effect']:+.1f}, 95% CI [{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}])"
+    if a["kind"] == "band_energy":
+        where = _hz(*a["band_hz"])
+        text = (f"maximized '{word}' carries {raw:+.1f} dB at {where} that real '{word}' clips do not have" if raw > 0
+                else f"maximized '{word}' lacks {-raw:.1f} dB at {where} that real '{word}' clips have")
+    elif a["kind"] == "placement":
+        text = (f"maximized '{word}' puts its {a['what']} {abs(raw):.0f} ms {'earlier' if raw < 0 else 'later'} "
+                f"than real '{word}' clips ({a['maximized']:.0f} vs {a['real']:.0f} ms)")
+    elif a["what"] == "noise floor level":
+        text = (f"maximized '{word}' has a noise floor {abs(raw):.1f} dB {'higher' if raw > 0 else 'lower'} than "
+                f"real '{word}' clips in its quietest frames")
+    elif a["kind"] == "noise_floor":
+        text = (f"maximized '{word}' has {'flatter (noise-like)' if raw > 0 else 'less flat (more tonal)'} quiet "
+                f"frames than real '{word}' clips (spectral flatness {a['maximized']:.2f} vs {a['real']:.2f})")
+    else:
+        text = (f"the separate classifier hears '{a['heard_as']}' in maximized '{word}' (mean probability "
+                f"{a['maximized']:.2f}, {a['real']:.2f} on real '{word}' clips)")
+    return f"{text} {stat}"
+
+
+def anomaly_summary(anomalies: dict, misclassified: dict | None, k: int = 4) -> list[str]:
+    """The anomalies in words: a departure of time or noise floor that most words share is one sentence (it is the
+    maximization's, not a word's); then the strongest remaining anomaly of a few words; the classes skipped; and
+    the most common misclassification with the bands pulling toward it."""
+    out, per = [], anomalies["per_class"]
+    shared = {}   # (kind, what, sign) -> [(word, anomaly)] for departures in time and noise floor
+    for w, found in per.items():
+        for a in found:
+            if a["kind"] in ("placement", "noise_floor"):
+                shared.setdefault((a["kind"], a["what"], a["effect"] > 0), []).append((w, a))
+    common = {key for key, hits in shared.items() if len(hits) >= max(3, len(per) / 2)}
+    for key in sorted(common, key=lambda key: -len(shared[key])):
+        hits = shared[key]
+        w, a = hits[int(np.argsort([h[1]["raw"] for h in hits])[len(hits) // 2])]   # the median word
+        out.append(f"In {len(hits)} of {len(per)} words: {anomaly_sentence(w, a)} -- shared by most words, a "
+                   "trait of the maximization rather than of one word.")
+    firsts = [(w, next(a for a in found if (a["kind"], a["what"], a["effect"] > 0) not in common))
+              for w, found in per.items() if any((a["kind"], a["what"], a["effect"] > 0) not in common for a in found)]
+    firsts.sort(key=lambda x: -abs(x[1]["effect"]))
+    if firsts:
+        out.append("Strongest anomalies (maximized samples against real clips of the word, z in real-clip SDs): "
+                   + "; ".join(anomaly_sentence(w, a) for w, a in firsts[:k]) + ".")
+    elif per and not common:
+        out.append(f"Anomalies: no maximized class departs from its real clips by {anomalies['threshold']:g} "
+                   "real-clip SDs or more.")
+    if anomalies["skipped"]:
+        w, why = next(iter(anomalies["skipped"].items()))
+        out.append(f"Anomalies skipped for {len(anomalies['skipped'])} of {len(anomalies['band_z'])} classes "
+                   f"(e.g. {w}: {why}).")
+    by_word = (misclassified or {}).get("per_class", {})
+    worst = min(by_word.items(), key=lambda x: -x[1]["wrong_count"], default=None)   # ties: the first word
+    if worst and worst[1]["wrong_count"]:
+        w, e = worst
+        bands = ", ".join(_hz(*b) for b in e["pull_bands_hz"])
+        out.append(f"Misclassified real clips: {misclassified['misclassified']}; the most common error is '{w}' "
+                   f"given as '{e['most_common_wrong']}' ({e['wrong_count']} of {e['clips']} clips)"
+                   + (f", pulled toward the prototypes of '{e['most_common_wrong']}' at {bands}" if bands else "")
+                   + f" ({misclassified['method']} to the maximized prototypes).")
+    return out
+
+
 def debugging_summary(metrics: dict, labels) -> list[str]:
     """Sentences a researcher reads first: what the classifier hears best and worst, what maximization
     reveals it confuses, what the vocoder adds, and how the recipes compare."""
@@ -79,6 +150,8 @@ def debugging_summary(metrics: dict, labels) -> list[str]:
         out.append(f"Vocoder control, {g}: separate classifier gives the word on " + ", ".join(parts) + ".")
     if vc.get("note"):
         out.append(vc["note"] + ".")
+    if metrics.get("anomalies"):
+        out += anomaly_summary(metrics["anomalies"], metrics.get("misclassified"))
     return out
 
 
@@ -98,6 +171,45 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.6em 0}
 .summary li{margin:.3em 0}.muted{color:#666;font-size:.9em}"""
+
+
+def _anomaly_section(an: dict, wrong: dict | None, figs: dict) -> str:
+    st = an["settings"]
+    parts = [f"<h2>6. Anomalies</h2><p>Per word, the {st['maximized_per_class']} maximized sample(s) of "
+             f"<code>{html.escape(st['source'])}</code> against the word's real clips: effect = "
+             f"{html.escape(st['effect'])}; reported when |effect| &ge; {an['threshold']:g} and the "
+             f"{100 * st['level']:.0f}% bootstrap interval ({st['bootstrap']} resamples, seed {st['seed']}) stays on "
+             f"one side of 0, at most {an['top']} per word. The same detectors run on any model; they know nothing "
+             "of what it learnt.</p>", _img(figs["anomalies"])]
+    rows = [[w, a["rank"], a["kind"], a["what"] + (f" {_hz(*a['band_hz'])}" if "band_hz" in a else ""),
+             f"{a['raw']:+g} {a['unit']}".strip(), f"{a['effect']:+.1f}", f"[{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}]"]
+            for w, found in an["per_class"].items() for a in found]
+    if rows:
+        parts.append(f"<details><summary>every anomaly reported ({len(rows)})</summary>"
+                     + _table(rows, ["word", "rank", "kind", "what", "difference", "z", "95% CI"]) + "</details>")
+    if an["skipped"]:
+        parts.append("<p class='muted'>Skipped: " + html.escape("; ".join(f"{w}: {r}" for w, r in
+                                                                         an["skipped"].items())) + ".</p>")
+    if wrong:
+        parts.append(f"<h3>Misclassified clips against the prototypes</h3><p>{wrong['misclassified']} real clips the "
+                     f"classifier gets wrong, each beside the nearest prototype ({html.escape(wrong['method'])}) of "
+                     "the word it was given (left) and of its own word (right); the cyan boxes are the bands where "
+                     "the clip is nearer the wrong word. Worst cases first (nearest the wrong prototype relative "
+                     "to both distances).</p>")
+        rows = [[w, e["clips"], e["misclassified"], e["most_common_wrong"] or "", e["wrong_count"],
+                 ", ".join(_hz(*b) for b in e["pull_bands_hz"])]
+                for w, e in wrong["per_class"].items() if e["misclassified"]]
+        if rows:
+            parts.append("<details><summary>per class</summary>" + _table(
+                rows, ["word", "clips", "misclassified", "most common wrong word", "of them", "bands pulling to it"])
+                + "</details>")
+        for k, case in enumerate(wrong["cases"]):
+            key = next(f for f in figs if f.startswith(f"misclassified {k + 1}:"))
+            when = f", {case['pull_ms'][0]}-{case['pull_ms'][1]} ms" if case["pull_ms"] else ""
+            parts.append(f"<h4>{html.escape(key)}</h4><p class='muted'>nearer the wrong prototype at "
+                         f"{html.escape(', '.join(_hz(*b) for b in case['pull_bands_hz']) or 'no band')}{when}; "
+                         f"margin {case['margin']:+.2f}</p>{_img(figs[key])}")
+    return "\n".join(parts)
 
 
 def write_report(path: Path, metrics: dict, figs: dict) -> Path:
@@ -172,6 +284,8 @@ def write_report(path: Path, metrics: dict, figs: dict) -> Path:
                  f"<code>{html.escape(ls['path'])}</code>; serve it with <code>speechmax listen --set "
                  f"{html.escape(ls['path'])} --db answers.db</code>.</p>")
     parts.append(_table(sorted(ls["per_condition"].items()), ["condition", "clips"]))
+    if metrics.get("anomalies"):
+        parts.append(_anomaly_section(metrics["anomalies"], metrics.get("misclassified"), figs))
     parts.append("<h2>Timing</h2><p>A noise run too big to do at once goes one target at a time and may span "
                  "sittings and machines: its seconds are the compute its pieces measured, and the total adds the "
                  "compute earlier sittings measured to this sitting's wall time.</p>"

@@ -13,7 +13,11 @@
    and success charts of steps 1 and 3;
 5. a listening set for ``speechmax listen`` (:mod:`.listening`: maximized samples, hidden references,
    low-quality anchors);
-6. a debugging summary in words (:mod:`.report`); everything in ``metrics.json`` and ``report.html``.
+6. anomalies (:mod:`.debugging`): per word, how its maximized samples depart from its real clips (band energy
+   in Hz, placement in time, noise floor, the separate classifier's confusions; effect sizes with bootstrap
+   intervals, :mod:`.anomaly`), and each misclassified real clip beside the prototypes of its true and its
+   predicted word (:mod:`.prototypes`);
+7. a debugging summary in words (:mod:`.report`); everything in ``metrics.json`` and ``report.html``.
 
 What an interrupted run keeps, and how a rerun takes it up, is :mod:`.resume`.
 """
@@ -33,6 +37,7 @@ from ..maximize.recipes import DEFAULT_RECIPE, RECIPES
 from ..outputs import prepare_output, write_json
 from .class_to_class import class_to_class
 from .control import vocoder_control
+from .debugging import debug_anomalies
 from .inputs import EvalModels, eval_clips, load_models, predict, predict_separate, spec_name
 from .latents import draw_figures, tsne
 from .listening import listening_set
@@ -46,7 +51,7 @@ log = logging.getLogger(__name__)
 QUICK_PER_CLASS = 20
 # stages after noise -> class, a unit each of the overall bar (noise -> class: a unit per target and run)
 LATER_STAGES = ("vocoder control", "class-to-class features", "class-to-class latent", "figures", "t-SNE",
-                "listening set")
+                "listening set", "anomalies")
 
 
 def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=None,
@@ -191,7 +196,13 @@ def evaluate(out, *, per_class: int | None = None, quick: bool = False, data=Non
             metrics["listening_set"] = listening_set(models, clips, keep, c2c_runs, src, audio, listen_k, labels,
                                                      out / "listening", seed, threads, quiet)
 
-        # 6. the debugging summary, metrics.json and report.html
+        # 6. anomalies: maximized samples against real clips, misclassified clips against the prototypes
+        with Stage(timing, "anomalies", quiet, tick):
+            metrics["anomalies"], metrics["misclassified"], found = debug_anomalies(
+                models, clips, clip_pred, keep, metrics["noise_to_class"], labels, recipe, seed, fig_dir)
+            figs.update(found)
+
+        # 7. the debugging summary, metrics.json and report.html
         metrics["summary"] = debugging_summary(metrics, labels)
         timing["this sitting"] = round(time.perf_counter() - t_start, 2)
         timing["total"] = round(timing["this sitting"] + earlier, 2)
