@@ -370,6 +370,10 @@ def test_cli_evaluate_on_a_user_model_and_a_user_separate_classifier(tmp_path):
     assert set(real["per_class"]) <= {"up", "down"} and real["n"] >= 1
     assert any("not scored: left, _unknown_, zebra" in line for line in m["summary"])
     assert any("no example of zebra" in line for line in m["summary"])
+    # the anomaly report compares the words the corpus has, and names the one it lacks
+    assert m["anomalies"]["skipped"]["zebra"] == "the reference corpus has no clip of 'zebra'"
+    assert set(m["anomalies"]["per_class"]) | set(m["anomalies"]["skipped"]) == set(labels)
+    assert m["misclassified"]["method"] == "log-mel euclidean distance"
     listening = json.loads((out / "listening" / "manifest.json").read_text())
     assert listening["words"] == list(labels)   # the listening app offers the model's vocabulary
 
