@@ -52,10 +52,15 @@ def band_edges_hz(cfg) -> np.ndarray:
     return np.stack([mids[:-1], mids[1:]], axis=1)
 
 
-def sample_measures(log_mels, cfg) -> np.ndarray:
+def sample_measures(log_mels, cfg, batch: int = 256) -> np.ndarray:
     """(N, n_mels + 4) measures of (N, n_mels, frames) log-mels: the band levels (dB, mean over frames), then
-    the energy centroid and onset (ms), the noise floor level (dB) and flatness of the quietest frames."""
-    x = np.asarray(log_mels, dtype=np.float64)
+    the energy centroid and onset (ms), the noise floor level (dB) and flatness of the quietest frames. Done
+    ``batch`` samples at a time (a real corpus's test split holds thousands of clips)."""
+    log_mels = np.asarray(log_mels)
+    if len(log_mels) > batch:
+        return np.concatenate([sample_measures(log_mels[i:i + batch], cfg, batch)
+                               for i in range(0, len(log_mels), batch)])
+    x = log_mels.astype(np.float64)
     n, _, frames = x.shape
     db = x * db_per_log_unit(cfg)
     power = np.exp(x * (2.0 / cfg.power))                       # (N, bands, frames) mel power
