@@ -15,6 +15,14 @@ code runs on speechmax's models, a user's model, or arrays a test builds. Each m
 every kind, so kinds are ranked together; the raw difference (dB, ms, flatness, probability) is kept for the
 sentence. Intervals: percentile bootstrap resampling maximized samples and real clips independently, from a
 numpy Generator seeded by the caller, so a result is reproducible to the last digit.
+
+Maximized samples share departures every word has (overall level, a noise floor far above a TTS corpus's digital
+silence, an onset at 0 ms). ``find_anomalies(..., centre=True)`` takes out, per measure, the median departure
+over the words compared before standardizing, so what is left is what sets one word apart from the others of the
+same model (the debugging benchmark's rule; the evaluation report keeps the plain comparison).
+
+The same detectors read attribution maps (:func:`attribution_measures`, :func:`attribution_anomalies`): a
+word's clips' attribution against the other words' clips', so a saliency baseline is scored by the same rule.
 """
 from __future__ import annotations
 
@@ -77,6 +85,29 @@ def sample_measures(log_mels, cfg, batch: int = 256) -> np.ndarray:
     return np.concatenate([db.mean(2), np.stack([centroid, onset, floor_db, flat.mean(1)], 1)], axis=1)
 
 
+def attribution_measures(attr, log_mels, cfg) -> np.ndarray:
+    """(N, n_mels + 4) measures of (N, n_mels, frames) attribution maps in :func:`sample_measures`' columns,
+    read on |attr| as if it were energy: each band's share of the clip's attribution (dB, so a band the model
+    leans on twice as hard is +3 dB), the attribution's centroid and onset (ms), the share on the clip's
+    quietest frames (by the clip's own ``log_mels`` energy; dB) and its flatness across bands there."""
+    a = np.abs(np.asarray(attr, dtype=np.float64)) + 1e-12
+    x = np.asarray(log_mels, dtype=np.float64)
+    n, _, frames = a.shape
+    total = a.sum((1, 2))
+    band_db = 10 * np.log10(a.sum(2) / total[:, None])
+    per_frame = a.sum(1)
+    ms = np.arange(frames) * cfg.hop_length / cfg.sample_rate * 1000
+    centroid = (per_frame * ms).sum(1) / total
+    frame_db = 10 * np.log10(per_frame)
+    onset = ms[np.argmax(frame_db >= frame_db.max(1, keepdims=True) - ONSET_DB, axis=1)]
+    k = max(1, int(round(QUIET_SHARE * frames)))
+    quiet = np.argsort(np.exp(x * (2.0 / cfg.power)).sum(1), axis=1, kind="stable")[:, :k]
+    qa = np.take_along_axis(a, quiet[:, None, :], 2)
+    share_db = 10 * np.log10(qa.sum((1, 2)) / total)
+    flat = (np.exp(np.log(qa).mean(1)) / qa.mean(1)).mean(1)
+    return np.concatenate([band_db, np.stack([centroid, onset, share_db, flat], 1)], axis=1)
+
+
 def _effect(x, y, floor):
     """Standardized difference of means over the sample axis (-2): x (..., N, F) maximized, y (..., M, F) real."""
     diff = x.mean(-2) - y.mean(-2)
@@ -108,20 +139,25 @@ def _r(v, d=2):
     return round(float(v), d)
 
 
-def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, threshold=THRESHOLD, top=TOP_K):
+def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, threshold=THRESHOLD, top=TOP_K,
+                    spread=None):
     """The anomalies of one word: x (N, F) / y (M, F) :func:`sample_measures` of its maximized samples / real
     clips, edges :func:`band_edges_hz`. confusion: optional (heard (C,) mean softmax of the maximized samples,
     real (M, C) softmax of the real clips, labels) -- the maximized side a fixed mean over many starts, so only
-    the real clips are resampled. Returns (anomalies strongest first with their rank, the bands' z (n_mels,))."""
+    the real clips are resampled. spread: optional (F,) a further floor per measure column (how much the
+    words' departures differ from each other; see :func:`find_anomalies`' ``centre``). Returns (anomalies
+    strongest first with their rank, the bands' z (n_mels,))."""
     bands = len(edges)
-    band_z, _ = _effect(x[:, :bands], y[:, :bands], SD_FLOOR["band_energy"])
+    spread = np.zeros(x.shape[1]) if spread is None else np.asarray(spread, dtype=np.float64)
+    band_floor = np.maximum(SD_FLOOR["band_energy"], spread[:bands])
+    band_z, _ = _effect(x[:, :bands], y[:, :bands], band_floor)
     cand = []   # (kind, what, unit, floor, x column, y column, extra)
     for a, b in _spans(band_z, threshold):
-        cand.append(("band_energy", "band energy", "dB", SD_FLOOR["band_energy"], x[:, a:b + 1].mean(1),
+        cand.append(("band_energy", "band energy", "dB", band_floor[a:b + 1].mean(), x[:, a:b + 1].mean(1),
                      y[:, a:b + 1].mean(1), {"band_hz": [_r(edges[a, 0], 0), _r(edges[b, 1], 0)],
                                              "bands": [a, b]}))
     for j, (kind, what, unit, key) in enumerate(SCALARS):
-        cand.append((kind, what, unit, SD_FLOOR[key], x[:, bands + j], y[:, bands + j], {}))
+        cand.append((kind, what, unit, max(SD_FLOOR[key], spread[bands + j]), x[:, bands + j], y[:, bands + j], {}))
     xs = np.stack([c[4] for c in cand], 1)
     ys = np.stack([c[5] for c in cand], 1)
     floors = np.array([c[3] for c in cand])
@@ -149,8 +185,15 @@ def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, thresho
     return [dict(a, rank=k + 1) for k, a in enumerate(kept[:top])], band_z
 
 
+def _skip_reason(word, n_x, n_y, what="maximized sample(s)"):
+    return (f"the reference corpus has no clip of '{word}'" if n_y == 0 else
+            f"{n_y} real clip(s) of '{word}', needs {MIN_REAL} for a spread and a bootstrap" if n_y < MIN_REAL else
+            f"{n_x} {what} of '{word}', needs {MIN_MAXIMIZED}" if n_x < MIN_MAXIMIZED else None)
+
+
 def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: int, confusion=None,
-                   reps: int = BOOTSTRAP, threshold: float = THRESHOLD, top: int = TOP_K) -> dict:
+                   reps: int = BOOTSTRAP, threshold: float = THRESHOLD, top: int = TOP_K,
+                   centre: bool = False) -> dict:
     """Per word of ``labels``, the strongest departures of its maximized samples from its real clips.
 
     maximized: (N, n_mels, frames) log-mels with ``targets`` (N,) class indices; real: (M, n_mels, frames)
@@ -162,19 +205,28 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     z-scores (None where skipped), "band_hz": edges, "threshold", "top", "min_real", "min_maximized"}; an anomaly
     is {"kind", "what", ["band_hz", "bands"], "effect" (z), "ci" [lo, hi], "raw", "unit", "maximized", "real",
     ["heard_as"], "rank"}.
+
+    centre: take out of every word's maximized measures the median over the compared words of (maximized mean -
+    real mean), measure by measure (the departures all maximized samples share; see the module's doc), and
+    standardize by at least the spread of those departures over the words (1.4826 x their median absolute
+    deviation): a word's departure must stand out among the words' of the same model, not only among its real
+    clips. The result then records ``"centred"`` and ``"spread"`` per measure. Confusions are not centred.
     """
     rng = np.random.default_rng(seed)
     targets, real_labels = np.asarray(targets), np.asarray(real_labels)
     edges = band_edges_hz(cfg)
     x_all, y_all = sample_measures(maximized, cfg), sample_measures(real, cfg)
+    compared = [c for c, word in enumerate(labels)
+                if _skip_reason(word, (targets == c).sum(), (real_labels == c).sum()) is None]
+    shift, spread = np.zeros(x_all.shape[1]), None
+    if centre and compared:
+        dep = np.array([x_all[targets == c].mean(0) - y_all[real_labels == c].mean(0) for c in compared])
+        shift = np.median(dep, 0)
+        spread = 1.4826 * np.median(np.abs(dep - shift), 0)
     per_class, skipped, band_z = {}, {}, []
     for c, word in enumerate(labels):
-        x, y = x_all[targets == c], y_all[real_labels == c]
-        reason = (f"the reference corpus has no clip of '{word}'" if len(y) == 0 else
-                  f"{len(y)} real clip(s) of '{word}', needs {MIN_REAL} for a spread and a bootstrap"
-                  if len(y) < MIN_REAL else
-                  f"{len(x)} maximized sample(s) of '{word}', needs {MIN_MAXIMIZED}" if len(x) < MIN_MAXIMIZED
-                  else None)
+        x, y = x_all[targets == c] - shift, y_all[real_labels == c]
+        reason = _skip_reason(word, len(x), len(y))
         if reason:
             skipped[word] = reason
             band_z.append([None] * cfg.n_mels)
@@ -185,8 +237,36 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
             if not np.all(np.isfinite(conf[0])):
                 conf = None
         per_class[word], z = class_anomalies(x, y, edges, rng, confusion=conf, reps=reps, threshold=threshold,
-                                             top=top)
+                                             top=top, spread=spread)
         band_z.append([_r(v) for v in z])
-    return {"per_class": per_class, "skipped": skipped, "band_z": band_z,
-            "band_hz": [[_r(lo, 1), _r(hi, 1)] for lo, hi in edges], "threshold": threshold, "top": top,
-            "min_real": MIN_REAL, "min_maximized": MIN_MAXIMIZED}
+    out = {"per_class": per_class, "skipped": skipped, "band_z": band_z,
+           "band_hz": [[_r(lo, 1), _r(hi, 1)] for lo, hi in edges], "threshold": threshold, "top": top,
+           "min_real": MIN_REAL, "min_maximized": MIN_MAXIMIZED}
+    if centre:
+        out["centred"] = [_r(v) for v in shift]
+        out["spread"] = None if spread is None else [_r(v) for v in spread]
+    return out
+
+
+def attribution_anomalies(attr, log_mels, clip_labels, labels, cfg, *, seed: int, reps: int = BOOTSTRAP,
+                          threshold: float = THRESHOLD, top: int = TOP_K) -> dict:
+    """Per word of ``labels``, how the attribution maps of its clips toward it depart from the other words'
+    clips' maps toward theirs -- the same detectors, standardized by the other words' spread. attr, log_mels:
+    (M, n_mels, frames) each clip's attribution map and log-mel; clip_labels (M,). Returns {"per_class",
+    "skipped", "threshold", "top"} as :func:`find_anomalies` (no confusion: an attribution names no other
+    word)."""
+    rng = np.random.default_rng(seed)
+    clip_labels = np.asarray(clip_labels)
+    edges = band_edges_hz(cfg)
+    m = attribution_measures(attr, log_mels, cfg)
+    per_class, skipped = {}, {}
+    for c, word in enumerate(labels):
+        x, y = m[clip_labels == c], m[clip_labels != c]
+        reason = _skip_reason(word, len(x), len(y), what="clip(s) with an attribution")
+        if reason is None and len(x) < MIN_REAL:
+            reason = f"{len(x)} clip(s) of '{word}', needs {MIN_REAL} for a bootstrap"
+        if reason:
+            skipped[word] = reason
+            continue
+        per_class[word], _ = class_anomalies(x, y, edges, rng, reps=reps, threshold=threshold, top=top)
+    return {"per_class": per_class, "skipped": skipped, "threshold": threshold, "top": top}
