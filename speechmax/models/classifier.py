@@ -197,6 +197,8 @@ PRESETS = {
     "classifier": ClassifierConfig(arch="tcres", channels=(64, 64, 96, 96), kernel=9, dropout=0.1),
     "classifier-separate": ClassifierConfig(arch="cnn2d", channels=(16, 32, 64, 128, 128), dropout=0.2),
     "classifier-paper": ClassifierConfig(arch="paper", channels=(8, 16, 32), dropout=0.2),
+    # a few thousand weights: `debugbench --quick` trains six of them in seconds
+    "classifier-tiny": ClassifierConfig(arch="tcres", channels=(16, 16, 16), kernel=3, dropout=0.1),
 }
 
 
