@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "the evaluation report: noise->class, vocoder control, class to class, figures, listening set",
     "listen": "self-hosted listening test (quality MOS and word identification)",
     "bench": "speed benchmarks: vocoder, maximize",
+    "debugbench": "debugging benchmark: does the anomaly report find planted defects?",
 }
 
 

@@ -1,0 +1,370 @@
+"""The debugging benchmark (issue 23): does the anomaly report find bugs whose place is known?
+
+One corpus; a clean control classifier and one classifier per planted defect (:mod:`speechmax.data.defects`),
+all with the same recipe and seed; noise starts climbed toward each compared word of each model; the anomaly
+detectors (:mod:`.anomaly`) run by two rules:
+
+- ``vs_control`` (the headline): a defect model's maximized samples of a word against the control model's samples
+  of the same word (same starts, same ascent), so what every maximized sample has -- level, a noise floor far
+  above the corpus's digital silence, onset at 0 ms -- and what a word's samples have in any model cancel out.
+  Its false alarms: the control's first half of starts against its second half.
+- ``centred``: a model's samples against real clips of the word, each word's departure centred on the median
+  departure over the words of the same model and standardized by at least their spread
+  (``find_anomalies(..., centre=True)``) -- what a user without a reference model gets; its false alarms: every
+  anomaly of the control.
+
+A defect is *detected* when an anomaly with its signature (:func:`matches`) is among the :data:`TOP` strongest of
+its word. The baseline: integrated gradients (captum) on the real test clips of each word, toward it, read by the
+same detectors (:func:`.anomaly.attribution_anomalies`: a word's attribution maps against the other words') and
+scored by the same signature rule; its false alarms: every anomaly of the control.
+
+Every stage's result is kept under ``out`` (corpus variants, trained models, maximized samples, attributions), so
+an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import build_corpus, load_split
+from ..data.defects import DEFECTS, DefectError, plant
+from ..data.words import WORDS
+from ..data.words import labels as task_labels
+from ..features import FeatureConfig
+from ..machine import cpu_model
+from ..maximize import maximize
+from ..models.classifier import load_classifier
+from ..models.inference import label_index
+from ..models.registry import load_model
+from ..models.train import FitConfig, train_classifier
+from ..outputs import atomic_path, prepare_output, write_json
+from .anomaly import THRESHOLD, attribution_anomalies, find_anomalies
+
+log = logging.getLogger(__name__)
+
+MARKER = "debugbench.run.json"
+TOP = 3                 # a defect counts as found among its word's 3 strongest anomalies
+ORDER = ("tone", "noise", "swap", "early", "lowpass")
+CONTROL = "control"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark's size: the corpus built when none is given, the vocabulary (``words`` of the 35 picked
+    by the seed; 35: all), the classifiers' preset and fit, the ascent, the attribution."""
+    speakers: int = 300
+    words: int = 35
+    preset: str = "classifier"
+    epochs: int = 20
+    batch: int = 128
+    lr: float = 2e-3
+    augment: bool = True
+    starts: int = 32
+    steps: int = 60
+    mode: str = "latent"
+    ig_steps: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FULL = BenchConfig()
+# a tiny model on a few hundred clips learns fastest at a higher rate and without augmentation
+QUICK = BenchConfig(speakers=40, words=8, preset="classifier-tiny", epochs=60, batch=16, lr=5e-3, augment=False,
+                    starts=8, steps=30, ig_steps=16)
+
+
+def pick_classes(vocab, seed: int) -> dict:
+    """{defect: word} (``swap``: [word, other]) -- six distinct words of ``vocab`` drawn by ``seed``."""
+    if len(vocab) < 6:
+        raise ValueError(f"the benchmark plants defects in 6 words; the vocabulary has {len(vocab)}")
+    w = [vocab[i] for i in np.random.default_rng(seed).permutation(len(vocab))[:6]]
+    return {"tone": w[0], "noise": w[1], "swap": [w[2], w[3]], "early": w[4], "lowpass": w[5]}
+
+
+# ---- scoring: pure functions of anomaly lists
+
+def _span_has(a, hz) -> bool:
+    lo, hi = a["band_hz"]
+    return lo <= hz <= hi
+
+
+def matches(defect: str, a: dict, settings: dict, other: str | None = None) -> bool:
+    """Whether anomaly ``a`` (a :func:`.anomaly.find_anomalies` record) has ``defect``'s signature: tone -> band
+    energy up in a span containing the tone; noise -> noise floor level or flatness up, or band energy up over
+    a span of 2 kHz or more; swap -> the separate classifier hears ``other``; early -> centroid or onset
+    earlier; lowpass -> band energy down in a span above the cutoff."""
+    kind, up = a["kind"], a["effect"] > 0
+    if defect == "tone":
+        return kind == "band_energy" and up and _span_has(a, settings["hz"])
+    if defect == "noise":
+        return up and (kind == "noise_floor" or (kind == "band_energy" and a["band_hz"][1] - a["band_hz"][0] >= 2000))
+    if defect == "swap":
+        return kind == "confusion" and up and a.get("heard_as") == other
+    if defect == "early":
+        return kind == "placement" and not up
+    if defect == "lowpass":
+        return kind == "band_energy" and not up and a["band_hz"][1] > settings["cutoff_hz"]
+    raise ValueError(f"unknown defect {defect!r}")
+
+
+def score_defect(defect: str, word, per_class: dict, settings: dict, top: int = TOP) -> dict:
+    """The planted ``defect`` in ``word`` (swap: [word, other], looked for in both words) against
+    ``per_class`` {word: [anomaly, ...] strongest first, each with its rank}: {"detected": the best matching
+    anomaly ranks <= top, "rank", "effect", "anomaly"} (rank/effect None when none matches)."""
+    pairs = [(word[0], word[1]), (word[1], word[0])] if defect == "swap" else [(word, None)]
+    best = None
+    for w, other in pairs:
+        for a in per_class.get(w, []):
+            if matches(defect, a, settings, other) and (best is None or a["rank"] < best["rank"]):
+                best = dict(a, word=w)
+    if best is None:
+        return {"detected": False, "rank": None, "effect": None, "anomaly": None}
+    return {"detected": best["rank"] <= top, "rank": best["rank"], "effect": best["effect"], "anomaly": best}
+
+
+def count_alarms(per_class: dict) -> int:
+    """Every reported anomaly (they are all above the threshold): in the control, each is a false alarm."""
+    return sum(len(v) for v in per_class.values())
+
+
+# ---- the stages
+
+def _corpus(out: Path, data, cfg: BenchConfig, progress: bool) -> Path:
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--data {root} is not a folder (a Speech Commands layout corpus)")
+        return root
+    root = out / "corpus"
+    log.info("building a corpus of %d speakers in %s", cfg.speakers, root)
+    build_corpus(root, speakers=cfg.speakers, seed=cfg.seed, progress=progress)
+    return root
+
+
+def _variants(out: Path, root: Path, classes: dict, seed: int) -> tuple[dict, dict]:
+    """{defect: (corpus, defect.json record)} of the plantable defects, {defect: reason} of the others."""
+    done, skipped = {}, {}
+    for d in ORDER:
+        where = out / "corpora" / d
+        word, other = (classes[d] if d == "swap" else (classes[d], None))
+        try:
+            record = (json.loads((where / "defect.json").read_text()) if where.is_dir()
+                      else plant(root, where, d, word, other, seed=seed))
+        except DefectError as e:
+            skipped[d] = str(e)
+            log.warning("defect %s skipped: %s", d, e)
+            continue
+        done[d] = (where, record)
+    return done, skipped
+
+
+def _integrated_gradients(model, x: torch.Tensor, y: torch.Tensor, steps: int) -> np.ndarray:
+    """(M, n_mels, frames) integrated gradients of each clip toward its label, from digital silence (the
+    log-mel floor) -- what the clip's energy contributes to the word's logit."""
+    from captum.attr import IntegratedGradients   # the baseline's only use of captum
+
+    ig = IntegratedGradients(model.eval())
+    floor = float(np.log(model.feature_config.log_floor))
+    parts = [ig.attribute(x[i:i + 64], baselines=torch.full_like(x[i:i + 64], floor), target=y[i:i + 64],
+                          n_steps=steps).detach() for i in range(0, len(x), 64)]
+    return torch.cat(parts).numpy()
+
+
+def _separate_columns(probs: torch.Tensor, labels, separate) -> np.ndarray:
+    """The separate classifier's softmax in the classifier's label columns (0 where it lacks the label)."""
+    cols = label_index(labels, tuple(separate.cfg.labels) or WORDS[:separate.cfg.n_classes])
+    p = probs.double().numpy()
+    return np.where(cols >= 0, p[:, np.maximum(cols, 0)], 0.0)
+
+
+def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads) -> dict:
+    """The model's maximized samples toward ``targets`` (class indices), kept in model_dir/maximized.npz."""
+    path = model_dir / "maximized.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return dict(z)
+    res = maximize(classifier, list(targets), mode=cfg.mode, prior=prior if cfg.mode == "latent" else None,
+                   n=cfg.starts, steps=cfg.steps, seed=cfg.seed, separate=separate, threads=threads,
+                   score_before=False)
+    got = {"features": res.features.float().numpy(), "targets": res.targets.numpy(), "start": res.start.numpy(),
+           "separate": _separate_columns(res.separate_after, classifier.cfg.labels, separate),
+           "hit_rate": np.float64(res.hit_rate())}
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **got)
+    return got
+
+
+def _attribution(model_dir: Path, classifier, real, steps: int) -> np.ndarray:
+    path = model_dir / "attribution.npy"
+    if path.is_file():
+        return np.load(path)
+    attr = _integrated_gradients(classifier, real.x, real.y, steps)
+    with atomic_path(path) as tmp:
+        np.save(tmp, attr)
+    return attr
+
+
+def _heatmap(mx: dict, n: int) -> np.ndarray:
+    """(n, n): the separate classifier's mean softmax over a model's maximized samples per target word (NaN rows
+    where none was climbed)."""
+    heat = np.full((n, n), np.nan)
+    for c in np.unique(mx["targets"]):
+        heat[c] = mx["separate"][mx["targets"] == c].mean(0)
+    return heat
+
+
+def _rows(mx: dict, keep: np.ndarray) -> dict:
+    """The maximized samples (and their targets, starts, separate softmax) where ``keep``."""
+    return {k: v[keep] for k, v in mx.items() if k != "hit_rate"}
+
+
+def _against(mx: dict, ref: dict, labels, cfg, seed: int) -> dict:
+    """The anomaly detectors on one set of maximized samples against another (the control's) as the reference:
+    its samples' spread standardizes, the separate classifier's softmax on them is the confusion reference."""
+    return find_anomalies(mx["features"], mx["targets"], ref["features"], ref["targets"], labels, cfg, seed=seed,
+                          top=None, confusion={"heatmap": _heatmap(mx, len(labels)), "real_probs": ref["separate"]})
+
+
+def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: str = "latent",
+                   threads: int | None = None, progress: bool = False, overwrite: bool = False) -> dict:
+    """The whole benchmark into ``out`` (see the module's doc): returns the result written to
+    ``out/debugbench.json`` (and drawn in ``out/report.html``). ``data``: an existing corpus (default: build one
+    under ``out``); ``quick``: :data:`QUICK`'s tiny corpus and models."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    cfg = dataclasses.replace(QUICK if quick else FULL, seed=seed, mode=mode)
+    settings = {"quick": quick, "data": str(Path(data).resolve()) if data else None, "config": cfg.to_dict()}
+    prepare_output(out, MARKER, settings, what="speechmax debugbench run", overwrite=overwrite)
+    write_json(out / MARKER, {"settings": settings})
+    if threads:
+        torch.set_num_threads(threads)
+
+    root = _corpus(out, data, cfg, progress)
+    vocab = list(WORDS) if cfg.words >= len(WORDS) else \
+        [WORDS[i] for i in sorted(np.random.default_rng(seed + 1).permutation(len(WORDS))[:cfg.words])]
+    labels = task_labels(vocab)
+    classes = pick_classes(vocab, seed)
+    variants, skipped = _variants(out, root, classes, seed)
+    fc = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, augment=cfg.augment, seed=seed)
+    feature_cfg = FeatureConfig()
+    real = load_split(root, "testing", feature_cfg, task=labels)
+    separate = load_model("classifier-separate", kind="classifier").eval()
+    prior = load_model("prior", kind="prior").eval() if cfg.mode == "latent" else None
+    with torch.no_grad():
+        real_sep = _separate_columns(torch.softmax(separate(real.x), -1), labels, separate)
+    targets = [labels.index(w) for w in vocab]
+
+    models = {}
+    for name, corpus in [(CONTROL, root)] + [(d, v[0]) for d, v in variants.items()]:
+        model_dir = out / "models" / name
+        log.info("%s: training %s on %s", name, cfg.preset, corpus)
+        metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fc, progress=progress, threads=threads,
+                                   words=labels)
+        classifier = load_classifier(model_dir / "model").eval()
+        log.info("%s: test accuracy %.3f; maximizing %d words x %d starts (%s)", name, metrics["test_accuracy"],
+                 len(targets), cfg.starts, cfg.mode)
+        mx = _maximized(model_dir, classifier, targets, prior, separate, cfg, threads)
+        centred = find_anomalies(mx["features"], mx["targets"], real.x.numpy(), real.y.numpy(), labels,
+                                 feature_cfg, seed=seed, top=None, centre=True,
+                                 confusion={"heatmap": _heatmap(mx, len(labels)), "real_probs": real_sep})
+        if name == CONTROL:
+            control_mx = mx
+            first = mx["start"] < cfg.starts // 2
+            vs_control = _against(_rows(mx, first), _rows(mx, ~first), labels, feature_cfg, seed)
+        else:
+            vs_control = _against(mx, control_mx, labels, feature_cfg, seed)
+        log.info("%s: integrated gradients on %d test clips", name, len(real.y))
+        attr = _attribution(model_dir, classifier, real, cfg.ig_steps)
+        baseline = attribution_anomalies(attr, real.x.numpy(), real.y.numpy(), labels, feature_cfg, seed=seed,
+                                         top=None)
+        models[name] = {"test_accuracy": metrics["test_accuracy"], "per_class_accuracy": metrics["per_class_accuracy"],
+                        "hit_rate": float(mx["hit_rate"]), "anomalies": vs_control["per_class"],
+                        "skipped_classes": vs_control["skipped"], "centred_anomalies": centred["per_class"],
+                        "centred_skipped": centred["skipped"], "median_departure": centred["centred"],
+                        "departure_spread": centred["spread"],
+                        "baseline": baseline["per_class"], "baseline_skipped": baseline["skipped"]}
+
+    defects = []
+    for d in ORDER:
+        word = classes[d]
+        row = {"name": d, "class": "/".join(word) if d == "swap" else word}
+        if d in skipped:
+            defects.append(dict(row, detected=None, rank=None, effect=None, baseline_detected=None,
+                                skipped=skipped[d]))
+            continue
+        m, settings_d = models[d], variants[d][1]["settings"]
+        got = score_defect(d, word, m["anomalies"], settings_d)
+        cen = score_defect(d, word, m["centred_anomalies"], settings_d)
+        base = score_defect(d, word, m["baseline"], settings_d)
+        own = set(word) if d == "swap" else {word}
+        acc = {w: m["per_class_accuracy"].get(w) for w in (word if d == "swap" else [word])}
+        defects.append(dict(row, detected=got["detected"], rank=got["rank"], effect=got["effect"],
+                            centred_detected=cen["detected"], centred_rank=cen["rank"], centred_effect=cen["effect"],
+                            other_words_alarms=count_alarms({w: v for w, v in m["anomalies"].items() if w not in own}),
+                            baseline_detected=base["detected"], baseline_rank=base["rank"],
+                            baseline_effect=base["effect"], accuracy=acc,
+                            control_accuracy={w: models[CONTROL]["per_class_accuracy"].get(w) for w in acc},
+                            anomaly=got["anomaly"], baseline_anomaly=base["anomaly"], planted=variants[d][1]))
+    control = models[CONTROL]
+    result = {
+        "defects": [{k: r[k] for k in ("name", "class", "detected", "rank", "effect", "baseline_detected")}
+                    for r in defects],
+        "control": {"false_alarms": count_alarms(control["anomalies"]),
+                    "centred_false_alarms": count_alarms(control["centred_anomalies"]),
+                    "baseline_false_alarms": count_alarms(control["baseline"]),
+                    "classes": len(control["anomalies"]), "test_accuracy": control["test_accuracy"]},
+        "seconds": round(time.perf_counter() - t0, 1),
+        "details": {"defects": defects, "classes": classes, "vocabulary": list(labels), "skipped": skipped,
+                    "models": models, "corpus": str(root), "settings": settings, "top": TOP, "threshold": THRESHOLD,
+                    "rule": "detected: an anomaly with the defect's signature among the word's top 3 (|z| >= "
+                            f"{THRESHOLD}, 95% CI on one side of 0) of the defect model's maximized samples against "
+                            "the control model's of the same word; control false alarms: the control's first half of "
+                            "starts against its second half",
+                    "centred_rule": "the model's maximized samples against real clips of the word, each word's "
+                                    "departure centred on the median over the words and standardized by at least "
+                                    "their spread; control false alarms: every anomaly of the control",
+                    "baseline": f"captum IntegratedGradients ({cfg.ig_steps} steps, from the log-mel floor) on the "
+                                "real test clips of each word toward it; |attribution| read by the same detectors, a "
+                                "word's clips against the other words' clips",
+                    "cpu": cpu_model(), "threads": torch.get_num_threads()},
+    }
+    write_json(out / "debugbench.json", result)
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(report_html(result))
+    return result
+
+
+def report_html(result: dict) -> str:
+    """A small page: one row per defect, the control's false alarms."""
+    def cell(v):
+        return "&ndash;" if v is None else html.escape(str(v))
+
+    rows = []
+    for r in result["details"]["defects"]:
+        acc = r.get("accuracy") or {}
+        rows.append("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in (
+            r["name"], r["class"], r.get("skipped") and f"skipped: {r['skipped']}" or r["detected"], r["rank"],
+            r["effect"], r.get("centred_detected"), r["baseline_detected"],
+            ", ".join(f"{w} {v:.2f}" if v is not None else f"{w} n/a" for w, v in acc.items()) or None)) + "</tr>")
+    c = result["control"]
+    return ("<!doctype html><meta charset=utf-8><title>speechmax debugbench</title>"
+            "<h1>Debugging benchmark</h1><p>" + html.escape(result["details"]["rule"]) + ". Baseline: "
+            + html.escape(result["details"]["baseline"]) + ".</p>"
+            "<table border=1 cellpadding=4><tr><th>defect</th><th>class</th><th>detected</th><th>rank</th>"
+            "<th>effect (z)</th><th>centred rule detected</th><th>baseline detected</th><th>test accuracy on the class</th></tr>"
+            + "".join(rows) + "</table>"
+            f"<p>Control: {c['false_alarms']} false alarm(s) over {c['classes']} words (centred rule: "
+            f"{c['centred_false_alarms']}; baseline: {c['baseline_false_alarms']}); test accuracy "
+            f"{c['test_accuracy']:.3f}. The centred rule: "
+            + html.escape(result["details"]["centred_rule"]) + ". "
+            f"{result['seconds']} s on {html.escape(result['details']['cpu'])}.</p>")
