@@ -1,0 +1,147 @@
+"""The debugging benchmark (issue 23): the scoring rule on hand-made anomaly lists, the centred comparison on
+hand-made log-mels (a departure every word shares is no alarm; one word's is), and a ``debugbench --quick`` run
+end to end on a tiny corpus built here without background noise (the planted tone found at its word, the noise
+defect skipped with the reason, the control's false alarms counted, the JSON contract)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from speechmax.data.defects import DEFECTS
+from speechmax.evaluate.anomaly import find_anomalies
+from speechmax.evaluate.debugbench import count_alarms, matches, pick_classes, score_defect
+from speechmax.features import FeatureConfig
+
+TONE, LOWPASS = DEFECTS["tone"], DEFECTS["lowpass"]
+
+
+def band(lo, hi, effect, rank):
+    return {"kind": "band_energy", "what": "band energy", "band_hz": [lo, hi], "effect": effect, "rank": rank}
+
+
+def scalar(kind, what, effect, rank, **kw):
+    return {"kind": kind, "what": what, "effect": effect, "rank": rank, **kw}
+
+
+def test_each_signature_matches_its_defect_only():
+    assert matches("tone", band(2300, 2700, 5.0, 1), TONE)
+    assert not matches("tone", band(2300, 2700, -5.0, 1), TONE)          # down is not a tone
+    assert not matches("tone", band(3000, 4000, 5.0, 1), TONE)           # not at 2.5 kHz
+    assert matches("noise", scalar("noise_floor", "noise floor level", 4.0, 1), {})
+    assert matches("noise", band(500, 6000, 4.0, 1), {})                 # broadband
+    assert not matches("noise", band(2400, 2600, 4.0, 1), {})
+    heard = scalar("confusion", "separate classifier hears 'dog'", 4.0, 1, heard_as="dog")
+    assert matches("swap", heard, {}, other="dog") and not matches("swap", heard, {}, other="cat")
+    assert matches("early", scalar("placement", "onset", -4.0, 1), {})
+    assert not matches("early", scalar("placement", "onset", 4.0, 1), {})
+    assert matches("lowpass", band(2500, 7800, -6.0, 1), LOWPASS)
+    assert not matches("lowpass", band(300, 1500, -6.0, 1), LOWPASS)     # below the cutoff
+    assert not matches("lowpass", band(2500, 7800, 6.0, 1), LOWPASS)
+
+
+def test_a_defect_counts_when_its_signature_ranks_in_the_top_3():
+    per_class = {"cat": [band(100, 300, 9.0, 1), scalar("placement", "onset", -8.0, 2),
+                         band(5000, 6000, 7.0, 3), band(2200, 2800, 6.0, 4)],
+                 "dog": [band(2200, 2800, 6.0, 3)]}
+    late = score_defect("tone", "cat", per_class, TONE)
+    assert late == {"detected": False, "rank": 4, "effect": 6.0, "anomaly": dict(per_class["cat"][3], word="cat")}
+    found = score_defect("tone", "dog", per_class, TONE)
+    assert found["detected"] and found["rank"] == 3 and found["effect"] == 6.0
+    assert score_defect("early", "cat", per_class, {})["rank"] == 2
+    assert score_defect("lowpass", "cat", per_class, LOWPASS) == {"detected": False, "rank": None, "effect": None,
+                                                                   "anomaly": None}
+    # swap: either word heard as the other; the better rank counts
+    swap = {"cat": [band(100, 300, 9.0, 1), scalar("confusion", "x", 5.0, 2, heard_as="dog")],
+            "dog": [scalar("confusion", "y", 8.0, 1, heard_as="cat")]}
+    got = score_defect("swap", ["cat", "dog"], swap, {})
+    assert got["detected"] and got["rank"] == 1 and got["anomaly"]["word"] == "dog"
+    assert count_alarms(swap) == 3 and count_alarms({}) == 0
+
+
+def test_classes_are_six_distinct_words_chosen_by_the_seed():
+    vocab = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    got = pick_classes(vocab, 3)
+    words = [got["tone"], got["noise"], *got["swap"], got["early"], got["lowpass"]]
+    assert len(set(words)) == 6 and set(words) <= set(vocab)
+    assert pick_classes(vocab, 3) == got and pick_classes(vocab, 4) != got
+    with pytest.raises(ValueError, match="6 words"):
+        pick_classes(vocab[:5], 0)
+
+
+def test_centring_takes_out_what_every_word_shares():
+    """Six words; every maximized sample 12 dB louder with a raised floor (as maximized samples are), one word
+    also +10 dB in a few bands: plainly compared every word alarms, centred only that word does, there."""
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(6)]
+
+    def clips(n, extra=0.0):
+        x = -9.0 + 0.3 * rng.standard_normal((n, 80, 101))
+        x[:, :, 30:70] = -3.0 + 0.3 * rng.standard_normal((n, 80, 40))
+        x[:, 40:44] += extra
+        return x
+
+    real = np.concatenate([clips(20) for _ in words])
+    real_y = np.repeat(np.arange(6), 20)
+    maxed = np.concatenate([clips(8, extra=10 / 8.69 if c == 2 else 0.0) + 12 / 8.69 for c in range(6)])
+    targets = np.repeat(np.arange(6), 8)
+    plain = find_anomalies(maxed, targets, real, real_y, words, cfg, seed=0, top=None)
+    assert all(plain["per_class"][w] for w in words)
+    centred = find_anomalies(maxed, targets, real, real_y, words, cfg, seed=0, top=None, centre=True)
+    assert [w for w in words if centred["per_class"][w]] == ["w2"]
+    (a,) = centred["per_class"]["w2"][:1]
+    assert a["kind"] == "band_energy" and a["bands"][0] >= 39 and a["bands"][1] <= 44 and a["effect"] > 0
+    assert len(centred["centred"]) == 84 and len(centred["spread"]) == 84
+
+
+def _tiny_corpus(root):
+    """10 espeak-ng speakers x 3 repeats; 3 speakers tested, 1 validated (the hash rule would leave splits
+    empty at this size); no background noise."""
+    from speechmax.data import build_corpus
+
+    build_corpus(root, speakers=10, seed=5, workers=2, engines=["espeak-ng"], repeats=3)
+    shutil.rmtree(root / "_background_noise_")
+    speakers = sorted({p.name.split("_nohash_")[0] for p in (root / "yes").glob("*.wav")})
+    for name, who in (("testing_list.txt", speakers[:3]), ("validation_list.txt", speakers[3:4])):
+        lines = sorted(f"{p.parent.name}/{p.name}" for s in who for p in root.glob(f"*/{s}_nohash_*.wav"))
+        (root / name).write_text("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.slow
+def test_quick_run_finds_the_tone_skips_the_noise_and_counts_false_alarms(tmp_path, capsys):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from speechmax.cli import main
+
+    data = tmp_path / "corpus"
+    _tiny_corpus(data)
+    out = tmp_path / "bench"
+    argv = ["debugbench", "--quick", "--out", str(out), "--data", str(data), "--json", "--threads", "1"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"defects", "control", "seconds"}
+    assert [d["name"] for d in got["defects"]] == ["tone", "noise", "swap", "early", "lowpass"]
+    for d in got["defects"]:
+        assert set(d) == {"name", "class", "detected", "rank", "effect", "baseline_detected"}
+    by = {d["name"]: d for d in got["defects"]}
+    assert by["tone"]["detected"] is True and by["tone"]["rank"] <= 3 and by["tone"]["effect"] > 0
+    assert by["noise"]["detected"] is None
+    assert isinstance(got["control"]["false_alarms"], int) and got["seconds"] > 0
+
+    full = json.loads((out / "debugbench.json").read_text())
+    assert "_background_noise_" in full["details"]["skipped"]["noise"]
+    noise_row = [r for r in full["details"]["defects"] if r["name"] == "noise"][0]
+    assert "_background_noise_" in noise_row["skipped"]
+    tone = [r for r in full["details"]["defects"] if r["name"] == "tone"][0]
+    assert tone["anomaly"]["word"] == by["tone"]["class"] and tone["anomaly"]["kind"] == "band_energy"
+    assert full["control"]["false_alarms"] == sum(len(v) for v in full["details"]["models"]["control"]["anomalies"].values())
+    assert set(full["details"]["models"]) == {"control", "tone", "swap", "early", "lowpass"}
+    assert full["details"]["cpu"] and full["details"]["settings"]["quick"] is True
+    page = (out / "report.html").read_text()
+    assert "tone" in page and "skipped" in page and "false alarm" in page
+
+    assert main(argv) == 0   # the same settings: resumed from what is on disk
+    assert json.loads(capsys.readouterr().out)["defects"] == got["defects"]
+    assert main(argv[:-2] + ["--seed", "1"]) == 2   # other settings in a used folder: refused
+    assert "other settings" in capsys.readouterr().err
