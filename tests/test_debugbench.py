@@ -135,8 +135,10 @@ def test_quick_run_finds_the_tone_skips_the_noise_and_counts_false_alarms(tmp_pa
     assert "_background_noise_" in noise_row["skipped"]
     tone = [r for r in full["details"]["defects"] if r["name"] == "tone"][0]
     assert tone["anomaly"]["word"] == by["tone"]["class"] and tone["anomaly"]["kind"] == "band_energy"
-    assert full["control"]["false_alarms"] == sum(len(v) for v in full["details"]["models"]["control"]["anomalies"].values())
-    assert set(full["details"]["models"]) == {"control", "tone", "swap", "early", "lowpass"}
+    models = full["details"]["models"]
+    assert full["control"]["false_alarms"] == sum(len(v) for v in models["control-reseeded"]["anomalies"].values())
+    assert full["control"]["centred_false_alarms"] == sum(len(v) for v in models["control"]["centred_anomalies"].values())
+    assert set(models) == {"control", "control-reseeded", "tone", "swap", "early", "lowpass"}
     assert full["details"]["cpu"] and full["details"]["settings"]["quick"] is True
     page = (out / "report.html").read_text()
     assert "tone" in page and "skipped" in page and "false alarm" in page

@@ -7,7 +7,9 @@ detectors (:mod:`.anomaly`) run by two rules:
 - ``vs_control`` (the headline): a defect model's maximized samples of a word against the control model's samples
   of the same word (same starts, same ascent), so what every maximized sample has -- level, a noise floor far
   above the corpus's digital silence, onset at 0 ms -- and what a word's samples have in any model cancel out.
-  Its false alarms: the control's first half of starts against its second half.
+  Its false alarms: a second clean model, trained with seed + 1, against the control (model-to-model variation
+  is what a defect model differs by besides its defect); also the control's first half of starts against its
+  second half (sampling variation alone).
 - ``centred``: a model's samples against real clips of the word, each word's departure centred on the median
   departure over the words of the same model and standardized by at least their spread
   (``find_anomalies(..., centre=True)``) -- what a user without a reference model gets; its false alarms: every
@@ -54,6 +56,7 @@ MARKER = "debugbench.run.json"
 TOP = 3                 # a defect counts as found among its word's 3 strongest anomalies
 ORDER = ("tone", "noise", "swap", "early", "lowpass")
 CONTROL = "control"
+RESEEDED = "control-reseeded"   # the clean recipe with seed + 1: the vs_control rule's null (model-to-model variation)
 
 
 @dataclass(frozen=True)
@@ -265,10 +268,11 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
     targets = [labels.index(w) for w in vocab]
 
     models = {}
-    for name, corpus in [(CONTROL, root)] + [(d, v[0]) for d, v in variants.items()]:
+    runs = [(CONTROL, root, fc), (RESEEDED, root, dataclasses.replace(fc, seed=seed + 1))]
+    for name, corpus, fit in runs + [(d, v[0], fc) for d, v in variants.items()]:
         model_dir = out / "models" / name
         log.info("%s: training %s on %s", name, cfg.preset, corpus)
-        metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fc, progress=progress, threads=threads,
+        metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fit, progress=progress, threads=threads,
                                    words=labels)
         classifier = load_classifier(model_dir / "model").eval()
         log.info("%s: test accuracy %.3f; maximizing %d words x %d starts (%s)", name, metrics["test_accuracy"],
@@ -315,11 +319,12 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
                             baseline_effect=base["effect"], accuracy=acc,
                             control_accuracy={w: models[CONTROL]["per_class_accuracy"].get(w) for w in acc},
                             anomaly=got["anomaly"], baseline_anomaly=base["anomaly"], planted=variants[d][1]))
-    control = models[CONTROL]
+    control, reseeded = models[CONTROL], models[RESEEDED]
     result = {
         "defects": [{k: r[k] for k in ("name", "class", "detected", "rank", "effect", "baseline_detected")}
                     for r in defects],
-        "control": {"false_alarms": count_alarms(control["anomalies"]),
+        "control": {"false_alarms": count_alarms(reseeded["anomalies"]),
+                    "halves_false_alarms": count_alarms(control["anomalies"]),
                     "centred_false_alarms": count_alarms(control["centred_anomalies"]),
                     "baseline_false_alarms": count_alarms(control["baseline"]),
                     "classes": len(control["anomalies"]), "test_accuracy": control["test_accuracy"]},
@@ -328,8 +333,9 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
                     "models": models, "corpus": str(root), "settings": settings, "top": TOP, "threshold": THRESHOLD,
                     "rule": "detected: an anomaly with the defect's signature among the word's top 3 (|z| >= "
                             f"{THRESHOLD}, 95% CI on one side of 0) of the defect model's maximized samples against "
-                            "the control model's of the same word; control false alarms: the control's first half of "
-                            "starts against its second half",
+                            "the control model's of the same word; control false alarms: a second clean model (seed + 1) "
+                            "against the control (halves_false_alarms: the control's first half of starts against its "
+                            "second half)",
                     "centred_rule": "the model's maximized samples against real clips of the word, each word's "
                                     "departure centred on the median over the words and standardized by at least "
                                     "their spread; control false alarms: every anomaly of the control",
@@ -363,7 +369,8 @@ def report_html(result: dict) -> str:
             "<table border=1 cellpadding=4><tr><th>defect</th><th>class</th><th>detected</th><th>rank</th>"
             "<th>effect (z)</th><th>centred rule detected</th><th>baseline detected</th><th>test accuracy on the class</th></tr>"
             + "".join(rows) + "</table>"
-            f"<p>Control: {c['false_alarms']} false alarm(s) over {c['classes']} words (centred rule: "
+            f"<p>Control: {c['false_alarms']} false alarm(s) over {c['classes']} words (a second clean model "
+            f"against the control; the control's halves of starts: {c['halves_false_alarms']}; centred rule: "
             f"{c['centred_false_alarms']}; baseline: {c['baseline_false_alarms']}); test accuracy "
             f"{c['test_accuracy']:.3f}. The centred rule: "
             + html.escape(result["details"]["centred_rule"]) + ". "
