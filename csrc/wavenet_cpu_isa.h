@@ -54,16 +54,24 @@ static void microkernel(const void* wp, int P, int Kp, const float* X, int ldx, 
       }
     }
   } else if constexpr (MODE == kBF16Dot) {
+    // NA pairs per iteration, each into the accumulator set of its compile-time index u: indexed by a run-time
+    // j % NA, the accumulators lived on the stack, a store-to-load round trip on every vdpbf16ps at batch 1.
     const uint16_t* w = static_cast<const uint16_t*>(wp);
-    for (size_t j = 0; j < (size_t)Kp / 2; ++j) {
-      R wv[NV];
+    const size_t J = (size_t)Kp / 2;
+    for (size_t j = 0; j < J; j += NA) {
+#pragma GCC unroll 2
+      for (int u = 0; u < NA; ++u) {
+        if (NA > 1 && j + u >= J) break;  // odd J with two accumulator sets
+        R wv[NV];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) wv[v] = V::load(reinterpret_cast<const float*>(w + 2 * j * stride + 2 * v * W));
+        for (int v = 0; v < NV; ++v)
+          wv[v] = V::load(reinterpret_cast<const float*>(w + 2 * (j + u) * stride + 2 * v * W));
 #pragma GCC unroll 8
-      for (int b = 0; b < NB; ++b) {
-        const R xb = V::set1(xp[b][j]);  // the pair's 32 bits, broadcast
+        for (int b = 0; b < NB; ++b) {
+          const R xb = V::set1(xp[b][j + u]);  // the pair's 32 bits, broadcast
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) acc[j % NA][v][b] = VD::dot(acc[j % NA][v][b], wv[v], xb);
+          for (int v = 0; v < NV; ++v) acc[u][v][b] = VD::dot(acc[u][v][b], wv[v], xb);
+        }
       }
     }
   } else {
