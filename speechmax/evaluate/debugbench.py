@@ -44,7 +44,7 @@ from ..features import FeatureConfig
 from ..machine import cpu_model
 from ..maximize import maximize
 from ..models.classifier import load_classifier
-from ..models.inference import label_index
+from ..models.inference import in_label_columns
 from ..models.registry import load_model
 from ..models.train import FitConfig, train_classifier
 from ..outputs import atomic_path, prepare_output, write_json
@@ -185,9 +185,8 @@ def _integrated_gradients(model, x: torch.Tensor, y: torch.Tensor, steps: int) -
 
 def _separate_columns(probs: torch.Tensor, labels, separate) -> np.ndarray:
     """The separate classifier's softmax in the classifier's label columns (0 where it lacks the label)."""
-    cols = label_index(labels, tuple(separate.cfg.labels) or WORDS[:separate.cfg.n_classes])
-    p = probs.double().numpy()
-    return np.where(cols >= 0, p[:, np.maximum(cols, 0)], 0.0)
+    return in_label_columns(probs.double().numpy(), labels,
+                            tuple(separate.cfg.labels) or WORDS[:separate.cfg.n_classes])
 
 
 def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.inference import label_index, logits_on_audio
+from ..models.inference import in_label_columns, logits_on_audio
 from . import figures
 from .anomaly import MIN_REAL, ONSET_DB, QUIET_SHARE, SD_FLOOR, find_anomalies
 from .inputs import Clips, EvalModels
@@ -23,8 +23,7 @@ def separate_probs(models: EvalModels, clips: Clips) -> np.ndarray:
     """(M, C) the separate classifier's softmax on the real clips, in the classifier's label columns (0 for a
     label it lacks) -- as the noise runs' ``heatmap_separate`` is."""
     probs = torch.softmax(logits_on_audio(models.separate, clips.waves, clips.mels, batch=512).double(), -1).numpy()
-    cols = label_index(models.labels, models.separate_labels)
-    return np.where(cols >= 0, probs[:, np.maximum(cols, 0)], 0.0)
+    return in_label_columns(probs, models.labels, models.separate_labels)
 
 
 def _slug(word: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from ..machine import cpu_model
 from ..maximize import maximize
 from ..maximize.recipes import RECIPES
-from ..models.inference import label_index
+from ..models.inference import in_label_columns, label_index
 from ..progress import progress_bar
 from .resume import PartialRun, run_key
 from .stats import rounded, success_rates
@@ -74,8 +74,7 @@ def run_stats(res, n_classes: int) -> dict:
             # target; stored as the dtype's largest value), the heatmap's columns its softmax of those labels
             pred = label_index(res.separate_labels, res.labels)[pred]
             pred = np.where(pred < 0, np.iinfo(dtype).max, pred)
-            cols = label_index(res.labels, res.separate_labels)
-            probs = np.where(cols >= 0, probs[:, np.maximum(cols, 0)], 0.0)
+            probs = in_label_columns(probs, res.labels, res.separate_labels)
         out[f"pred_{key}"] = pred.astype(dtype)
         sums = np.zeros((n_classes, n_classes))
         for c in np.unique(t):

@@ -157,6 +157,14 @@ def label_index(source, target) -> np.ndarray:
     return np.array([where.get(label, -1) for label in source], dtype=np.int64)
 
 
+def in_label_columns(probs, labels, their_labels) -> np.ndarray:
+    """(N, len(labels)) float64: a classifier's softmax ``probs`` (N, len(their_labels)) rearranged into the
+    columns of ``labels`` (another classifier's), 0 where it lacks the label."""
+    cols = label_index(labels, their_labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    return np.where(cols >= 0, probs[:, np.maximum(cols, 0)], 0.0)
+
+
 def _fit_samples(waves: torch.Tensor, n: int) -> torch.Tensor:
     """(N, samples) -> (N, n): the centre ``n`` samples, or zero-padded evenly on both sides."""
     T = waves.shape[-1]
