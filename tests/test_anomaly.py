@@ -109,6 +109,30 @@ def test_a_confusion_the_real_clips_do_not_have_is_found():
     assert out["per_class"]["dog"] == [] and out["per_class"]["bird"] == []
 
 
+def test_centred_confusions_must_stand_out_among_the_words():
+    """Six words; the maximized samples of every word are heard 0.2 - 0.3 as some other word (a fickle separate
+    classifier), one word's 0.7 as its neighbour: plainly every word alarms, centred only that one does."""
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(6)]
+    real = np.concatenate([word_clips(rng, 20) for _ in words])
+    y = np.repeat(np.arange(6), 20)
+    maxed = np.concatenate([word_clips(rng, 8) for _ in words])
+    t = np.repeat(np.arange(6), 8)
+    real_probs = np.full((len(y), 6), 0.01)
+    real_probs[np.arange(len(y)), y] = 0.95
+    heat = np.full((6, 6), 0.02)
+    for c, rise in enumerate([0.2, 0.25, 0.7, 0.3, 0.22, 0.28]):
+        heat[c, c], heat[c, (c + 1) % 6] = 0.9 - rise, rise
+    conf = {"heatmap": heat, "real_probs": real_probs}
+    plain = find_anomalies(maxed, t, real, y, words, CFG, seed=0, confusion=conf)
+    assert all(any(a["kind"] == "confusion" for a in plain["per_class"][w]) for w in words)
+    centred = find_anomalies(maxed, t, real, y, words, CFG, seed=0, confusion=conf, centre=True)
+    alarms = {w: [a for a in v if a["kind"] == "confusion"] for w, v in centred["per_class"].items()}
+    assert [w for w, v in alarms.items() if v] == ["w2"] and alarms["w2"][0]["heard_as"] == "w3"
+    shift, floor = centred["confusion_centre"]
+    assert shift == pytest.approx(0.255, abs=0.01) and floor >= 0.05
+
+
 def test_a_misclassified_clip_is_named_by_the_bands_that_pull_it_to_the_wrong_word():
     from speechmax.evaluate.prototypes import METHOD, compare_to_prototypes
 

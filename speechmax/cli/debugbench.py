@@ -1,9 +1,10 @@
 """speechmax debugbench [--quick] --out DIR [--json]: the debugging benchmark -- planted defects, a clean control,
 the anomaly report and an attribution baseline scored side by side (debugbench.json, report.html)."""
 import json
+from pathlib import Path
 
 from speechmax.cli.config import add_config_option
-from speechmax.evaluate.debugbench import run_debugbench
+from speechmax.evaluate.debugbench import result_names, run_debugbench
 from speechmax.maximize.engine import MODES
 from speechmax.progress import progress_enabled
 
@@ -24,8 +25,9 @@ def register(sub, help):
     p.add_argument("--data", default=None, help="an existing corpus to plant the defects in (default: build one "
                                                 "under --out)")
     p.add_argument("--seed", type=int, default=0, help="picks the words, the models' and the ascent's draws")
-    p.add_argument("--mode", choices=MODES, default="latent",
-                   help="ascent through the shipped prior's latent (natural speech) or on the log-mel features")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="ascent on the log-mel features (the default: what the classifier keys on, a tone included) "
+                        "or through the shipped prior's latent (natural speech only; --quick's default)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     add_config_option(p)
@@ -42,6 +44,6 @@ def run(args):
         said = ("skipped" if d["detected"] is None else "found" if d["detected"] else "missed")
         print(f"{d['name']:8s} {d['class']:16s} {said:8s} rank {d['rank']}  effect {d['effect']}  "
               f"baseline {'found' if d['baseline_detected'] else 'missed'}")
-    print(f"control: {result['control']['false_alarms']} false alarm(s); {result['seconds']} s; "
-          f"{args.out}/report.html")
+    page = Path(args.out) / result_names(result["details"]["settings"]["config"]["mode"], args.quick)[1]
+    print(f"control: {result['control']['false_alarms']} false alarm(s); {result['seconds']} s; {page}")
     return 0

@@ -167,14 +167,15 @@ def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, thresho
                   unit=c[2], maximized=_r(xs[:, i].mean()), real=_r(ys[:, i].mean()))
              for i, c in enumerate(cand)]
     if confusion is not None:
-        heard, real, labels, own = confusion
+        heard, real, labels, own = confusion[:4]
+        shift, floor = confusion[4] if len(confusion) > 4 else (0.0, SD_FLOOR["confusion"])
         heard = np.asarray(heard, dtype=np.float64)
         real = np.asarray(real, dtype=np.float64)
-        zc, dc = _effect(heard[None], real, SD_FLOOR["confusion"])
+        zc, dc = _effect(heard[None] - shift, real, floor)
         zc[own] = -np.inf   # the word itself is not a confusion
         c = int(np.argmax(zc))
         iy = rng.integers(0, len(real), (reps, len(real)))
-        zb, _ = _effect(heard[None, None, c:c + 1], real[iy][..., c:c + 1], SD_FLOOR["confusion"])
+        zb, _ = _effect(heard[None, None, c:c + 1] - shift, real[iy][..., c:c + 1], floor)
         lo, hi = np.quantile(zb[:, 0], [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         found.append(dict(kind="confusion", what=f"separate classifier hears '{labels[c]}'", heard_as=labels[c],
                           effect=_r(zc[c]), ci=[_r(lo), _r(hi)], raw=_r(dc[c], 4), unit="p",
@@ -189,6 +190,25 @@ def _skip_reason(word, n_x, n_y, what="maximized sample(s)"):
     return (f"the reference corpus has no clip of '{word}'" if n_y == 0 else
             f"{n_y} real clip(s) of '{word}', needs {MIN_REAL} for a spread and a bootstrap" if n_y < MIN_REAL else
             f"{n_x} {what} of '{word}', needs {MIN_MAXIMIZED}" if n_x < MIN_MAXIMIZED else None)
+
+
+def _confusion_centre(confusion, compared, real_labels) -> tuple[float, float]:
+    """(shift, floor) for centred confusions: over the compared words, each word's strongest confusion (the
+    largest rise of another word's probability, maximized mean - real mean), their median and, as the floor a
+    confusion is standardized by, at least 1.4826 x their median absolute deviation -- a word's confusion must
+    stand out among the words' of the same model, as every centred measure must."""
+    heat, real = np.asarray(confusion["heatmap"], dtype=np.float64), np.asarray(confusion["real_probs"], np.float64)
+    top = []
+    for c in compared:
+        if not np.all(np.isfinite(heat[c])):
+            continue
+        rise = heat[c] - real[real_labels == c].mean(0)
+        rise[c] = -np.inf
+        top.append(rise.max())
+    if not top:
+        return 0.0, SD_FLOOR["confusion"]
+    mid = float(np.median(top))
+    return mid, max(SD_FLOOR["confusion"], 1.4826 * float(np.median(np.abs(np.array(top) - mid))))
 
 
 def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: int, confusion=None,
@@ -210,7 +230,9 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     real mean), measure by measure (the departures all maximized samples share; see the module's doc), and
     standardize by at least the spread of those departures over the words (1.4826 x their median absolute
     deviation): a word's departure must stand out among the words' of the same model, not only among its real
-    clips. The result then records ``"centred"`` and ``"spread"`` per measure. Confusions are not centred.
+    clips. The result then records ``"centred"`` and ``"spread"`` per measure. Confusions likewise: a word's
+    strongest confusion is centred on the words' median and standardized by at least their spread
+    (:func:`_confusion_centre`; recorded as ``"confusion_centre"`` [shift, floor]).
     """
     rng = np.random.default_rng(seed)
     targets, real_labels = np.asarray(targets), np.asarray(real_labels)
@@ -219,10 +241,13 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     compared = [c for c, word in enumerate(labels)
                 if _skip_reason(word, (targets == c).sum(), (real_labels == c).sum()) is None]
     shift, spread = np.zeros(x_all.shape[1]), None
+    conf_centre = (0.0, SD_FLOOR["confusion"])
     if centre and compared:
         dep = np.array([x_all[targets == c].mean(0) - y_all[real_labels == c].mean(0) for c in compared])
         shift = np.median(dep, 0)
         spread = 1.4826 * np.median(np.abs(dep - shift), 0)
+        if confusion is not None:
+            conf_centre = _confusion_centre(confusion, compared, real_labels)
     per_class, skipped, band_z = {}, {}, []
     for c, word in enumerate(labels):
         x, y = x_all[targets == c] - shift, y_all[real_labels == c]
@@ -233,7 +258,8 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
             continue
         conf = None
         if confusion is not None:
-            conf = (confusion["heatmap"][c], np.asarray(confusion["real_probs"])[real_labels == c], labels, c)
+            conf = (confusion["heatmap"][c], np.asarray(confusion["real_probs"])[real_labels == c], labels, c,
+                    conf_centre)
             if not np.all(np.isfinite(conf[0])):
                 conf = None
         per_class[word], z = class_anomalies(x, y, edges, rng, confusion=conf, reps=reps, threshold=threshold,
@@ -245,6 +271,7 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     if centre:
         out["centred"] = [_r(v) for v in shift]
         out["spread"] = None if spread is None else [_r(v) for v in spread]
+        out["confusion_centre"] = [_r(v, 4) for v in conf_centre]
     return out
 
 
