@@ -143,8 +143,9 @@ def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, thresho
                     spread=None):
     """The anomalies of one word: x (N, F) / y (M, F) :func:`sample_measures` of its maximized samples / real
     clips, edges :func:`band_edges_hz`. confusion: optional (heard (C,) mean softmax of the maximized samples,
-    real (M, C) softmax of the real clips, labels) -- the maximized side a fixed mean over many starts, so only
-    the real clips are resampled. spread: optional (F,) a further floor per measure column (how much the
+    real (M, C) softmax of the real clips, labels, the word's own index[, (shift, floor) from
+    :func:`_confusion_centre`]) -- the maximized side a fixed mean over many starts, so only the real clips are
+    resampled. spread: optional (F,) a further floor per measure column (how much the
     words' departures differ from each other; see :func:`find_anomalies`' ``centre``). Returns (anomalies
     strongest first with their rank, the bands' z (n_mels,))."""
     bands = len(edges)
