@@ -69,6 +69,19 @@ def test_each_mode_keeps_its_own_results_in_one_folder():
     assert result_names("features", quick=True) == ("debugbench-features.json", "report-features.html")
 
 
+def test_training_time_sums_the_logged_epochs_once_each(tmp_path):
+    """A resumed training's card times only its last call; the benchmark sums the epochs' log, an epoch redone
+    after a stop counted once."""
+    from speechmax.evaluate.debugbench import _train_seconds
+    from speechmax.training import JsonLog
+
+    log = JsonLog(tmp_path / "log.jsonl")
+    for epoch, seconds in ((1, 20.0), (2, 22.5), (2, 23.0), (3, 21.0)):
+        log.write(event="epoch", epoch=epoch, loss=1.0, val=0.5, seconds=seconds)
+    log.write(event="step", step=1, epoch=1, loss=1.0)
+    assert _train_seconds(tmp_path) == 64.0
+
+
 def test_classes_are_six_distinct_words_chosen_by_the_seed():
     vocab = ["a", "b", "c", "d", "e", "f", "g", "h"]
     got = pick_classes(vocab, 3)

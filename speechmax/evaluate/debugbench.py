@@ -54,6 +54,7 @@ from ..models.inference import in_label_columns
 from ..models.registry import load_model
 from ..models.train import FitConfig, train_classifier
 from ..outputs import atomic_path, prepare_output, write_json
+from ..training import JsonLog
 from .anomaly import attribution_anomalies, find_anomalies
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def _separate_columns(probs: torch.Tensor, labels, separate) -> np.ndarray:
 
 
 def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads) -> dict:
-    """The model's maximized samples toward ``targets`` (class indices), kept in model_dir/maximized.npz."""
+    """The model's maximized samples toward ``targets`` (class indices), kept in model_dir/maximized-<mode>.npz."""
     path = model_dir / f"maximized-{cfg.mode}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -221,12 +222,8 @@ def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: Bench
 
 def _train_seconds(model_dir: Path) -> float:
     """The training's time, summed over its logged epochs (a resumed run's card times only its last call)."""
-    per_epoch = {}
-    log_file = model_dir / "log.jsonl"
-    for line in log_file.read_text().splitlines() if log_file.is_file() else []:
-        rec = json.loads(line)
-        if rec.get("event") == "epoch":
-            per_epoch[rec["epoch"]] = rec["seconds"]
+    per_epoch = {rec["epoch"]: rec["seconds"] for rec in JsonLog(model_dir / "log.jsonl").read()
+                 if rec.get("event") == "epoch"}   # an epoch logged twice (redone after a stop) counts once
     return round(sum(per_epoch.values()), 1)
 
 
