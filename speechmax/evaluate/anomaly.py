@@ -140,13 +140,14 @@ def _r(v, d=2):
 
 
 def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, threshold=THRESHOLD, top=TOP_K,
-                    spread=None):
+                    spread=None, confusion_centre=(0.0, SD_FLOOR["confusion"])):
     """The anomalies of one word: x (N, F) / y (M, F) :func:`sample_measures` of its maximized samples / real
     clips, edges :func:`band_edges_hz`. confusion: optional (heard (C,) mean softmax of the maximized samples,
-    real (M, C) softmax of the real clips, labels, the word's own index[, (shift, floor) from
-    :func:`_confusion_centre`]) -- the maximized side a fixed mean over many starts, so only the real clips are
-    resampled. spread: optional (F,) a further floor per measure column (how much the
-    words' departures differ from each other; see :func:`find_anomalies`' ``centre``). Returns (anomalies
+    real (M, C) softmax of the real clips, labels, the word's own index) -- the maximized side a fixed mean over
+    many starts, so only the real clips are resampled. spread: optional (F,) a further floor per measure column
+    (how much the words' departures differ from each other; see :func:`find_anomalies`' ``centre``);
+    confusion_centre: (shift, floor) for the confusion (:func:`_confusion_centre`; default: none, the plain
+    floor). Returns (anomalies
     strongest first with their rank, the bands' z (n_mels,))."""
     bands = len(edges)
     spread = np.zeros(x.shape[1]) if spread is None else np.asarray(spread, dtype=np.float64)
@@ -168,8 +169,8 @@ def class_anomalies(x, y, edges, rng, *, confusion=None, reps=BOOTSTRAP, thresho
                   unit=c[2], maximized=_r(xs[:, i].mean()), real=_r(ys[:, i].mean()))
              for i, c in enumerate(cand)]
     if confusion is not None:
-        heard, real, labels, own = confusion[:4]
-        shift, floor = confusion[4] if len(confusion) > 4 else (0.0, SD_FLOOR["confusion"])
+        heard, real, labels, own = confusion
+        shift, floor = confusion_centre
         heard = np.asarray(heard, dtype=np.float64)
         real = np.asarray(real, dtype=np.float64)
         zc, dc = _effect(heard[None] - shift, real, floor)
@@ -259,12 +260,11 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
             continue
         conf = None
         if confusion is not None:
-            conf = (confusion["heatmap"][c], np.asarray(confusion["real_probs"])[real_labels == c], labels, c,
-                    conf_centre)
+            conf = (confusion["heatmap"][c], np.asarray(confusion["real_probs"])[real_labels == c], labels, c)
             if not np.all(np.isfinite(conf[0])):
                 conf = None
         per_class[word], z = class_anomalies(x, y, edges, rng, confusion=conf, reps=reps, threshold=threshold,
-                                             top=top, spread=spread)
+                                             top=top, spread=spread, confusion_centre=conf_centre)
         band_z.append([_r(v) for v in z])
     out = {"per_class": per_class, "skipped": skipped, "band_z": band_z,
            "band_hz": [[_r(lo, 1), _r(hi, 1)] for lo, hi in edges], "threshold": threshold, "top": top,
