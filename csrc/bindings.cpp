@@ -49,6 +49,8 @@ py::dict constants() {
   c["channel_align"] = kChannelAlign;
   c["conv_panel"] = kConvPanel;
   c["wavenet_panel"] = kWavenetPanel;
+  c["bf16_k"] = kBf16K;
+  c["bf16_n"] = kBf16N;
   c["desc_cols"] = kDescCols;
   c["max_conv_pad"] = kMaxConvPad;
   c["max_blocks"] = kMaxBlocks;
@@ -131,7 +133,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("params"), py::kw_only(), py::arg("weights"), py::arg("desc"), py::arg("norm"), py::arg("x"),
         py::arg("targets"), py::arg("objective_out"), py::arg("grad_out") = py::none(),
         py::arg("adam_m") = py::none(), py::arg("adam_v") = py::none(), py::arg("threads") = 1, py::arg("isa") = "auto",
-        py::arg("wino_weights") = py::none(), py::arg("wino_desc") = py::none(), py::arg("wino_tf") = py::none());
+        py::arg("wino_weights") = py::none(), py::arg("wino_desc") = py::none(), py::arg("wino_tf") = py::none(),
+        py::arg("bf16_weights") = py::none(), py::arg("bf16_offsets") = py::none());
   m.def("maximize_cpu_isas", &maximize_cpu_isas, "instruction sets the fused maximization step can use here");
   m.def("decoder2d_forward", &decoder2d_forward_cpu,
         "The paper prior's 2-D decoder after its linear layer, forward (CPU, OpenMP over samples, GIL released)",

@@ -28,7 +28,11 @@ struct Mat {
   const float* ww = nullptr;  // Winograd weights: 5 blocks (one per transform point) of S-tap panels, or null
   int S = 0;
   long astride = 0;
+  // bf16 weights (maximize_step's bf16 precision, conv_bf16_isa.h / conv_amx.h), or null: per tap, per pair of
+  // inputs (cin padded to kBf16K), per output (coutp padded to kBf16N), the pair (w[2p][o], w[2p + 1][o]).
+  const uint16_t* wb = nullptr;
 };
+
 
 namespace isa_avx2 {
 struct V : simd::Avx2 {

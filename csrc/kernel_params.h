@@ -22,6 +22,10 @@ constexpr int kChannelAlign = 16;
 // Outputs per weight panel of the convolution kernels (maximize_step, decoder2d) and of the WaveNet sampler.
 constexpr int kConvPanel = 32;
 constexpr int kWavenetPanel = 64;
+// maximize_step's bf16 weights (conv_bf16_isa.h, conv_amx.h) pad their inputs to whole AMX tiles of 32 bf16
+// (64 bytes) and their outputs to two 16-column tiles.
+constexpr int kBf16K = 32;
+constexpr int kBf16N = 32;
 // Columns of a `desc` row: maximize_step / decoder2d: weight offset, bias offset (-1: none), cin, coutp, taps,
 // pad; wavenet_sample: element offset, M, Mp, K, Kp, bias offset.
 constexpr int kDescCols = 6;
@@ -37,6 +41,7 @@ constexpr int kMaxBlocks = 8;
 constexpr int kMaxWavenetLayers = 128;
 constexpr int kMaxDecoder2dLayers = 8;
 
+SM_HD constexpr int round_up(int n, int m) { return (n + m - 1) / m * m; }
 SM_HD constexpr int align_channels(int n) { return (n + kChannelAlign - 1) / kChannelAlign * kChannelAlign; }
 
 // --- maximize_step (maximize_cpu.cpp, cuda/maximize.cu) ------------------------------------------------------

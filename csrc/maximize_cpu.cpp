@@ -12,6 +12,8 @@
 // maximize_cpu_isa.h (Winograd), built once for AVX2 (the portable baseline) and once for AVX-512, picked at
 // run time.
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -70,6 +72,7 @@ struct Work {
   float *h0g = nullptr, *dh0g = nullptr, *gz = nullptr, *h1 = nullptr, *dh1 = nullptr, *h2 = nullptr, *dh2 = nullptr;
   float *xn, *dxn, *gx, *pool, *dpool, *logits, *dlogits, *obj, *wd, *wm;
   const Wino* wino = nullptr;  // set when the step runs convolutions by Winograd
+  std::vector<uint16_t> xb;    // bf16 precision: a convolution's input rows in bf16 (conv_bf16_isa.h)
   std::vector<float*> act;   // stem, then (mid, out) per block
   float* grad[3];
 
@@ -151,17 +154,106 @@ namespace isa_avx512 {
 }  // namespace isa_avx512
 #pragma GCC pop_options
 
+// bf16 precision (bf16 weights and inputs in every product, fp32 sums, fp32 everything else): by vdpbf16ps, by
+// its exact emulation (for tests on CPUs without it), or on AMX tiles.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace isa_avx512bf16_emulated {
+struct V : isa_avx512::V {
+  static void split(reg v, reg& lo, reg& hi) {
+    const __m512i r = _mm512_castps_si512(v);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
+    hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
+  }
+  // vdpbf16ps: the odd pair's product added first, then the even one's, each rounded to nearest
+  static reg dot(reg acc, reg w, reg x) {
+    reg wl, wh, xl, xh;
+    split(w, wl, wh);
+    split(x, xl, xh);
+    return fma(wl, xl, fma(wh, xh, acc));
+  }
+};
+#include "conv_cpu_isa.h"
+#include "conv_bf16_isa.h"
+#define SM_CONV_BF16 conv_bf16
+#include "maximize_cpu_isa.h"
+#undef SM_CONV_BF16
+}  // namespace isa_avx512bf16_emulated
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16")
+namespace isa_avx512bf16 {
+struct V : isa_avx512::V {
+  static reg dot(reg acc, reg w, reg x) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(w), (__m512bh)_mm512_castps_si512(x));
+  }
+};
+#include "conv_cpu_isa.h"
+#include "conv_bf16_isa.h"
+#define SM_CONV_BF16 conv_bf16
+#include "maximize_cpu_isa.h"
+#undef SM_CONV_BF16
+}  // namespace isa_avx512bf16
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")
+namespace isa_amx {
+struct V : isa_avx512bf16::V {};
+#include "conv_cpu_isa.h"
+#include "conv_bf16_isa.h"
+#include "conv_amx.h"
+#define SM_CONV_BF16 conv_amx
+#include "maximize_cpu_isa.h"
+#undef SM_CONV_BF16
+}  // namespace isa_amx
+#pragma GCC pop_options
+
+bool cpu_has_bf16_dot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
+// AMX needs the CPU's tiles and the kernel's permission to use them (Linux 5.16+: arch_prctl asks for the
+// tile data state once per process); asked once.
+bool amx_ready() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16") || !cpu_has_bf16_dot()) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
 using RunFn = void (*)(const Net&, const Job&, long, long, Work&);
 
-RunFn pick_run(const std::string& isa) {
-  return pick_avx512(isa, "maximize_step") ? isa_avx512::run_samples : isa_avx2::run_samples;
+// fp32 -- isa: auto (the widest this CPU has), avx512 or avx2. bf16 -- isa: auto (amx where the CPU has it
+// and the OS allows it, else avx512bf16), amx, avx512bf16, or avx512bf16-emulated (tests).
+RunFn pick_run(const std::string& isa, bool bf16) {
+  if (!bf16) return pick_avx512(isa, "maximize_step") ? isa_avx512::run_samples : isa_avx2::run_samples;
+  TORCH_CHECK(isa == "auto" || isa == "amx" || isa == "avx512bf16" || isa == "avx512bf16-emulated",
+              "maximize_step: unknown bf16 isa '", isa, "'; expected auto, amx, avx512bf16 or avx512bf16-emulated");
+  TORCH_CHECK(isa != "amx" || amx_ready(), "maximize_step: isa 'amx' asked for, but this CPU has no AMX-BF16 tiles",
+              " (or the OS did not grant them)");
+  TORCH_CHECK(isa != "avx512bf16" || cpu_has_bf16_dot(), "maximize_step: isa 'avx512bf16' asked for, but this CPU has ",
+              "no AVX512-BF16");
+  TORCH_CHECK(isa != "avx512bf16-emulated" || cpu_has_avx512(), "maximize_step: isa 'avx512bf16-emulated' needs AVX-512F");
+  TORCH_CHECK(isa != "auto" || amx_ready() || cpu_has_bf16_dot(), "maximize_step: bf16 precision needs bf16 dot ",
+              "products (AMX-BF16 or AVX512-BF16), which this CPU does not have; use fp32");
+  if (isa == "amx" || (isa == "auto" && amx_ready())) return isa_amx::run_samples;
+  if (isa == "avx512bf16-emulated") return isa_avx512bf16_emulated::run_samples;
+  return isa_avx512bf16::run_samples;
 }
 
 void check_f32(const torch::Tensor& t, const char* name) { check_f32(t, name, "maximize_step"); }
 
 Net make_net(const MaximizeParams& p, const torch::Tensor& weights, const torch::Tensor& desc,
              const torch::Tensor& norm, const c10::optional<torch::Tensor>& wino_weights,
-             const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
+             const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf,
+             const c10::optional<torch::Tensor>& bf16_weights, const c10::optional<torch::Tensor>& bf16_offsets) {
   Net n;
   TORCH_CHECK(maximize_shape(p, &n), "maximize_step: params describe no network the kernel covers (", p.n_blocks,
               " blocks, at most ", kMaxBlocks, "; n_mels, n_frames, n_classes >= 1)");
@@ -173,7 +265,20 @@ Net make_net(const MaximizeParams& p, const torch::Tensor& weights, const torch:
   const float* w = weights.data_ptr<float>();
   const int64_t* d = desc.data_ptr<int64_t>();
   const int nmat = (int)desc.size(0);
-  n.use_wino = wino_weights.has_value() && wino_desc.has_value() && wino_tf.has_value();
+  const bool bf16 = bf16_weights.has_value();
+  const uint16_t* wb = nullptr;
+  const int64_t* wbo = nullptr;
+  if (bf16) {
+    TORCH_CHECK(bf16_weights->device().is_cpu() && bf16_weights->scalar_type() == torch::kBFloat16 &&
+                bf16_weights->is_contiguous(), "maximize_step: bf16_weights must be a contiguous bfloat16 CPU tensor");
+    TORCH_CHECK(bf16_offsets.has_value() && bf16_offsets->scalar_type() == torch::kInt64 &&
+                bf16_offsets->is_contiguous() && bf16_offsets->numel() == nmat,
+                "maximize_step: bf16_offsets must be (", nmat, ",) int64 beside bf16_weights");
+    wb = reinterpret_cast<const uint16_t*>(bf16_weights->data_ptr<at::BFloat16>());
+    wbo = bf16_offsets->data_ptr<int64_t>();
+  }
+  // Winograd is an fp32 path: in bf16 precision every product is a bf16 one
+  n.use_wino = !bf16 && wino_weights.has_value() && wino_desc.has_value() && wino_tf.has_value();
   const float* ww = nullptr;
   const int64_t* wd = nullptr;
   if (n.use_wino) {
@@ -195,6 +300,12 @@ Net make_net(const MaximizeParams& p, const torch::Tensor& weights, const torch:
     m.b = r[1] >= 0 ? w + r[1] : nullptr;
     m.cin = (int)r[2], m.coutp = (int)r[3], m.taps = (int)r[4], m.pad = (int)r[5];
     if (ww && wd[3 * next] >= 0) m.ww = ww + wd[3 * next], m.S = (int)wd[3 * next + 1], m.astride = wd[3 * next + 2];
+    if (wb && wbo[next] >= 0) {  // offset -1: this matrix stays fp32
+      const int64_t need = (int64_t)m.taps * round_up(m.cin, kBf16K) * round_up(m.coutp, kBf16N);
+      TORCH_CHECK(wbo[next] + need <= bf16_weights->numel(), "maximize_step: bf16 matrix ", next,
+                  " lies outside bf16_weights");
+      m.wb = wb + wbo[next];
+    }
     ++next;
     TORCH_CHECK(m.pad <= kMaxConvPad, "maximize_step: padding ", m.pad, " exceeds ", kMaxConvPad);
     TORCH_CHECK(m.coutp % kChannelAlign == 0, "maximize_step: outputs must be padded to ", kChannelAlign);
@@ -218,7 +329,11 @@ Net make_net(const MaximizeParams& p, const torch::Tensor& weights, const torch:
 }  // namespace
 
 std::vector<std::string> maximize_cpu_isas() {
-  return cpu_has_avx512() ? std::vector<std::string>{"avx2", "avx512"} : std::vector<std::string>{"avx2"};
+  std::vector<std::string> isas{"avx2"};
+  if (cpu_has_avx512()) isas.insert(isas.end(), {"avx512", "avx512bf16-emulated"});
+  if (cpu_has_bf16_dot()) isas.push_back("avx512bf16");
+  if (amx_ready()) isas.push_back("amx");
+  return isas;
 }
 
 void maximize_step_cpu(const MaximizeParams& p, const torch::Tensor& weights, const torch::Tensor& desc,
@@ -226,14 +341,16 @@ void maximize_step_cpu(const MaximizeParams& p, const torch::Tensor& weights, co
                        torch::Tensor& obj_out, const c10::optional<torch::Tensor>& grad_out,
                        const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
                        int64_t threads, const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
-                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf) {
+                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf,
+                       const c10::optional<torch::Tensor>& bf16_weights,
+                       const c10::optional<torch::Tensor>& bf16_offsets) {
   check_f32(weights, "weights");
   check_f32(norm, "norm");
   check_f32(x, "x");
   check_f32(obj_out, "objective");
   check_desc(desc, "maximize_step");
   TORCH_CHECK(targets.scalar_type() == torch::kInt64 && targets.is_contiguous(), "maximize_step: targets must be int64");
-  Net n = make_net(p, weights, desc, norm, wino_weights, wino_desc, wino_tf);
+  Net n = make_net(p, weights, desc, norm, wino_weights, wino_desc, wino_tf, bf16_weights, bf16_offsets);
   const long B = x.size(0);
   const long nvar = B ? x.numel() / B : 0;
   TORCH_CHECK(nvar == (n.latent ? n.L : (long)n.M * n.T), "maximize_step: x has ", nvar,
@@ -270,7 +387,7 @@ void maximize_step_cpu(const MaximizeParams& p, const torch::Tensor& weights, co
     job.grad_out = grad_out->data_ptr<float>();
   }
   job.update = p.update;
-  const RunFn run = pick_run(isa);
+  const RunFn run = pick_run(isa, bf16_weights.has_value());
   if (B == 0) return;
   pybind11::gil_scoped_release no_gil;
   // Samples are handed out dynamically -- single ones in features mode, groups of up to kGroup in latent mode

@@ -58,8 +58,13 @@ static void conv_winograd(const Mat& m, const float* X, long ldx, int T, float* 
   }
 }
 
+// A namespace built for bf16 precision defines SM_CONV_BF16 as its bf16 convolution (conv_bf16_isa.h,
+// conv_amx.h), which every matrix with bf16 weights runs on.
 static void conv(const Mat& m, const float* X, long ldx, int T, float* Y, long ldy, const float* bias,
                  const float* init, long ld_init, bool relu, const float* mask, long ld_mask, Work& w) {
+#ifdef SM_CONV_BF16
+  if (m.wb) return SM_CONV_BF16(m, X, ldx, T, Y, ldy, bias, init, ld_init, relu, mask, ld_mask, w);
+#endif
   if (m.ww && w.wino)
     conv_winograd(m, X, ldx, T, Y, ldy, bias, init, ld_init, relu, mask, ld_mask, w);
   else

@@ -27,7 +27,9 @@ void maximize_step_cpu(const MaximizeParams& p, const torch::Tensor& weights, co
                        torch::Tensor& obj_out, const c10::optional<torch::Tensor>& grad_out,
                        const c10::optional<torch::Tensor>& adam_m, const c10::optional<torch::Tensor>& adam_v,
                        int64_t threads, const std::string& isa, const c10::optional<torch::Tensor>& wino_weights,
-                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf);
+                       const c10::optional<torch::Tensor>& wino_desc, const c10::optional<torch::Tensor>& wino_tf,
+                       const c10::optional<torch::Tensor>& bf16_weights,
+                       const c10::optional<torch::Tensor>& bf16_offsets);
 std::vector<std::string> maximize_cpu_isas();
 // The paper prior's 2-D decoder after its linear layer (decoder2d.cpp); speechmax/ops/decoder2d.py packs the
 // weights and documents shapes.

@@ -34,7 +34,9 @@ def register(sub, help):
     m.add_argument("--json", action="store_true", help="print the machine-readable form")
     m.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")
     m.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
-    m.add_argument("--paths", default="autograd,fused", help="comma-separated (default: %(default)s)")
+    m.add_argument("--paths", default="autograd,fused,fused-bf16",
+                   help="comma-separated of autograd, fused, fused-bf16 (the fused kernel in bf16 precision; "
+                        "left out where the CPU has no bf16 dot products) (default: %(default)s)")
     m.add_argument("--modes", default="latent,features",
                    help="comma-separated of latent, features, latent-paper (through the paper's 2-D autoencoder) "
                         "(default: %(default)s)")
@@ -78,7 +80,7 @@ def run_maximize(args):
     report = bench_maximize(
         quick=args.quick, batches=_ints(args.batches) if args.batches else None, threads=_ints(args.threads),
         paths=tuple(args.paths.split(",")), modes=tuple(args.modes.split(",")), paper_starts=args.paper_starts,
-        progress=lambda r: print(f"  {r['path']:<9} {r['mode']:<8} batch {r['batch']:>4}  threads {r['threads']}  "
+        progress=lambda r: print(f"  {r['path']:<10} {r['mode']:<8} batch {r['batch']:>4}  threads {r['threads']}  "
                                  f"{r['steps_per_s']:>10,.1f} steps/s", file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2))

@@ -15,7 +15,7 @@ from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.cli.options import add_model_options, add_separate_options, load_model_from_args
 from speechmax.data.words import WORDS
-from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, maximize, parse_objective
+from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, bf16_isa, maximize, parse_objective
 from speechmax.maximize.engine import merge_results, resolve_targets
 from speechmax.maximize.output import remove_samples, score_written_audio, write_manifest, write_sample_files
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
@@ -69,6 +69,9 @@ def register(sub, help):
     p.add_argument("--backend", "--path", dest="backend", choices=["auto", "autograd", "cpu", "triton"], default="auto",
                    help="ascent implementation: auto = fused kernels where they cover the models, else autograd "
                         "(--path is its older name)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="the CPU kernel's products: fp32, bf16 (AMX or AVX512-BF16; an error on a CPU without "
+                        "them), auto = bf16 where it runs, else fp32 (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=1024, help="starts per batch (bounds memory)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--out", required=True, help="output folder: new, empty, or a previous run of the same command "
@@ -88,6 +91,10 @@ def run(args):
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
     if args.n < 1:
         raise CommandError(f"--starts must be >= 1, got {args.n}")
+    if args.precision == "bf16" and (args.backend not in ("auto", "cpu") or bf16_isa() is None):
+        raise CommandError("--precision bf16 runs in the fused cpu kernel on a CPU with bf16 dot products (AMX-BF16 "
+                           f"or AVX512-BF16); " + (f"--backend is {args.backend}" if args.backend not in ("auto", "cpu")
+                                                   else "this CPU has none") + "; use --precision fp32")
     # What makes the files: a run with the same settings resumes in --out, another one is refused before compute.
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
     world = distributed.current()   # under torchrun, target k of the list goes to rank k mod size
@@ -153,7 +160,8 @@ def run(args):
                                 prior=prior, init=init, n=None if n is None else b - a, steps=args.steps, lr=args.lr,
                                 optimizer=args.optimizer, objective=objective, regularizers=regs or None,
                                 seed=args.seed, recipe=args.recipe, separate=separate, chunk=args.chunk,
-                                backend=args.backend, threads=threads, progress=bar.update, first_start=a)
+                                backend=args.backend, threads=threads, progress=bar.update, first_start=a,
+                                precision=args.precision)
                 parts.append((part, range(done, done + len(part.targets))))
                 done += len(part.targets)
         res = parts[0][0] if len(parts) == 1 else merge_results(parts)
@@ -182,7 +190,7 @@ def run(args):
                "hit_rate_audio": audio,
                **({"separate_shared_labels": res.shared_labels()} if res.separate_labels is not None else {}),
                "manifest": str(manifest), "samples": len(res.targets), "mode": res.settings["mode"],
-               "backend": res.settings["backend"], "nan_stopped": res.nan_stopped, "wav_skipped": wav_skipped, "resumed": resume,
+               "backend": res.settings["backend"], "precision": res.settings.get("precision", "fp32"), "nan_stopped": res.nan_stopped, "wav_skipped": wav_skipped, "resumed": resume,
                "seconds": round(time.time() - t0, 2)}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -190,7 +198,7 @@ def run(args):
         hr = summary["hit_rate"]
         fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         print(f"wrote {summary['samples']} sample(s) to {args.out} ({res.settings['mode']} mode, {res.settings['backend']} "
-              f"backend, {summary['seconds']} s); target hit rate: classifier {fmt(hr['classifier'])}, "
+              f"backend, {summary['precision']}, {summary['seconds']} s); target hit rate: classifier {fmt(hr['classifier'])}, "
               f"separate {fmt(hr['separate'])}")
         if res.nan_stopped:
             print(f"stopped (non-finite ascent): {len(res.nan_stopped)} start(s): {res.nan_stopped[:20]}")

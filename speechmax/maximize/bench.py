@@ -22,11 +22,11 @@ from ..models.classifier import Classifier
 from ..models.prior import PRESETS as PRIORS
 from ..models.prior import Prior
 from ..ops.backends import available_backends
-from ..ops.maximize import ascent_step, ascent_step_ref
+from ..ops.maximize import ascent_step, ascent_step_ref, bf16_isa
 from ..ops.peak import measure_peak
 from .engine import maximize
 
-PATHS = ("autograd", "fused")
+PATHS = ("autograd", "fused", "fused-bf16")  # fused-bf16: the fused kernel in bf16 precision (bf16_isa())
 MODES = ("latent", "features")
 KNOWN_MODES = MODES + ("latent-paper",)  # latent-paper: through the seed paper's 2-D autoencoder
 PAPER_SCALE = dict(starts=10_000, classes=35, steps=20)
@@ -83,15 +83,20 @@ def step_flops(classifier: Classifier, prior: Prior | None = None) -> int:
 
 
 def steps_per_s(classifier, prior, path: str, batch: int, threads: int, repeats: int = 3, seed: int = 0) -> float:
-    """Start-steps per second of ``path`` (autograd | fused) advancing ``batch`` starts on ``threads`` threads."""
+    """Start-steps per second of ``path`` (autograd | fused | fused-bf16) advancing ``batch`` starts on ``threads``
+    threads."""
     g = torch.Generator().manual_seed(seed)
     x = 0.1 * torch.randn((batch, prior.cfg.latent) if prior is not None else (batch, 80, 101), generator=g)
     targets = torch.randint(0, classifier.cfg.n_classes, (batch,), generator=g)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     lr = 0.1 if prior is not None else 0.01
-    step = (lambda: ascent_step(classifier, prior, x, targets, lr=lr, threads=threads)) if path == "fused" else \
-        (lambda: ascent_step_ref(classifier, prior, x, targets, lr=lr))
+    if path == "autograd":
+        step = lambda: ascent_step_ref(classifier, prior, x, targets, lr=lr)  # noqa: E731
+    else:
+        precision = "bf16" if path == "fused-bf16" else "fp32"
+        step = lambda: ascent_step(classifier, prior, x, targets, lr=lr, threads=threads,  # noqa: E731
+                                   precision=precision)
     try:
         step()                                                   # warm-up: packing, first-touch, caches
         times = []
@@ -144,8 +149,10 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
     if bad:
         raise ValueError(f"unknown mode or path {', '.join(bad)}; modes: {', '.join(KNOWN_MODES)}; "
                          f"paths: {', '.join(PATHS)}")
-    if "fused" in paths and not available_backends()["cpu"]:
-        paths = tuple(p for p in paths if p != "fused")
+    if not available_backends()["cpu"]:
+        paths = tuple(p for p in paths if not p.startswith("fused"))
+    if "fused-bf16" in paths and bf16_isa() is None:   # no bf16 dot products here: not measured, not picked
+        paths = tuple(p for p in paths if p != "fused-bf16")
     classifier, prior = default_models()
     priors = {"latent": prior, "features": None, "latent-paper": paper_prior() if "latent-paper" in modes else None}
     results = []
@@ -171,7 +178,8 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
                   ({"prior_paper": priors["latent-paper"].cfg.to_dict()} if priors["latent-paper"] else {}),
         "flops_per_step": flops,
         "machine": {"loadavg": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
-                    "isa": os.environ.get("SPEECHMAX_CPU_ISA", "auto")} | peak,
+                    "isa": os.environ.get("SPEECHMAX_CPU_ISA", "auto"),
+                    "bf16_isa": os.environ.get("SPEECHMAX_BF16_ISA", bf16_isa())} | peak,
         "results": results,
     }
     if paper_starts:

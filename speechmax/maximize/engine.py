@@ -18,8 +18,9 @@ from ..data.words import WORDS
 from ..features import check_compatible
 from ..ops.backends import available_backends
 from ..ops.decoder2d import decoder2d_unsupported
-from ..ops.maximize import (AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step, ascent_step_ref,
-                            clamp_features, fused_decoder, fused_unsupported, objective_code, objective_value)
+from ..ops.maximize import (PRECISIONS, AdamState, Clamp, FusedUnsupported, Jitter, Unit, ascent_step,
+                            ascent_step_ref, bf16_isa, clamp_features, fused_decoder, fused_unsupported,
+                            objective_code, objective_value)
 from ..progress import progress_bar
 from .recipes import DEFAULT_RECIPE, PAPER, get_recipe
 
@@ -202,6 +203,24 @@ def _pick_backend(backend, classifier, prior, objective, regularizers):
     return ascent_step, backend, None
 
 
+def _pick_precision(precision, backend, why) -> str:
+    """The precision the step runs in: "bf16" only in the CPU kernel on a CPU with bf16 dot products."""
+    if precision not in ("auto",) + PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected auto, {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return precision
+    can = backend == "cpu" and bf16_isa() is not None
+    if precision == "auto":
+        return "bf16" if can else "fp32"
+    if backend != "cpu":
+        raise ValueError(f"precision bf16 runs in the fused cpu kernel; this run's step is {backend}"
+                         + (f" ({why})" if why else ""))
+    if not can:
+        raise ValueError("precision bf16 needs bf16 dot products (AMX-BF16 or AVX512-BF16), which this CPU "
+                         "does not have; use fp32")
+    return precision
+
+
 def _decoder_backend(prior, backend) -> str | None:
     """How the prior's decoder runs: in the step kernels, in its own CPU kernel (the paper's 2-D decoder),
     or through autograd."""
@@ -215,7 +234,7 @@ def _decoder_backend(prior, backend) -> str | None:
 def maximize(classifier, targets="all", *, mode="features", prior=None, init="noise", n=None, steps=None, lr=None,
              optimizer=None, objective=None, regularizers=None, init_std=None, seed=None, recipe=DEFAULT_RECIPE,
              preset=None, separate=None, chunk=1024, backend="auto", threads=None, keep_features=True, score_before=True,
-             progress=False, first_start=0) -> MaximizeResult:
+             progress=False, first_start=0, precision="fp32") -> MaximizeResult:
     """Climb ``n`` starts per target toward each target (or toward a hidden unit).
 
     classifier: the model to explain (eval mode is set). targets: "all", a word, a class index, or a list;
@@ -232,6 +251,9 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     separate: the separate evaluation classifier, scored before and after (optional).
     chunk: starts per batch (bounds memory). backend: "auto" (fused kernels where they cover the models, else
         autograd), "autograd", "cpu", "triton", "cuda". threads: for the CPU kernels.
+    precision: "fp32", "bf16" (the CPU kernel's bf16 products, where the CPU has bf16 dot products: an error
+        elsewhere, or where the step would not run in the CPU kernel), or "auto" (bf16 where it can run, else
+        fp32). Kept in ``settings`` as what ran.
     keep_features: False leaves the (N, n_mels, n_frames) features out of the result (in latent mode the
         latents reproduce them) -- what a 350,000-start run needs to fit in memory.
     score_before: False skips scoring (and keeping) the starts before the ascent -- a run that only reports
@@ -301,6 +323,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 63))
     step_fn, backend, why = _pick_backend(backend, classifier, prior, objective, regularizers)
+    precision = _pick_precision(precision, backend, why)
     device = classifier.norm.mean.device
     if why:
         log.info("maximize: autograd backend (%s)", why)
@@ -329,7 +352,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
         stopped_at=torch.full((N,), -1, dtype=torch.int64), labels=labels, separate_labels=separate_labels,
         settings=dict(mode=mode, recipe=recipe.name, preset=preset, objective=str(objective), optimizer=optimizer, steps=steps, lr=lr,
                       regularizers=[repr(r) for r in regularizers], init="noise" if clips is None else "clips",
-                      init_std=init_std if clips is None else None, n=n, seed=seed, backend=backend,
+                      init_std=init_std if clips is None else None, n=n, seed=seed, backend=backend, precision=precision,
                       decoder=_decoder_backend(prior, backend),
                       fallback_reason=why, chunk=chunk,
                       separate_shared_labels=None if separate_labels is None else
@@ -354,7 +377,7 @@ def maximize(classifier, targets="all", *, mode="features", prior=None, init="no
             tg = targets_t[c0:c1].to(device)
             _ascend(step_fn, classifier, prior, x, tg, objective, optimizer, lr, regularizers,
                     None if shifts is None else shifts[start_t[c0:c1]].to(device), steps, threads, traj, stopped, tick,
-                    backend)
+                    backend, precision)
             after = _score(classifier, separate, prior, clamp, x, keep_features)
             if objective in ("prob", "logit"):
                 final = after["p" if objective == "prob" else "l"].gather(1, targets_t[c0:c1, None])[:, 0]
@@ -393,13 +416,13 @@ def _progress(progress, total):
 
 
 def _ascend(step_fn, classifier, prior, x, targets, objective, optimizer, lr, regularizers, shifts, steps, threads,
-            traj, stopped, tick, backend="cpu"):
+            traj, stopped, tick, backend="cpu", precision="fp32"):
     """``steps`` ascent steps on one chunk x in place; a start whose objective, gradient or x turns non-finite
     is put back to its last finite x, marked in ``stopped`` and left out of the remaining steps."""
     state = AdamState.zeros_like(x) if optimizer == "adam" else None
     kw = dict(objective=objective, optimizer=optimizer, lr=lr, regularizers=regularizers)
     if step_fn is ascent_step:
-        kw.update(threads=threads, backend=backend)
+        kw.update(threads=threads, backend=backend, precision=precision)
     active = torch.arange(len(x))
     for k in range(steps):
         if len(active) == 0:

@@ -92,7 +92,7 @@ class Decoder2dParams:
 @lru_cache(maxsize=None)
 def kernel_constants() -> SimpleNamespace:
     """The constants of csrc/kernel_params.h and the kernels' math, as ``speechmax._C.constants()`` reports them:
-    channel_align, conv_panel, wavenet_panel, desc_cols, max_conv_pad, max_blocks, max_wavenet_layers,
+    channel_align, conv_panel, wavenet_panel, bf16_k, bf16_n, desc_cols, max_conv_pad, max_blocks, max_wavenet_layers,
     max_decoder2d_layers, rms_eps, res_scale."""
     return SimpleNamespace(**extension().constants())
 

@@ -15,8 +15,15 @@ moves the input up the gradient in place. Both functions share one signature and
   folded into the weights; another prior's decoder (the paper's conv AE) runs through autograd around the
   kernel's classifier gradient. :func:`fused_unsupported` says why a configuration is not covered.
 
+``precision="bf16"`` (CPU only) runs every product of the step in bf16 -- bf16 weights and activations, fp32
+sums, fp32 latents or features, gradients and optimizer state -- on AMX tiles or by AVX512-BF16's vdpbf16ps,
+where the CPU has them (:func:`bf16_isa`).
+
 ``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here);
-``SPEECHMAX_MAXIMIZE_WINOGRAD=0`` makes it run every convolution directly instead of by Winograd F(3, 3).
+``SPEECHMAX_BF16_ISA=amx|avx512bf16|avx512bf16-emulated`` that of bf16 precision (default: amx where the
+CPU has it, else avx512bf16; the emulation is for tests);
+``SPEECHMAX_MAXIMIZE_WINOGRAD=0`` makes the fp32 kernel run every convolution directly instead of by
+Winograd F(3, 3).
 """
 from __future__ import annotations
 
@@ -33,9 +40,12 @@ from .packing import PackCache, conv_panels
 
 __all__ = ["Unit", "L2", "TotalVariation", "Jitter", "Clamp", "Diversity", "AdamState", "OPTIMIZERS", "PackedMaximizer",
            "pack_maximizer", "ascent_step", "ascent_step_ref", "fused_unsupported", "FusedUnsupported",
-           "objective_code", "objective_value", "clamp_features", "classifier_feature_range", "fused_decoder"]
+           "objective_code", "objective_value", "clamp_features", "classifier_feature_range", "fused_decoder",
+           "PRECISIONS", "bf16_isa"]
 
 OPTIMIZERS = ("rms-normalized", "adam")
+PRECISIONS = ("fp32", "bf16")
+BF16_FP32 = tuple(n for n in os.environ.get("SPEECHMAX_BF16_FP32", "").split(",") if n)
 RMS_EPS = 1e-5  # the seed paper's g / (rms(g) + 1e-5); the kernels' mx::kRmsEps (tests/test_kernel_params.py)
 
 
@@ -293,6 +303,15 @@ class FusedUnsupported(ValueError):
     """The fused kernels do not cover this model / objective / regularizer; use the autograd reference."""
 
 
+def bf16_isa() -> str | None:
+    """The instruction set bf16 precision runs on here -- "amx" or "avx512bf16" -- or None where the CPU has
+    no bf16 dot products (or no extension is built)."""
+    if not extension_built():
+        return None
+    isas = extension().maximize_cpu_isas()
+    return next((i for i in ("amx", "avx512bf16") if i in isas), None)
+
+
 def fused_decoder(prior) -> bool:
     """Whether the step kernels run ``prior``'s decoder too (the vae's frame-wise conv decoder). Any other prior
     is decoded on its own with the classifier in the step kernels: the kernel's features-mode gradient is
@@ -344,7 +363,18 @@ class PackedMaximizer:
     mats: dict = field(default_factory=dict)   # name -> (weight (cout, cin, taps) float64, bias, pad), for Triton
     wino_weights: torch.Tensor | None = None   # the CPU kernel's Winograd weights (see _winograd_matrices)
     wino_desc: torch.Tensor | None = None      # (n_matrices, 3): offset (-1: direct only), sub-filters S, stride per a
+    bf16_weights: torch.Tensor | None = None   # bf16 precision's weights (:func:`bf16_pairs`), every matrix
+    bf16_offsets: torch.Tensor | None = None   # (n_matrices,) int64: where each starts in bf16_weights
+    names: tuple = ()                          # per matrix in desc order: its name in mats, + "T" for a transpose
     _on: dict = field(default_factory=dict, repr=False)
+
+    def bf16_offsets_keeping(self, fp32: tuple) -> torch.Tensor:
+        """bf16_offsets with -1 (the kernel's fp32 path) for the matrices named in ``fp32``."""
+        key = ("bf16", fp32)
+        if key not in self._on:
+            keep = torch.tensor([n in fp32 for n in self.names], dtype=torch.bool)
+            self._on[key] = torch.where(keep, torch.full_like(self.bf16_offsets, -1), self.bf16_offsets)
+        return self._on[key]
 
     def to(self, device) -> "PackedMaximizer":
         """The same packing with weights and norm on ``device`` (cached per device)."""
@@ -447,15 +477,22 @@ def _pack(classifier, prior) -> PackedMaximizer:
     flat, desc, off = [], [], 0
 
     wflat, wdesc, woff = [], [], 0
+    bflat, boffs, boff = [], [], 0
 
-    def emit(w, b, pad):
-        nonlocal off, woff
+    names = []
+
+    def emit(w, b, pad, name):
+        nonlocal off, woff, boff
+        names.append(name)
         cout, cin, taps = w.shape
         coutp = align_channels(cout)
         panels = conv_panels(w, coutp)
         row = [off, -1, cin, coutp, taps, pad]
         flat.append(panels)
         off += panels.numel()
+        bflat.append(bf16_pairs(w, coutp))
+        boffs.append(boff)
+        boff += bflat[-1].numel()
         if b is not None:
             bp = torch.zeros(coutp, dtype=torch.float64)
             bp[:cout] = b
@@ -481,13 +518,13 @@ def _pack(classifier, prior) -> PackedMaximizer:
     for name in order:
         if name in done:
             continue
-        names = next((g for g in groups if name in g), (name,))
-        for n in names:                                       # forward convs (both phases), then transposes
-            emit(*mats[n])
-        for n in names:
+        group = next((g for g in groups if name in g), (name,))
+        for n in group:                                       # forward convs (both phases), then transposes
+            emit(*mats[n], n)
+        for n in group:
             w, _, pad = mats[n]
-            emit(w.transpose(0, 1).flip(2), None, w.shape[2] - 1 - pad)
-        done.update(names)
+            emit(w.transpose(0, 1).flip(2), None, w.shape[2] - 1 - pad, n + "T")
+        done.update(group)
 
     params = MaximizeParams(
         n_mels=cc.n_mels, n_frames=cc.n_frames, n_blocks=len(net.blocks), n_classes=cc.n_classes,
@@ -498,13 +535,29 @@ def _pack(classifier, prior) -> PackedMaximizer:
                          channels2=prior.net.decoder.conv2.out_channels, base_frames=prior.cfg.base_frames)
     return PackedMaximizer(torch.cat(flat).float().contiguous(), torch.tensor(desc, dtype=torch.int64), params,
                            torch.stack([mc, 1 / sc]).float().contiguous(), mats,
-                           torch.cat(wflat).float().contiguous(), torch.tensor(wdesc, dtype=torch.int64))
+                           torch.cat(wflat).float().contiguous(), torch.tensor(wdesc, dtype=torch.int64),
+                           torch.cat(bflat).float().to(torch.bfloat16).contiguous(),
+                           torch.tensor(boffs, dtype=torch.int64), tuple(names))
+
+
+def bf16_pairs(w: torch.Tensor, coutp: int) -> torch.Tensor:
+    """w (cout, cin, taps) -> the flat layout of the bf16 precision's weights (csrc/conv_bf16_isa.h, still in
+    w's dtype): per tap, per pair of inputs (cin zero-padded to ``bf16_k``), per output (coutp padded to
+    ``bf16_n``), the pair (w[o, 2p, j], w[o, 2p + 1, j]) -- a row of 16 outputs' pairs is one vdpbf16ps operand
+    and one row of an AMX weight tile."""
+    cout, cin, taps = w.shape
+    k = kernel_constants()
+    kb = (cin + k.bf16_k - 1) // k.bf16_k * k.bf16_k
+    nb = (coutp + k.bf16_n - 1) // k.bf16_n * k.bf16_n
+    wb = torch.zeros(taps, kb, nb, dtype=w.dtype)
+    wb[:, :cin, :cout] = w.permute(2, 1, 0)
+    return wb.reshape(taps, kb // 2, 2, nb).transpose(2, 3).reshape(-1)
 
 
 # --- the fused step ---------------------------------------------------------------------------------------
 
 def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, lr, state, regularizers, update,
-                          return_grad, backend, threads):
+                          return_grad, backend, threads, precision):
     """A prior whose decoder the step kernels do not run (the paper's 2-D conv AE): decode, let the kernel take
     the classifier's gradient at the decoded features, pull it back to z with one vector-Jacobian product,
     then update z as the reference does. On the CPU the paper's decoder runs in its own kernel
@@ -519,7 +572,7 @@ def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, l
         f = feats.detach().contiguous()
         vjp = lambda gf: torch.autograd.grad(feats, v, grad_outputs=gf)[0]  # noqa: E731
     obj, gf = ascent_step(classifier, None, f, targets, objective=objective, update=False, return_grad=True,
-                          backend=backend, threads=threads)
+                          backend=backend, threads=threads, precision=precision)
     g = vjp(torch.nan_to_num(gf))
     for r in regularizers:
         if isinstance(r, L2):
@@ -534,8 +587,9 @@ def _step_through_decoder(classifier, prior, z, targets, objective, optimizer, l
 
 def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="rms-normalized", lr=0.1,
                 state: AdamState | None = None, regularizers=(), shifts=None, update=True, return_grad=False,
-                backend="cpu", threads=None):
-    """One ascent step on x, in place (fused kernels; ``backend`` cpu|cuda|triton, ``threads`` for cpu).
+                backend="cpu", threads=None, precision="fp32"):
+    """One ascent step on x, in place (fused kernels; ``backend`` cpu|cuda|triton, ``threads`` for cpu,
+    ``precision`` fp32|bf16 for cpu: see the module's docstring).
 
     classifier: a :class:`~speechmax.models.classifier.Classifier` in eval mode.
     prior: a :class:`~speechmax.models.prior.Prior` in eval mode (latent mode) or None (features mode).
@@ -559,11 +613,15 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     if backend not in ("cpu", "triton", "cuda"):
         raise ValueError(f"unknown fused backend {backend!r}; expected cpu, triton or cuda")
     require_backend(backend)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected {' or '.join(PRECISIONS)}")
+    if precision == "bf16" and backend != "cpu":
+        raise ValueError(f"bf16 precision runs in the cpu kernel only, not on backend {backend!r}")
     if x.dtype != torch.float32 or not x.is_contiguous():
         raise ValueError("x must be a contiguous float32 tensor (it is updated in place)")
     if not fused_decoder(prior):
         return _step_through_decoder(classifier, prior, x, targets, objective, optimizer, lr, state, regularizers,
-                                     update, return_grad, backend, threads)
+                                     update, return_grad, backend, threads, precision)
     packed = pack_maximizer(classifier, prior)
     kind, level, unit = objective_code(classifier, objective)
     l2 = sum(r.weight for r in regularizers if isinstance(r, L2))
@@ -582,6 +640,12 @@ def ascent_step(classifier, prior, x, targets, *, objective="prob", optimizer="r
     if backend == "cuda":
         gp = packed.to(x.device)
         extension().maximize_step_cuda(to_struct(params), weights=gp.weights, desc=gp.desc, norm=gp.norm, **tensors)
+    elif backend == "cpu" and precision == "bf16":
+        extension().maximize_step(to_struct(params), weights=packed.weights, desc=packed.desc, norm=packed.norm,
+                                  threads=int(threads or torch.get_num_threads()),
+                                  isa=os.environ.get("SPEECHMAX_BF16_ISA", "auto"),
+                                  bf16_weights=packed.bf16_weights,
+                                  bf16_offsets=packed.bf16_offsets_keeping(BF16_FP32), **tensors)
     elif backend == "cpu":
         wino = os.environ.get("SPEECHMAX_MAXIMIZE_WINOGRAD", "1") != "0"
         extension().maximize_step(to_struct(params), weights=packed.weights, desc=packed.desc, norm=packed.norm,
