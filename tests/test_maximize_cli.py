@@ -10,6 +10,7 @@ from speechmax.cli import main
 from speechmax.models.classifier import save_classifier
 from speechmax.models.prior import save_prior
 from speechmax.ops import available_backends
+from speechmax.ops.maximize import bf16_isa
 
 from test_maximize import tiny_classifier, tiny_prior
 
@@ -110,20 +111,29 @@ def test_bench_maximize_contract(capsys):
     assert main(["bench", "maximize", "--batches", "1", "--threads", "1", "--paper-starts", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     paths = ("autograd", "fused") if available_backends()["cpu"] else ("autograd",)
+    paths += ("fused-bf16",) if bf16_isa() else ()   # measured only where the CPU has bf16 dot products
     assert {(r["path"], r["mode"], r["batch"], r["threads"]) for r in report["results"]} == {
         (p, m, 1, 1) for p in paths for m in ("latent", "features")}
     # the project's own FMA peak (issue 24; measured by the C++ extension) and each step's fraction of it
+    fp32_rows = [r for r in report["results"] if r["path"] != "fused-bf16"]
     extra = {"gflops", "fraction_of_peak_fp32"} if available_backends()["cpu"] else {"gflops"}
     assert all(set(r) == {"path", "mode", "batch", "threads", "steps_per_s"} | extra and r["steps_per_s"] > 0
-               for r in report["results"])
+               for r in fp32_rows)
     peak = report["machine"]["peak_gflops"]["fp32"]
     if available_backends()["cpu"]:
         assert peak > 0 and all(r["fraction_of_peak_fp32"] == pytest.approx(r["gflops"] / peak, rel=1e-3, abs=1e-4)
-                                for r in report["results"])
+                                for r in fp32_rows)
+    # a bf16 row is stated against the bf16 dot products' peak, and against none on AMX (not measured)
+    bf16_extra = set() if bf16_isa() == "amx" else {"fraction_of_peak_bf16"}
+    assert all(set(r) == {"path", "mode", "batch", "threads", "steps_per_s", "gflops"} | bf16_extra
+               for r in report["results"] if r["path"] == "fused-bf16")
     ps = report["paper_scale"]
     assert ps["starts"] == 1 and ps["classes"] == 35 and ps["steps"] == 20
     assert ps["extrapolated_seconds_10000_starts"] > ps["seconds"] > 0
     assert report["goals"]["paper_scale_seconds_2_threads"]["goal"] == 600.0
+    assert ps["precision"] == ("bf16" if bf16_isa() else "fp32") and report["machine"]["bf16_isa"] == bf16_isa()
+    if bf16_isa():
+        assert "bf16_over_fp32_fused_latent_batch64_threads2" not in report["goals"]   # batch 1, 1 thread only
 
 
 def test_bench_maximize_through_the_paper_prior(capsys):

@@ -22,6 +22,8 @@ where the CPU has them (:func:`bf16_isa`).
 ``SPEECHMAX_CPU_ISA=avx2|avx512`` forces the CPU kernel's instruction set (default: the widest here);
 ``SPEECHMAX_BF16_ISA=amx|avx512bf16|avx512bf16-emulated`` that of bf16 precision (default: amx where the
 CPU has it, else avx512bf16; the emulation is for tests);
+``SPEECHMAX_BF16_FP32=stem,b0_1,..`` keeps the named matrices (:attr:`PackedMaximizer.names`) in fp32 in bf16
+precision -- how the per-layer effect on the gradient was measured (read at import);
 ``SPEECHMAX_MAXIMIZE_WINOGRAD=0`` makes the fp32 kernel run every convolution directly instead of by
 Winograd F(3, 3).
 """
