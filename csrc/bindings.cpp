@@ -145,14 +145,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("params"), py::kw_only(), py::arg("weights"), py::arg("desc"), py::arg("affine"), py::arg("h0"),
         py::arg("acts"), py::arg("gf"), py::arg("g_h0"), py::arg("threads") = 1, py::arg("isa") = "auto");
   m.def("peak_chains", &peak_chains,
-        "The FMA peak's chains (kind fp32|bf16) after `iterations` steps on each of `threads` threads: their "
+        "The FMA peak's chains (kind fp32|bf16|amx_bf16) after `iterations` steps on each of `threads` threads: their "
         "accumulators, (threads, chains, lanes) float32",
         py::arg("kind"), py::arg("iterations"), py::kw_only(), py::arg("threads") = 1, py::arg("isa") = "auto");
   m.def("peak_gflops", &peak_gflops,
         "GFLOP/s of independent FMA chains in registers (kind fp32|bf16) on `threads` threads over about "
         "`seconds`; NaN where the CPU has no instruction set for the kind",
         py::arg("kind"), py::kw_only(), py::arg("threads") = 1, py::arg("seconds") = 0.3, py::arg("isa") = "auto");
-  m.def("peak_isas", &peak_isas, "instruction sets the peak's chains of `kind` (fp32|bf16) can use here, widest first");
+  m.def("peak_isas", &peak_isas, "instruction sets the peak's chains of `kind` (fp32|bf16|amx_bf16) can use here, widest first");
 #ifdef SPEECHMAX_WITH_CUDA
   m.attr("with_cuda") = true;
   register_cuda_ops(m);

@@ -8,21 +8,12 @@
 // Mat::wb as it is laid out). An output row t of tap j reads input row t + j: the A tile of tap j is the
 // scratch rows shifted by j, so the im2col matrix is never built, as in conv_direct.
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 static void conv_amx(const Mat& m, const float* X, long ldx, int T, float* Y, long ldy, const float* bias,
                      const float* init, long ld_init, bool relu, const float* mask, long ld_mask, Work& w) {
   const int kb = round_up(m.cin, kBf16K), nb = round_up(m.coutp, kBf16N), P = kb / 2;
   const int T32 = round_up(T, 32);
   const uint16_t* xb = bf16_input(m, X, ldx, T, T32 + m.taps - 1, w);
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
+  const TileConfig cfg = full_tiles();  // amx.h
   _tile_loadconfig(&cfg);
   alignas(64) float acc[32 * 32];
   const long lda = 2L * kb, ldb = 4L * nb;  // bytes between rows of A (input rows) and of B (input pairs)

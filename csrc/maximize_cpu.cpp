@@ -12,8 +12,6 @@
 // maximize_cpu_isa.h (Winograd), built once for AVX2 (the portable baseline) and once for AVX-512, picked at
 // run time.
 #include <omp.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "amx.h"
 #include "conv_cpu.h"
 #include "ops.h"
 
@@ -216,17 +215,9 @@ bool cpu_has_bf16_dot() {
          __builtin_cpu_supports("avx512bf16");
 }
 
-// AMX needs the CPU's tiles and the kernel's permission to use them (Linux 5.16+: arch_prctl asks for the
-// tile data state once per process); asked once.
-bool amx_ready() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16") || !cpu_has_bf16_dot()) return false;
-    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return ok;
-}
+
+// The AMX path is built for AVX-512 with BF16 around the tiles (amx.h: the tiles and the OS's permission).
+bool amx_usable() { return amx_ready() && cpu_has_bf16_dot(); }
 
 using RunFn = void (*)(const Net&, const Job&, long, long, Work&);
 
@@ -236,14 +227,14 @@ RunFn pick_run(const std::string& isa, bool bf16) {
   if (!bf16) return pick_avx512(isa, "maximize_step") ? isa_avx512::run_samples : isa_avx2::run_samples;
   TORCH_CHECK(isa == "auto" || isa == "amx" || isa == "avx512bf16" || isa == "avx512bf16-emulated",
               "maximize_step: unknown bf16 isa '", isa, "'; expected auto, amx, avx512bf16 or avx512bf16-emulated");
-  TORCH_CHECK(isa != "amx" || amx_ready(), "maximize_step: isa 'amx' asked for, but this CPU has no AMX-BF16 tiles",
+  TORCH_CHECK(isa != "amx" || amx_usable(), "maximize_step: isa 'amx' asked for, but this CPU has no AMX-BF16 tiles",
               " (or the OS did not grant them)");
   TORCH_CHECK(isa != "avx512bf16" || cpu_has_bf16_dot(), "maximize_step: isa 'avx512bf16' asked for, but this CPU has ",
               "no AVX512-BF16");
   TORCH_CHECK(isa != "avx512bf16-emulated" || cpu_has_avx512(), "maximize_step: isa 'avx512bf16-emulated' needs AVX-512F");
-  TORCH_CHECK(isa != "auto" || amx_ready() || cpu_has_bf16_dot(), "maximize_step: bf16 precision needs bf16 dot ",
+  TORCH_CHECK(isa != "auto" || amx_usable() || cpu_has_bf16_dot(), "maximize_step: bf16 precision needs bf16 dot ",
               "products (AMX-BF16 or AVX512-BF16), which this CPU does not have; use fp32");
-  if (isa == "amx" || (isa == "auto" && amx_ready())) return isa_amx::run_samples;
+  if (isa == "amx" || (isa == "auto" && amx_usable())) return isa_amx::run_samples;
   if (isa == "avx512bf16-emulated") return isa_avx512bf16_emulated::run_samples;
   return isa_avx512bf16::run_samples;
 }
@@ -332,7 +323,7 @@ std::vector<std::string> maximize_cpu_isas() {
   std::vector<std::string> isas{"avx2"};
   if (cpu_has_avx512()) isas.insert(isas.end(), {"avx512", "avx512bf16-emulated"});
   if (cpu_has_bf16_dot()) isas.push_back("avx512bf16");
-  if (amx_ready()) isas.push_back("amx");
+  if (amx_usable()) isas.push_back("amx");
   return isas;
 }
 

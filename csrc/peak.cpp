@@ -5,7 +5,9 @@
 //
 // FLOPs are counted per fp32 lane of one instruction: an fp32 FMA (acc += x*y) is 2 (a multiply and an add),
 // so 32 per zmm; a vdpbf16ps (acc += x0*y0 + x1*y1 over a bf16 pair) is 4 (2 multiplies, 2 adds), so 64 per
-// zmm. AMX tiles are not measured: this is the vector units' peak.
+// zmm. AMX tiles (kind amx_bf16, where the CPU has them and the OS grants them): 6 accumulator tiles of 16 x 16
+// fp32, each step one TDPBF16PS per tile with the same A (16 x 32 bf16) and B (32 x 16) -- 32 products and 32
+// adds per fp32 element, 64 FLOPs a lane.
 //
 // Each kind runs on the widest instruction set this CPU offers (cpu_features.h), or on the one asked for by
 // name; enough chains per thread to cover the FMA latency on every port (4 cycles x 2 ports = 8 in flight on
@@ -22,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "amx.h"
 #include "cpu_features.h"
 #include "ops.h"
 #include "simd.h"
@@ -74,6 +77,41 @@ struct V : simd::Avx512 {  // x and y hold 16 bf16 pairs each; every fp32 lane g
 }  // namespace isa_avx512bf16
 #pragma GCC pop_options
 
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-bf16")
+namespace isa_amx {
+// 6 tiles accumulate from start (6 x 256 floats, tile-major), tile 6 holds A (x: 16 rows of 16 bf16 pairs),
+// tile 7 B (y: 16 rows of pairs, one row per pair of A's columns, 16 outputs each); out receives the 6 tiles.
+static void run_tiles(const float* start, const float* x, const float* y, int64_t n, float* out) {
+  const TileConfig cfg = full_tiles();
+  _tile_loadconfig(&cfg);
+  _tile_loadd(0, start, 64);
+  _tile_loadd(1, start + 256, 64);
+  _tile_loadd(2, start + 512, 64);
+  _tile_loadd(3, start + 768, 64);
+  _tile_loadd(4, start + 1024, 64);
+  _tile_loadd(5, start + 1280, 64);
+  _tile_loadd(6, x, 64);
+  _tile_loadd(7, y, 64);
+  for (int64_t i = 0; i < n; ++i) {
+    _tile_dpbf16ps(0, 6, 7);
+    _tile_dpbf16ps(1, 6, 7);
+    _tile_dpbf16ps(2, 6, 7);
+    _tile_dpbf16ps(3, 6, 7);
+    _tile_dpbf16ps(4, 6, 7);
+    _tile_dpbf16ps(5, 6, 7);
+  }
+  _tile_stored(0, out, 64);
+  _tile_stored(1, out + 256, 64);
+  _tile_stored(2, out + 512, 64);
+  _tile_stored(3, out + 768, 64);
+  _tile_stored(4, out + 1024, 64);
+  _tile_stored(5, out + 1280, 64);
+  _tile_release();
+}
+}  // namespace isa_amx
+#pragma GCC pop_options
+
 using ChainsFn = void (*)(const float*, const float*, const float*, int64_t, float*);
 
 struct Kernel {
@@ -91,6 +129,7 @@ const std::vector<Kernel>& kernels() {
       {"fp32", "avx2", 12, 8, 2, isa_avx2::run_chains<12>, {"avx2", "fma"}},
       {"fp32", "scalar", 12, 1, 2, isa_scalar::run_chains<12>, {}},
       {"bf16", "avx512bf16", 16, 16, 4, isa_avx512bf16::run_chains<16>, {"avx512f", "avx512bf16"}},
+      {"amx_bf16", "amx", 6, 256, 64, isa_amx::run_tiles, {"amx_bf16"}},
   };
   return all;
 }
@@ -98,14 +137,15 @@ const std::vector<Kernel>& kernels() {
 bool runs_here(const Kernel& k) {
   const auto have = cpu_features();
   for (const char* f : k.needs)
-    if (!have.at(f)) return false;
+    if (!have.at(f) || (std::string(f) == "amx_bf16" && !amx_ready())) return false;  // the OS must grant tiles
   return true;
 }
 
 // The kernel for (kind, isa); nullptr when isa is "auto" and nothing of that kind runs here (bf16 without
 // AVX512-BF16). Naming an isa this CPU lacks is an error, as for the other kernels.
 const Kernel* pick(const std::string& kind, const std::string& isa) {
-  TORCH_CHECK(kind == "fp32" || kind == "bf16", "peak: unknown kind '", kind, "'; expected fp32 or bf16");
+  TORCH_CHECK(kind == "fp32" || kind == "bf16" || kind == "amx_bf16", "peak: unknown kind '", kind,
+              "'; expected fp32, bf16 or amx_bf16");
   bool known = isa == "auto";
   for (const Kernel& k : kernels()) {
     if (kind != k.kind || (isa != "auto" && isa != k.isa)) continue;
@@ -135,10 +175,21 @@ float pair(float lo, float hi) {  // two bf16 in one fp32 lane: lo is the even e
 // chain c, lane l starts at c + l/32; fp32 steps add x*y with x = 1 + l/16, y = 1/2; bf16 steps add
 // x0*y0 + x1*y1 with x = (1 + l/16, 1/4), y = (1/2, -1) -- the odd product negative, so a lost half shows.
 // Long runs saturate (acc + x*y rounds to acc) without reaching inf or denormals, so the speed stays flat.
+// amx_bf16: A row m, pair p = (1 + m/8, 1/4) and B pair row p, column n = (1, n/32), so element (m, n) gains
+// 16 + 2m + n/8 a step -- rising with the lane l = 16 m + n, as the starts do, so every lane ends distinct.
 struct Operands {
   std::vector<float> start, x, y;
   explicit Operands(const Kernel& k) : start(k.chains * k.lanes), x(k.lanes), y(k.lanes) {
     const bool bf16 = std::string(k.kind) == "bf16";
+    if (std::string(k.kind) == "amx_bf16") {
+      for (int l = 0; l < k.lanes; ++l) {
+        const int hi = l / 16, lo = l % 16;  // x: row m = hi, pair p = lo; y: pair p = hi, column n = lo
+        x[l] = pair(1 + hi / 8.f, 0.25f);
+        y[l] = pair(1.f, lo / 32.f);
+        for (int c = 0; c < k.chains; ++c) start[c * k.lanes + l] = c + l / 32.f;
+      }
+      return;
+    }
     for (int l = 0; l < k.lanes; ++l) {
       x[l] = bf16 ? pair(1 + l / 16.f, 0.25f) : 1 + l / 16.f;
       y[l] = bf16 ? pair(0.5f, -1.f) : 0.5f;

@@ -43,6 +43,11 @@ def test_isas_follow_the_cpu_features():
     f = _features()
     assert peak_isas("fp32")[0] == ("avx512" if f["avx512f"] else "avx2" if f["avx2"] and f["fma"] else "scalar")
     assert peak_isas("bf16") == (["avx512bf16"] if f["avx512f"] and f["avx512bf16"] else [])
+    # AMX also needs the OS to grant the tiles, which the bf16 ascent's isa list reflects the same way
+    from speechmax.ops.maximize import bf16_isa
+    assert peak_isas("amx_bf16") == (["amx"] if bf16_isa() == "amx" else [])
+    if not f["amx_bf16"]:
+        assert peak_isas("amx_bf16") == [] and peak_gflops("amx_bf16", 1, 0.05) is None
 
 
 def test_peak_gflops_positive_and_bf16_only_with_the_instruction():
@@ -67,7 +72,7 @@ def test_measure_peak_without_bf16_instructions(monkeypatch):
     monkeypatch.setattr(peak, "peak_isas", lambda kind: ["avx2"] if kind == "fp32" else [])
     report = measure_peak(threads=(1, 2), seconds=0.05)
     assert report["peak_gflops"]["bf16"] is None and report["peak_gflops_by_threads"]["bf16"] is None
-    assert report["peak_isa"] == {"fp32": "avx2", "bf16": None}
+    assert report["peak_isa"] == {"fp32": "avx2", "bf16": None, "amx_bf16": None}
     assert set(report["peak_gflops_by_threads"]["fp32"]) == {"1", "2"}
     assert report["peak_gflops"]["fp32"] == report["peak_gflops_by_threads"]["fp32"]["2"]
 

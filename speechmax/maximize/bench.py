@@ -144,7 +144,7 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
     nominal :func:`step_flops` per second) and "fraction_of_peak_fp32" (against the measured fp32 peak at its
     thread count) where the peak was measured -- nominal, so the fused path can pass 1: its Winograd
     convolutions and low-rate upsampling do fewer multiplications than the models as written. A fused-bf16
-    result has "fraction_of_peak_bf16" instead (vdpbf16ps), and none on AMX, whose peak is not measured.
+    result has "fraction_of_peak_bf16" (vdpbf16ps) or, on AMX, "fraction_of_peak_amx_bf16" instead.
 
     quick: batches 1 and 64 (default 1, 64 and 1024). progress: optional callable(result dict).
     """
@@ -175,11 +175,8 @@ def bench_maximize(quick: bool = False, batches=None, threads=(1, 2), paths=PATH
     isa16 = os.environ.get("SPEECHMAX_BF16_ISA", bf16_isa())
     for r in results:
         r["gflops"] = round(r["steps_per_s"] * flops[r["mode"]] / 1e9, 2)
-        # each path against the peak of the units it runs on: fp32 FMAs, or vdpbf16ps; AMX tiles have no
-        # measured peak (csrc/peak.cpp measures the vector units), so a fused-bf16 row on AMX states none
-        kind = "bf16" if r["path"] == "fused-bf16" else "fp32"
-        if kind == "bf16" and isa16 == "amx":
-            continue
+        # each path against the peak of the units it runs on: fp32 FMAs, vdpbf16ps, or AMX tiles
+        kind = ("amx_bf16" if isa16 == "amx" else "bf16") if r["path"] == "fused-bf16" else "fp32"
         top = (peak["peak_gflops_by_threads"][kind] or {}).get(str(r["threads"]))
         if top:
             r[f"fraction_of_peak_{kind}"] = round(r["gflops"] / top, 4)
