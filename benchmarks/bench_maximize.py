@@ -1,4 +1,4 @@
-"""Ascent-step speed: autograd vs the fused CPU kernel, latent and features mode, batch 1 and 1024, threads 1
+"""Ascent-step speed: autograd vs the fused CPU kernel (fp32, and bf16 where the CPU has bf16 dot products), latent and features mode, batch 1 and 1024, threads 1
 and 2, on random-weight models of the shipped default shapes (tcres (64, 64, 96, 96) k9; vae latent 128,
 channels 192).
 
@@ -14,7 +14,7 @@ import torch
 
 from speechmax.maximize.bench import default_models
 from speechmax.ops import available_backends
-from speechmax.ops.maximize import ascent_step, ascent_step_ref
+from speechmax.ops.maximize import ascent_step, ascent_step_ref, bf16_isa
 
 MODELS = default_models()
 _rates = {}
@@ -31,16 +31,19 @@ def threads(request):
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=lambda t: f"threads{t}")
 @pytest.mark.parametrize("batch", [1, 1024], ids=lambda b: f"batch{b}")
 @pytest.mark.parametrize("mode", ["latent", "features"])
-@pytest.mark.parametrize("path", ["autograd", "fused"])
+@pytest.mark.parametrize("path", ["autograd", "fused", "fused-bf16"])
 def test_ascent_step(benchmark, path, mode, batch, threads):
-    if path == "fused" and not available_backends()["cpu"]:
+    if path.startswith("fused") and not available_backends()["cpu"]:
         pytest.skip("speechmax._C is not built")
+    if path == "fused-bf16" and bf16_isa() is None:
+        pytest.skip("this CPU has no bf16 dot products")
     clf, prior = MODELS[0], (MODELS[1] if mode == "latent" else None)
     g = torch.Generator().manual_seed(0)
     x = 0.1 * torch.randn((batch, 128) if prior is not None else (batch, 80, 101), generator=g)
     t = torch.randint(0, 35, (batch,), generator=g)
-    if path == "fused":
-        step = lambda: ascent_step(clf, prior, x, t, lr=0.01, threads=threads)  # noqa: E731
+    if path.startswith("fused"):
+        precision = "bf16" if path == "fused-bf16" else "fp32"
+        step = lambda: ascent_step(clf, prior, x, t, lr=0.01, threads=threads, precision=precision)  # noqa: E731
     else:
         step = lambda: ascent_step_ref(clf, prior, x, t, lr=0.01)  # noqa: E731
     rounds = 3 if batch > 1 else 20
@@ -49,5 +52,8 @@ def test_ascent_step(benchmark, path, mode, batch, threads):
     _rates[(path, mode, batch, threads)] = rate
     benchmark.extra_info["steps_per_s"] = round(rate, 2)
     ref = _rates.get(("autograd", mode, batch, threads))
-    if path == "fused" and ref:
+    if path.startswith("fused") and ref:
         benchmark.extra_info["over_autograd"] = round(rate / ref, 2)
+    fp32 = _rates.get(("fused", mode, batch, threads))
+    if path == "fused-bf16" and fp32:
+        benchmark.extra_info["over_fused_fp32"] = round(rate / fp32, 2)
