@@ -32,24 +32,16 @@ static void conv_amx(const Mat& m, const float* X, long ldx, int T, float* Y, lo
         const uint16_t* a = xb + (long)(t0 + j) * kb;
         const uint16_t* b = m.wb + ((long)j * P * nb + o0) * 2;
         // each product issued as soon as its two tiles are loaded (the order oneDNN's AMX kernels use)
-        if (two) {
-          for (int k = 0; k < kb; k += 32) {
-            _tile_loadd(4, a + k, lda);
-            _tile_loadd(6, b + (long)k * nb, ldb);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, b + (long)k * nb + 32, ldb);
-            _tile_dpbf16ps(1, 4, 7);
+        for (int k = 0; k < kb; k += 32) {
+          _tile_loadd(4, a + k, lda);
+          _tile_loadd(6, b + (long)k * nb, ldb);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_loadd(7, b + (long)k * nb + 32, ldb);
+          _tile_dpbf16ps(1, 4, 7);
+          if (two) {
             _tile_loadd(5, a + 16L * kb + k, lda);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
-          }
-        } else {
-          for (int k = 0; k < kb; k += 32) {
-            _tile_loadd(4, a + k, lda);
-            _tile_loadd(6, b + (long)k * nb, ldb);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, b + (long)k * nb + 32, ldb);
-            _tile_dpbf16ps(1, 4, 7);
           }
         }
       }

@@ -12,7 +12,7 @@ from speechmax.maximize import maximize
 from speechmax.ops import available_backends
 from speechmax.ops.maximize import L2, Unit, ascent_step, bf16_isa, bf16_pairs, pack_maximizer
 
-from test_maximize import SHAPES, inputs, ref64, rel_err, tiny_classifier, tiny_prior
+from test_maximize import SHAPES, inputs, one_thread, ref64, rel_err, tiny_classifier, tiny_prior  # noqa: F401
 
 needs_cpu = pytest.mark.skipif(not available_backends()["cpu"], reason="speechmax._C is not built")
 
@@ -23,14 +23,6 @@ def isas():
 
 
 needs_emulation = pytest.mark.skipif("avx512bf16-emulated" not in isas(), reason="bf16 emulation needs AVX-512F")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def cosines(a, b):
