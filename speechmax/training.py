@@ -106,6 +106,13 @@ class JsonLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
+    def epoch_seconds(self) -> float:
+        """The training's time: its logged epochs' seconds summed over every call that trained -- a resumed run
+        included -- with an epoch logged twice (redone after a stop) counted once, at its last logging."""
+        per_epoch = {rec["epoch"]: rec["seconds"] for rec in self.read()
+                     if rec.get("event") == "epoch" and "seconds" in rec}
+        return round(sum(per_epoch.values()), 1)
+
 
 # --- data-parallel training: the ranks' slices of a batch computed as one process computes the whole batch ---
 

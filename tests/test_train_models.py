@@ -54,6 +54,10 @@ def test_train_classifier_and_prior_on_a_tiny_corpus(corpus, tmp_path, capsys):
     # resume: one more epoch continues from epoch 3 rather than starting again
     assert main(["train", "classifier", *common, "--out", str(run), "--epochs", "4", "--no-augment"]) == 0
     assert [e["epoch"] for e in epochs(run)] == [1, 2, 3, 4]
+    # the card times every call's epochs, not only the last call's one (a regression: it held the last call's)
+    t = json.loads((run / "model.json").read_text())["training"]
+    assert t["seconds"] == pytest.approx(sum(e["seconds"] for e in epochs(run)), abs=0.05)
+    assert t["seconds"] >= card["training"]["seconds"] and t["seconds_this_call"] >= 0
 
     prior_run = tmp_path / "prior"
     assert main(["train", "prior", *common, "--out", str(prior_run), "--epochs", "2",

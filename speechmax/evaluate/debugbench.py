@@ -221,10 +221,8 @@ def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: Bench
 
 
 def _train_seconds(model_dir: Path) -> float:
-    """The training's time, summed over its logged epochs (a resumed run's card times only its last call)."""
-    per_epoch = {rec["epoch"]: rec["seconds"] for rec in JsonLog(model_dir / "log.jsonl").read()
-                 if rec.get("event") == "epoch"}   # an epoch logged twice (redone after a stop) counts once
-    return round(sum(per_epoch.values()), 1)
+    """The training's time, summed over its logged epochs (:meth:`speechmax.training.JsonLog.epoch_seconds`)."""
+    return JsonLog(model_dir / "log.jsonl").epoch_seconds()
 
 
 def _attribution(model_dir: Path, classifier, real, steps: int) -> np.ndarray:

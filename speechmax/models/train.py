@@ -338,8 +338,10 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
     best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset, world, log_steps)
     test = _load(world, data, "testing", feature_cfg, progress, task=task)
     metrics = classification_metrics(predict_shared(world, model, test.x), test.y, labels)
-    card = {"preset": preset, "training": dict(fc.to_dict(), best_val_accuracy=best, seconds=round(time.time() - t0),
-                                               **world.describe()),
+    # seconds: every call's epochs (a resumed run's too); seconds_this_call: this call, measuring included
+    card = {"preset": preset, "training": dict(fc.to_dict(), best_val_accuracy=best,
+                                               seconds=JsonLog(out / "log.jsonl").epoch_seconds(),
+                                               seconds_this_call=round(time.time() - t0), **world.describe()),
             "training_data": dict(_corpus_info(data), train_clips=len(train.x), val_clips=len(val.x), test_clips=len(test.x)),
             "metrics": {"test_accuracy": metrics["accuracy"], "val_accuracy": best, "test_clips": metrics["n"],
                         "per_class_accuracy": metrics["per_class_accuracy"]},
@@ -393,7 +395,8 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
         test = load_split(data, "testing", feature_cfg, progress=progress)
         metrics = prior_metrics(model, test, classifier)
         card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best,
-                                                   seconds=round(time.time() - t0), **world.describe()),
+                                                   seconds=JsonLog(out / "log.jsonl").epoch_seconds(),
+                                                   seconds_this_call=round(time.time() - t0), **world.describe()),
                 "training_data": dict(_corpus_info(data), train_clips=len(train.x)), "metrics": metrics,
                 "why_this_decoder": ("frame-wise 1-D conv decoder (linear -> nearest x2 -> conv1d -> ReLU, twice -> "
                                      "conv1d): only GEMM-shaped ops, so the fused latent-maximization backward keeps "
