@@ -82,6 +82,21 @@ def test_training_time_sums_the_logged_epochs_once_each(tmp_path):
     assert _train_seconds(tmp_path) == 64.0
 
 
+def test_a_model_trained_to_the_end_with_the_same_fit_is_not_loaded_again(tmp_path):
+    from speechmax.evaluate.debugbench import _finished
+    from speechmax.models.train import FitConfig
+
+    fit = FitConfig(epochs=3, batch=16, seed=0)
+    assert _finished(tmp_path, fit) is None                       # nothing trained yet
+    metrics = {"test_accuracy": 0.5, "per_class_accuracy": {"yes": 0.5}}
+    (tmp_path / "model.json").write_text(json.dumps({"training": dict(fit.to_dict(), seconds=1.0), "metrics": metrics}))
+    assert _finished(tmp_path, fit) is None                       # a card without its weights: train (resume)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert _finished(tmp_path, fit) == metrics
+    assert _finished(tmp_path, FitConfig(epochs=4, batch=16, seed=0)) is None   # more epochs asked: resume
+    assert _finished(tmp_path, FitConfig(epochs=3, batch=16, seed=1)) is None
+
+
 def test_classes_are_six_distinct_words_chosen_by_the_seed():
     vocab = ["a", "b", "c", "d", "e", "f", "g", "h"]
     got = pick_classes(vocab, 3)

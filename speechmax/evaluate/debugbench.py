@@ -220,6 +220,19 @@ def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: Bench
     return got
 
 
+def _finished(model_dir: Path, fit: FitConfig) -> dict | None:
+    """The card's test metrics of a model this folder already trained to the end with ``fit`` (the run marker
+    holds the rest of its settings), or None: it is (re)trained -- or resumed -- by train_classifier, which
+    would otherwise load and featurize its whole corpus again only to find nothing left to do."""
+    card = model_dir / "model.json"
+    if not (card.is_file() and (model_dir / "model.safetensors").is_file()):
+        return None
+    c = json.loads(card.read_text())
+    if {k: c.get("training", {}).get(k) for k in fit.to_dict()} != fit.to_dict():
+        return None
+    return c["metrics"]
+
+
 def _train_seconds(model_dir: Path) -> float:
     """The training's time, summed over its logged epochs (:meth:`speechmax.training.JsonLog.epoch_seconds`)."""
     return JsonLog(model_dir / "log.jsonl").epoch_seconds()
@@ -297,9 +310,11 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
     runs = [(CONTROL, root, fc), (RESEEDED, root, dataclasses.replace(fc, seed=seed + 1))]
     for name, corpus, fit in runs + [(d, v[0], fc) for d, v in variants.items()]:
         model_dir = out / "models" / name
-        log.info("%s: training %s on %s", name, cfg.preset, corpus)
-        metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fit, progress=progress, threads=threads,
-                                   words=labels)
+        metrics = _finished(model_dir, fit)
+        if metrics is None:
+            log.info("%s: training %s on %s", name, cfg.preset, corpus)
+            metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fit, progress=progress,
+                                       threads=threads, words=labels)
         classifier = load_classifier(model_dir / "model").eval()
         log.info("%s: test accuracy %.3f; maximizing %d words x %d starts (%s)", name, metrics["test_accuracy"],
                  len(targets), cfg.starts, cfg.mode)
