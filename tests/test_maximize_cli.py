@@ -107,6 +107,21 @@ def test_maximize_prior_with_another_feature_config(models, tmp_path, capsys):
     assert "n_fft: 1024 vs 512" in capsys.readouterr().err
 
 
+def test_a_run_from_before_the_precision_flag_resumes_and_bf16_is_a_setting_of_its_own(models, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--target", "yes", "--starts", "2", "--mode", "latent", "--steps", "2", "--json"]
+    assert main(args(models, out, *common)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["precision"] == "fp32" and first["resumed"] is False
+    # fp32 runs record what runs from before the flag recorded, so such a folder resumes
+    assert "precision" not in json.loads((out / "run.json").read_text())["settings"]
+    assert main(args(models, out, *common)) == 0
+    assert json.loads(capsys.readouterr().out)["resumed"] is True
+    if bf16_isa():                                      # bf16 is another setting: refused in that folder
+        assert main(args(models, out, *common, "--precision", "bf16")) == 2
+        assert "precision" in capsys.readouterr().err
+
+
 def test_bench_maximize_contract(capsys):
     assert main(["bench", "maximize", "--batches", "1", "--threads", "1", "--paper-starts", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -97,6 +97,8 @@ def run(args):
                                                    else "this CPU has none") + "; use --precision fp32")
     # What makes the files: a run with the same settings resumes in --out, another one is refused before compute.
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in OUTPUT_NEUTRAL and not callable(v)}
+    if settings.get("precision") == "fp32":   # what runs did before the flag: their folders still resume
+        del settings["precision"]
     world = distributed.current()   # under torchrun, target k of the list goes to rank k mod size
     distributed.check_same_settings(world, settings)
 
