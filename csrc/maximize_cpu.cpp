@@ -159,18 +159,7 @@ namespace isa_avx512 {
 #pragma GCC target("avx512f")
 namespace isa_avx512bf16_emulated {
 struct V : isa_avx512::V {
-  static void split(reg v, reg& lo, reg& hi) {
-    const __m512i r = _mm512_castps_si512(v);
-    lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
-    hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
-  }
-  // vdpbf16ps: the odd pair's product added first, then the even one's, each rounded to nearest
-  static reg dot(reg acc, reg w, reg x) {
-    reg wl, wh, xl, xh;
-    split(w, wl, wh);
-    split(x, xl, xh);
-    return fma(wl, xl, fma(wh, xh, acc));
-  }
+  static reg dot(reg acc, reg w, reg x) { return simd::dpbf16_emulated(acc, w, x); }
 };
 #include "conv_cpu_isa.h"
 #include "conv_bf16_isa.h"
@@ -184,9 +173,7 @@ struct V : isa_avx512::V {
 #pragma GCC target("avx512f,avx512bw,avx512bf16")
 namespace isa_avx512bf16 {
 struct V : isa_avx512::V {
-  static reg dot(reg acc, reg w, reg x) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(w), (__m512bh)_mm512_castps_si512(x));
-  }
+  static reg dot(reg acc, reg w, reg x) { return simd::dpbf16(acc, w, x); }
 };
 #include "conv_cpu_isa.h"
 #include "conv_bf16_isa.h"

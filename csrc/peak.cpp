@@ -69,9 +69,7 @@ struct V : simd::Avx512 {
 #pragma GCC target("avx512f,avx512bf16")
 namespace isa_avx512bf16 {
 struct V : simd::Avx512 {  // x and y hold 16 bf16 pairs each; every fp32 lane gains x0*y0 + x1*y1
-  static reg dot(reg acc, reg x, reg y) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(x), (__m512bh)_mm512_castps_si512(y));
-  }
+  static reg dot(reg acc, reg x, reg y) { return simd::dpbf16(acc, x, y); }
 };
 #include "peak_isa.h"
 }  // namespace isa_avx512bf16

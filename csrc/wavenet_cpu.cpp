@@ -134,26 +134,15 @@ struct V512 : simd::Avx512 {
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
     hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
   }
-  static void split(reg v, reg& lo, reg& hi) {
-    const __m512i r = _mm512_castps_si512(v);
-    lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
-    hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
-  }
 };
 namespace isa_avx512 {
 using V = V512;
 #include "wavenet_cpu_isa.h"
 }  // namespace isa_avx512
-// vdpbf16ps emulated exactly (the bf16 x bf16 products are exact in fp32; the instruction adds the odd
-// pair's product, then the even one's, each rounded to nearest): the kBF16Dot path tested on CPUs without it.
+// vdpbf16ps emulated exactly (simd.h): the kBF16Dot path tested on CPUs without it.
 namespace isa_avx512bf16_emulated {
 struct V : V512 {
-  static reg dot(reg acc, reg w, reg x) {
-    reg wl, wh, xl, xh;
-    split(w, wl, wh);
-    split(x, xl, xh);
-    return fma(wl, xl, fma(wh, xh, acc));
-  }
+  static reg dot(reg acc, reg w, reg x) { return simd::dpbf16_emulated(acc, w, x); }
 };
 #include "wavenet_cpu_isa.h"
 }  // namespace isa_avx512bf16_emulated
@@ -163,9 +152,7 @@ struct V : V512 {
 #pragma GCC target("avx512f,avx512bf16")
 namespace isa_avx512bf16 {
 struct V : V512 {
-  static reg dot(reg acc, reg w, reg x) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(w), (__m512bh)_mm512_castps_si512(x));
-  }
+  static reg dot(reg acc, reg w, reg x) { return simd::dpbf16(acc, w, x); }
 };
 #include "wavenet_cpu_isa.h"
 }  // namespace isa_avx512bf16
