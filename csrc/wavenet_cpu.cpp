@@ -5,7 +5,8 @@
 // new frame (from the cond-net output at frame rate -- never a per-sample tensor), then for every layer read
 // and refill its ring buffer, gate GEMM + gate, skip GEMM, residual GEMM + update, then the output head and
 // the inverse-CDF draw from the caller's uniform. The per-element math is wavenet_step.h, which the CUDA
-// sampler compiles too; the GEMMs are wavenet_cpu_isa.h, built once for AVX2 (the portable baseline) and
+// sampler compiles too (the gate runs here as an explicit vector, gate_v, on that file's exp constants, with a
+// reciprocal in place of its division); the GEMMs are wavenet_cpu_isa.h, built once for AVX2 (the portable baseline) and
 // once for AVX-512, picked at run time. Weights are fp32, or bf16 widened to fp32 in registers (a 16-bit
 // shift), with fp32 accumulation either way.
 #include <torch/extension.h>
@@ -115,6 +116,19 @@ struct Workspace {
 namespace isa_avx2 {
 struct V : simd::Avx2 {
   static constexpr int NBMAX = 2;  // 4 vectors x 2 items = 8 accumulators + 4 weights of 16 ymm registers
+  // what gate_v (wavenet_cpu_isa.h) needs beyond simd::Avx2
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg fnma(reg a, reg b, reg c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a b
+  static reg clamp(reg x, float lo, float hi) { return _mm256_max_ps(_mm256_min_ps(x, set1(hi)), set1(lo)); }
+  static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static reg scale2(reg p, reg n) {  // p * 2^n, n integral in [-126, 127]
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  }
+  static reg rcp(reg x) { return _mm256_rcp_ps(x); }  // relative error <= 1.5 * 2^-12; 0 above 2^126
+  static reg sign(reg x) { return _mm256_and_ps(x, set1(-0.0f)); }
+  static reg with_sign(reg x, reg s) { return _mm256_or_ps(x, s); }  // x >= 0
+  static reg abs(reg x) { return _mm256_andnot_ps(set1(-0.0f), x); }
   // 8 (w[o][k], w[o][k+1]) bf16 pairs -> w[.][k] and w[.][k+1] as fp32: bf16 is the top half of an fp32.
   static void bf16_pair(const uint16_t* p, reg& lo, reg& hi) {
     const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -129,6 +143,19 @@ struct V : simd::Avx2 {
 #pragma GCC target("avx512f")
 struct V512 : simd::Avx512 {
   static constexpr int NBMAX = 6;  // 4 vectors x 6 items = 24 accumulators + 4 weights of 32 zmm registers
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg fnma(reg a, reg b, reg c) { return _mm512_fnmadd_ps(a, b, c); }
+  static reg clamp(reg x, float lo, float hi) { return _mm512_max_ps(_mm512_min_ps(x, set1(hi)), set1(lo)); }
+  static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static reg scale2(reg p, reg n) { return _mm512_scalef_ps(p, n); }
+  static reg rcp(reg x) { return _mm512_rcp14_ps(x); }  // relative error <= 2^-14; 0 above 2^126
+  static reg sign(reg x) {
+    return _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+  }
+  static reg with_sign(reg x, reg s) {
+    return _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(x), _mm512_castps_si512(s)));
+  }
+  static reg abs(reg x) { return _mm512_abs_ps(x); }
   static void bf16_pair(const uint16_t* p, reg& lo, reg& hi) {
     const __m512i r = _mm512_loadu_si512(p);
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));

@@ -36,17 +36,23 @@ WN_FN float bits_as_float(int i) {
 // exp(x) by Cody-Waite range reduction and the Cephes polynomial: ~1 ulp on [-87, 88], written in plain
 // arithmetic so that compilers vectorise the loops that call it (libm's expf does not vectorise here).
 // Outside that range the result saturates: exp(-87) ~ 1.6e-38 stands for 0, which no caller can tell apart.
+// The constants are named so that the CPU sampler's explicit vector gate (wavenet_cpu.cpp) uses the same.
+constexpr float kExpLo = -87.0f, kExpHi = 88.0f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln 2 = kLn2Hi + kLn2Lo
+constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f,
+                kExpP3 = 4.1665795894e-2f, kExpP4 = 1.6666665459e-1f, kExpP5 = 5.0000001201e-1f;
+
 WN_FN float fexp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // (ternaries vectorise; fminf/fmaxf do not)
+  x = x < kExpLo ? kExpLo : (x > kExpHi ? kExpHi : x);  // (ternaries vectorise; fminf/fmaxf do not)
   // round to nearest by the 1.5 * 2^23 trick (floorf does not vectorise inside GCC target regions)
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  const float n = (x * kLog2e + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = kExpP0;
+  p = p * r + kExpP1;
+  p = p * r + kExpP2;
+  p = p * r + kExpP3;
+  p = p * r + kExpP4;
+  p = p * r + kExpP5;
   p = p * r * r + r + 1.0f;
   return p * bits_as_float(((int)n + 127) << 23);
 }

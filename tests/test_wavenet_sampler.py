@@ -127,6 +127,26 @@ def test_cpu_matches_reference(backend, config, isa, monkeypatch):
     assert_same_draws(sample_wavenet(model, mel, u, backend=backend), q_ref, logits_ref, u)
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_cpu_gate_saturates_like_reference(isa, monkeypatch):
+    """The vector gate (exp by polynomial, division by reciprocal estimate and a Newton step) where tanh and
+    sigmoid saturate and the exponentials clamp: gate pre-activations of hundreds, both signs."""
+    need("cpu")
+    from speechmax import _C
+
+    if isa not in _C.wavenet_cpu_isas():
+        pytest.skip(f"this CPU has no {isa}")
+    monkeypatch.setenv("SPEECHMAX_CPU_ISA", isa)
+    model = make_model(**TINY)
+    with torch.no_grad():
+        for p in (model.w_past, model.w_cur, model.b_gate):
+            p.mul_(300.0)
+    mel, u = inputs(model, 5, 3)
+    q_ref, logits_ref = sample_wavenet_ref(model, mel, u, return_logits=True)
+    _, logits = sample_wavenet(model, mel, u, backend="cpu", teacher=q_ref, return_logits=True)
+    torch.testing.assert_close(logits, logits_ref, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("backend", ["cpu", "cpu-bf16", "triton", "cuda"])
 @pytest.mark.parametrize("batch", [1, 3, 17])
 def test_backend_matches_reference_over_batch(backend, batch):
