@@ -80,6 +80,14 @@ def test_train_classifier_on_a_vocabulary_of_its_own(corpus, tmp_path):
     assert clf.cfg.labels == ("yes", "no", "_unknown_", "up") and clf.cfg.n_classes == 4
     card = json.loads((run / "model.json").read_text())
     assert set(card["metrics"]["per_class_accuracy"]) == {"yes", "no", "_unknown_", "up"}
+    # a prior measured with that classifier scores it on its own four labels (a regression: the corpus's 35
+    # test labels went into its 4-class confusion and the run failed after training)
+    prior_run = tmp_path / "prior-words"
+    assert main(["train", "prior", "--data", str(corpus), "--batch", "16", "--threads", "1", "--epochs", "1",
+                 "--out", str(prior_run), "--classifier", str(run / "model")]) == 0
+    pm = json.loads((prior_run / "model.json").read_text())["metrics"]
+    assert 0 <= pm["classifier_accuracy_on_originals"] <= 1
+    assert set(pm["random_z_class_counts"]) == {"yes", "no", "_unknown_", "up"}
     with pytest.raises(ValueError, match="no clips of hello"):
         from speechmax.models.train import train_classifier
         train_classifier(corpus, tmp_path / "hello", words=["yes", "hello"], progress=False)

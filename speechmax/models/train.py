@@ -393,7 +393,10 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
 
     def measure_and_write():
         test = load_split(data, "testing", feature_cfg, progress=progress)
-        metrics = prior_metrics(model, test, classifier)
+        # a classifier with a vocabulary of its own (train classifier --words) is scored on its own labels
+        own = classifier is not None and tuple(classifier.cfg.labels) != tuple(task_labels("35"))
+        clf_test = load_split(data, "testing", feature_cfg, task=list(classifier.cfg.labels), progress=progress) if own else None
+        metrics = prior_metrics(model, test, classifier, classifier_test=clf_test)
         card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best,
                                                    seconds=JsonLog(out / "log.jsonl").epoch_seconds(),
                                                    seconds_this_call=round(time.time() - t0), **world.describe()),
@@ -409,15 +412,22 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
 
 
 @torch.no_grad()
-def prior_metrics(model: Prior, test: Split, classifier: Classifier | None, n_random: int = 2000, seed: int = 0) -> dict:
+def prior_metrics(model: Prior, test: Split, classifier: Classifier | None, n_random: int = 2000, seed: int = 0,
+                  classifier_test: Split | None = None) -> dict:
+    """Reconstruction error on ``test``; given a classifier, its accuracy on the reconstructions and originals
+    of ``classifier_test`` (default ``test``: the split with the classifier's own labels, when they are not the
+    corpus's 35) and the classes decoded z ~ N(0, I) fall into."""
     model.eval()
-    rec = torch.cat([model.reconstruct(test.x[i:i + 512]) for i in range(0, len(test.x), 512)])
+    reconstruct = lambda x: torch.cat([model.reconstruct(x[i:i + 512]) for i in range(0, len(x), 512)])  # noqa: E731
+    rec = reconstruct(test.x)
     out = {"test_recon_mse": round(float(((rec - test.x) ** 2).mean()), 4)}
     if classifier is not None:
         check_compatible(classifier.feature_config, model.feature_config, "classifier", "prior")
         labels = classifier.cfg.labels
-        out["classifier_accuracy_on_reconstructions"] = classification_metrics(predict(classifier, rec), test.y, labels)["accuracy"]
-        out["classifier_accuracy_on_originals"] = classification_metrics(predict(classifier, test.x), test.y, labels)["accuracy"]
+        ct = test if classifier_test is None else classifier_test
+        crec = rec if classifier_test is None else reconstruct(ct.x)
+        out["classifier_accuracy_on_reconstructions"] = classification_metrics(predict(classifier, crec), ct.y, labels)["accuracy"]
+        out["classifier_accuracy_on_originals"] = classification_metrics(predict(classifier, ct.x), ct.y, labels)["accuracy"]
         if model.is_variational:
             g = torch.Generator().manual_seed(seed)
             pred = predict(classifier, model.sample(n_random, generator=g)).argmax(-1)
