@@ -6,8 +6,8 @@
 // and refill its ring buffer, gate GEMM + gate, skip GEMM, residual GEMM + update, then the output head and
 // the inverse-CDF draw from the caller's uniform. The per-element math is wavenet_step.h, which the CUDA
 // sampler compiles too (the gate runs here as an explicit vector, gate_v, on that file's exp constants, with a
-// reciprocal in place of its division); the GEMMs are wavenet_cpu_isa.h, built once for AVX2 (the portable baseline) and
-// once for AVX-512, picked at run time. Weights are fp32, or bf16 widened to fp32 in registers (a 16-bit
+// reciprocal in place of its division); the GEMMs are wavenet_cpu_isa.h, built once for AVX2 (the portable
+// baseline) and once for AVX-512, picked at run time. Weights are fp32, or bf16 widened to fp32 in registers (a 16-bit
 // shift), with fp32 accumulation either way.
 #include <torch/extension.h>
 #include <immintrin.h>
@@ -148,7 +148,7 @@ struct V512 : simd::Avx512 {
   static reg clamp(reg x, float lo, float hi) { return _mm512_max_ps(_mm512_min_ps(x, set1(hi)), set1(lo)); }
   static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg scale2(reg p, reg n) { return _mm512_scalef_ps(p, n); }
-  static reg rcp(reg x) { return _mm512_rcp14_ps(x); }  // relative error <= 2^-14; 0 above 2^126
+  static reg rcp(reg x) { return _mm512_rcp14_ps(x); }  // relative error <= 2^-14; denormal above 2^126
   static reg sign(reg x) {
     return _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
   }

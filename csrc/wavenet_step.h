@@ -36,7 +36,7 @@ WN_FN float bits_as_float(int i) {
 // exp(x) by Cody-Waite range reduction and the Cephes polynomial: ~1 ulp on [-87, 88], written in plain
 // arithmetic so that compilers vectorise the loops that call it (libm's expf does not vectorise here).
 // Outside that range the result saturates: exp(-87) ~ 1.6e-38 stands for 0, which no caller can tell apart.
-// The constants are named so that the CPU sampler's explicit vector gate (wavenet_cpu.cpp) uses the same.
+// The constants are named so that the CPU sampler's explicit vector gate (gate_v, wavenet_cpu_isa.h) uses them.
 constexpr float kExpLo = -87.0f, kExpHi = 88.0f, kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln 2 = kLn2Hi + kLn2Lo
 constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f,

@@ -395,7 +395,8 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
         test = load_split(data, "testing", feature_cfg, progress=progress)
         # a classifier with a vocabulary of its own (train classifier --words) is scored on its own labels
         own = classifier is not None and tuple(classifier.cfg.labels) != tuple(task_labels("35"))
-        clf_test = load_split(data, "testing", feature_cfg, task=list(classifier.cfg.labels), progress=progress) if own else None
+        clf_test = (load_split(data, "testing", feature_cfg, task=list(classifier.cfg.labels), progress=progress)
+                    if own else None)
         metrics = prior_metrics(model, test, classifier, classifier_test=clf_test)
         card = {"preset": preset, "training": dict(fc.to_dict(), best_val_neg_loss=best,
                                                    seconds=JsonLog(out / "log.jsonl").epoch_seconds(),
