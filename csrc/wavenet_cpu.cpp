@@ -157,9 +157,7 @@ struct V512 : simd::Avx512 {
   }
   static reg abs(reg x) { return _mm512_abs_ps(x); }
   static void bf16_pair(const uint16_t* p, reg& lo, reg& hi) {
-    const __m512i r = _mm512_loadu_si512(p);
-    lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
-    hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)));
+    simd::bf16_split(_mm512_loadu_ps(reinterpret_cast<const float*>(p)), lo, hi);
   }
 };
 namespace isa_avx512 {
