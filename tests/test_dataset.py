@@ -11,6 +11,7 @@ from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, FeatureAugment,
                             build_corpus, build_vocoder_corpus, labels, load_split, speaker_of, vocoder_files,
                             which_set)
 from speechmax.data import dataset as dataset_mod
+from speechmax.data.augment import mix_noise
 from speechmax.features import load_audio, log_mel
 
 SR = 16000
@@ -158,6 +159,12 @@ def test_augmentation(tree, tmp_path):
     added = (noisy.exp() - x.exp())
     snr = 10 * torch.log10(x.exp().pow(2).sum((1, 2)) / added.pow(2).sum((1, 2)))
     assert torch.allclose(snr, torch.full((4,), 10.0), atol=0.5)
+    # the same mixing on its own, at a fixed SNR (the debugging benchmark's noisy starts); use=0 leaves a clip clean
+    fixed = mix_noise(x, noise[:4], 20.0, cfg)
+    added = fixed.exp() - x.exp()
+    snr = 10 * torch.log10(x.exp().pow(2).sum((1, 2)) / added.pow(2).sum((1, 2)))
+    assert torch.allclose(snr, torch.full((4,), 20.0), atol=0.01)
+    assert torch.allclose(mix_noise(x, noise[:4], 20.0, cfg, use=torch.tensor([0.0, 1, 1, 1]))[0], x[0], atol=1e-5)
 
 
 def test_real_corpus_without_lists_or_noise(tmp_path):

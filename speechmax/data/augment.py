@@ -34,12 +34,9 @@ class FeatureAugment:
             x = torch.where(valid[:, None], torch.gather(x, 2, idx.clamp(0, T - 1)[:, None].expand(B, M, T)), torch.full_like(x, floor))
         if self.noise is not None and len(self.noise):
             pick = torch.randint(len(self.noise), (B,), generator=g)
-            n = torch.exp(self.noise[pick].float())
-            s = torch.exp(x)
             snr = self.snr_db[0] + torch.rand(B, generator=g) * (self.snr_db[1] - self.snr_db[0])
-            gain = torch.sqrt((s ** 2).sum((1, 2)) / ((n ** 2).sum((1, 2)) * 10 ** (snr / 10)))
             use = (torch.rand(B, generator=g) < self.p_noise).float()
-            x = torch.log(torch.clamp(s + (use * gain)[:, None, None] * n, min=self.cfg.log_floor))
+            x = mix_noise(x, self.noise[pick], snr, self.cfg, use=use)
         for _ in range(self.freq_masks):
             w = torch.randint(0, self.freq_width + 1, (B,), generator=g)
             f0 = (torch.rand(B, generator=g) * (M - w)).long()
@@ -51,6 +48,18 @@ class FeatureAugment:
             fr = torch.arange(T)[None]
             x = x.masked_fill(((fr >= t0[:, None]) & (fr < (t0 + w)[:, None]))[:, None, :], floor)
         return x
+
+
+def mix_noise(x: torch.Tensor, noise: torch.Tensor, snr_db, cfg: FeatureConfig, use=None) -> torch.Tensor:
+    """Log-mel ``x`` (B, n_mels, frames) with log-mel ``noise`` (B, n_mels, frames) mixed in, in the magnitude mel
+    domain, each item's noise ``snr_db`` (a number or (B,)) under the item's own level; ``use`` (B,) 0/1 leaves an
+    item clean where 0."""
+    s, n = torch.exp(x), torch.exp(noise.float())
+    snr = torch.as_tensor(snr_db, dtype=s.dtype).expand(len(s))
+    gain = torch.sqrt((s ** 2).sum((1, 2)) / ((n ** 2).sum((1, 2)) * 10 ** (snr / 10)))
+    if use is not None:
+        gain = gain * use
+    return torch.log(torch.clamp(s + gain[:, None, None] * n, min=cfg.log_floor))
 
 
 def noise_log_mels(root, cfg: FeatureConfig, n: int = 512, seed: int = 0) -> torch.Tensor | None:

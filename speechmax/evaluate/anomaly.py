@@ -215,7 +215,7 @@ def _confusion_centre(confusion, compared, real_labels) -> tuple[float, float]:
 
 def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: int, confusion=None,
                    reps: int = BOOTSTRAP, threshold: float = THRESHOLD, top: int = TOP_K,
-                   centre: bool = False) -> dict:
+                   centre: bool = False, starts=None) -> dict:
     """Per word of ``labels``, the strongest departures of its maximized samples from its real clips.
 
     maximized: (N, n_mels, frames) log-mels with ``targets`` (N,) class indices; real: (M, n_mels, frames)
@@ -235,11 +235,22 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     clips. The result then records ``"centred"`` and ``"spread"`` per measure. Confusions likewise: a word's
     strongest confusion is centred on the words' median and standardized by at least their spread
     (:func:`_confusion_centre`; recorded as ``"confusion_centre"`` [shift, floor]).
+
+    starts: optional (maximized starts, real starts), log-mels row for row beside ``maximized`` and ``real``:
+    every measure is then a row's change from its start (a band's dB gained, the centroid's shift, ...), for two
+    ascents from the same clips -- a model's against a reference model's -- compared start for start, so the
+    clips' own spread drops out and what is left is what the two ascents did differently.
     """
     rng = np.random.default_rng(seed)
     targets, real_labels = np.asarray(targets), np.asarray(real_labels)
     edges = band_edges_hz(cfg)
     x_all, y_all = sample_measures(maximized, cfg), sample_measures(real, cfg)
+    if starts is not None:
+        x0, y0 = (np.asarray(a) for a in starts)
+        if x0.shape != np.shape(maximized) or y0.shape != np.shape(real):
+            raise ValueError(f"starts must be shaped as the samples: {x0.shape} / {y0.shape} for "
+                             f"{np.shape(maximized)} / {np.shape(real)}")
+        x_all, y_all = x_all - sample_measures(x0, cfg), y_all - sample_measures(y0, cfg)
     compared = [c for c, word in enumerate(labels)
                 if _skip_reason(word, (targets == c).sum(), (real_labels == c).sum()) is None]
     shift, spread = np.zeros(x_all.shape[1]), None
