@@ -60,13 +60,19 @@ def test_a_defect_counts_when_its_signature_ranks_in_the_top_3():
     assert count_alarms(swap) == 3 and count_alarms({}) == 0
 
 
-def test_each_mode_keeps_its_own_results_in_one_folder():
-    from speechmax.evaluate.debugbench import result_names
+def test_each_ascent_keeps_its_own_results_in_one_folder():
+    from dataclasses import replace
 
-    assert result_names("features") == ("debugbench.json", "report.html")
-    assert result_names("latent") == ("debugbench-latent.json", "report-latent.html")
-    assert result_names("latent", quick=True) == ("debugbench.json", "report.html")
-    assert result_names("features", quick=True) == ("debugbench-features.json", "report-features.html")
+    from speechmax.evaluate.debugbench import FULL, QUICK, result_names
+
+    assert result_names(FULL) == ("debugbench.json", "report.html")
+    assert result_names(replace(FULL, mode="latent")) == ("debugbench-latent.json", "report-latent.html")
+    assert result_names(replace(FULL, start="noise")) == ("debugbench-noise.json", "report-noise.html")
+    assert result_names(replace(FULL, mode="latent", start="noise"))[0] == "debugbench-latent-noise.json"
+    assert result_names(replace(FULL, start_snr_db=10.0))[0] == "debugbench-snr10.json"
+    assert result_names(replace(FULL, start="noise", start_snr_db=10.0))[0] == "debugbench-noise.json"
+    assert result_names(QUICK, quick=True) == ("debugbench.json", "report.html")
+    assert result_names(replace(QUICK, mode="features"), quick=True)[0] == "debugbench-features.json"
 
 
 def test_training_time_sums_the_logged_epochs_once_each(tmp_path):
@@ -162,6 +168,41 @@ def test_a_planted_tone_is_found_against_the_control_and_a_broad_rise_is_not_a_t
         assert sum(len(v) for w, v in per_class.items() if w != "w3") == 0
 
 
+def test_ascents_from_the_same_clips_are_compared_clip_for_clip():
+    """Clips whose levels differ by +-6 dB from clip to clip; the control's ascent leaves them as they are, a
+    defect model's adds 6 dB around 2.5 kHz to word w3's: against the control sample for sample the clips' own
+    spread swamps it, compared as each sample's change from its start it is the tone at rank 1, and nothing else
+    alarms."""
+    from speechmax.evaluate.anomaly import band_edges_hz
+    from speechmax.evaluate.debugbench import _against
+
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(4)
+    words = [f"w{i}" for i in range(6)]
+    near = np.where((band_edges_hz(cfg)[:, 1] > 2400) & (band_edges_hz(cfg)[:, 0] < 2600))[0]
+    n = 6 * 16
+    start = -6.0 + 6 / 8.69 * rng.standard_normal((n, 80, 1)) + 0.3 * rng.standard_normal((n, 80, 101))
+    start[:, :, 20:60] += 3.0
+    starts = {"x": start, "y": np.repeat(np.arange(6), 16)}
+
+    def climbed(bands=None):
+        x = start + 0.05 * rng.standard_normal(start.shape)
+        if bands is not None:
+            x[3 * 16:4 * 16, bands] += 6 / 8.69
+        return {"features": x, "targets": starts["y"], "row": np.arange(n), "separate": np.full((n, 6), 1 / 6)}
+
+    control, defect = climbed(), climbed(near)
+    unpaired = _against(defect, control, words, cfg, seed=0)["per_class"]
+    assert not score_defect("tone", "w3", unpaired, {"hz": 2500.0})["detected"]
+    paired = _against(defect, control, words, cfg, seed=0, starts=starts)["per_class"]
+    tone = score_defect("tone", "w3", paired, {"hz": 2500.0})
+    assert tone["detected"] and tone["rank"] == 1
+    assert sum(len(v) for w, v in paired.items() if w != "w3") == 0
+    with pytest.raises(ValueError, match="shaped as the samples"):
+        find_anomalies(defect["features"], defect["targets"], control["features"], control["targets"], words, cfg,
+                       seed=0, starts=(start[:-1], start))
+
+
 def _tiny_corpus(root):
     """10 espeak-ng speakers x 3 repeats; 3 speakers tested, 1 validated (the hash rule would leave splits
     empty at this size); no background noise."""
@@ -215,6 +256,8 @@ def test_quick_run_scores_every_defect_skips_the_noise_and_counts_false_alarms(t
     assert full["control"]["centred_false_alarms"] == sum(len(v) for v in models["control"]["centred_anomalies"].values())
     assert set(models) == {"control", "control-reseeded", "tone", "swap", "early", "lowpass"}
     assert full["details"]["cpu"] and full["details"]["settings"]["quick"] is True
+    # the ascents climb from each word's validation clips; no background noise to mix in: clean, and said
+    assert full["details"]["starts"]["snr_db"] is None and "no _background_noise_" in full["details"]["starts"]["noise"]
     page = (out / "report.html").read_text()
     assert "tone" in page and "skipped" in page and "false alarm" in page
 

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from speechmax.cli.config import add_config_option
-from speechmax.evaluate.debugbench import result_names, run_debugbench
+from speechmax.evaluate.debugbench import STARTS, BenchConfig, result_names, run_debugbench
 from speechmax.maximize.engine import MODES
 from speechmax.progress import progress_enabled
 
@@ -28,6 +28,9 @@ def register(sub, help):
     p.add_argument("--mode", choices=MODES, default=None,
                    help="ascent on the log-mel features (the default: what the classifier keys on, a tone included) "
                         "or through the shipped prior's latent (natural speech only; --quick's default)")
+    p.add_argument("--start", choices=STARTS, default=None,
+                   help="where each ascent begins: each word's validation clips with the corpus's background noise "
+                        "mixed in, every model climbing from the same clips (the default), or noise")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     add_config_option(p)
@@ -36,7 +39,7 @@ def register(sub, help):
 
 def run(args):
     result = run_debugbench(args.out, quick=args.quick, data=args.data, seed=args.seed, mode=args.mode,
-                            threads=args.threads, progress=progress_enabled(), overwrite=args.overwrite)
+                            start=args.start, threads=args.threads, progress=progress_enabled(), overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: result[k] for k in ("defects", "control", "seconds")}, indent=2))
         return 0
@@ -44,6 +47,6 @@ def run(args):
         said = ("skipped" if d["detected"] is None else "found" if d["detected"] else "missed")
         print(f"{d['name']:8s} {d['class']:16s} {said:8s} rank {d['rank']}  effect {d['effect']}  "
               f"baseline {'found' if d['baseline_detected'] else 'missed'}")
-    page = Path(args.out) / result_names(result["details"]["settings"]["config"]["mode"], args.quick)[1]
+    page = Path(args.out) / result_names(BenchConfig(**result["details"]["settings"]["config"]), args.quick)[1]
     print(f"control: {result['control']['false_alarms']} false alarm(s); {result['seconds']} s; {page}")
     return 0

@@ -1,12 +1,16 @@
 """The debugging benchmark (issue 23): does the anomaly report find bugs whose place is known?
 
 One corpus; a clean control classifier and one classifier per planted defect (:mod:`speechmax.data.defects`),
-all with the same recipe and seed; noise starts climbed toward each compared word of each model; the anomaly
-detectors (:mod:`.anomaly`) run by two rules:
+all with the same recipe and seed; every model climbs from the same starts toward each compared word -- by
+default each word's validation clips with the corpus's background noise mixed in (:func:`clip_starts`: what the
+model would change in a real recording of the word to make it more that word), or noise (``start="noise"``);
+the anomaly detectors (:mod:`.anomaly`) run by two rules:
 
 - ``vs_control`` (the headline): a defect model's maximized samples of a word against the control model's samples
   of the same word (same starts, same ascent), so what every maximized sample has -- level, a noise floor far
   above the corpus's digital silence, onset at 0 ms -- and what a word's samples have in any model cancel out.
+  From clips, each measure is a sample's change from its own start, so the two models' ascents are compared clip
+  for clip and the clips' own spread drops out.
   Its false alarms: a second clean model, trained with seed + 1, against the control (model-to-model variation
   is what a defect model differs by besides its defect); also the control's first half of starts against its
   second half (sampling variation alone). Like ``centred`` below, each word's departure is centred on the median
@@ -43,8 +47,9 @@ import numpy as np
 import torch
 
 from ..data import build_corpus, load_split
+from ..data.augment import mix_noise, noise_log_mels
 from ..data.defects import DEFECTS, DefectError, plant
-from ..data.words import WORDS
+from ..data.words import BACKGROUND_NOISE_DIR, WORDS
 from ..data.words import labels as task_labels
 from ..features import FeatureConfig
 from ..machine import cpu_model
@@ -84,6 +89,8 @@ class BenchConfig:
     starts: int = 32
     steps: int = 60
     mode: str = "features"   # the prior's speech cannot carry a pure tone (latent: the tone never departs; RESULTS.md)
+    start: str = "clips"     # "clips": each word's validation clips, noise-mixed (:func:`clip_starts`); "noise"
+    start_snr_db: float = 20.0
     ig_steps: int = 32
     seed: int = 0
 
@@ -96,6 +103,9 @@ FULL = BenchConfig()
 # (and climbs through the prior: on the log-mel features its ascent reaches the word in 1 start of 8)
 QUICK = BenchConfig(speakers=40, words=8, preset="classifier-tiny", epochs=60, batch=16, lr=5e-3, augment=False,
                     starts=8, steps=30, mode="latent", ig_steps=16)
+# what a folder's samples and results depend on beside its corpus and models: each combination keeps its own files
+ASCENT_KEYS = ("mode", "start", "start_snr_db")
+STARTS = ("clips", "noise")
 
 
 def pick_classes(vocab, seed: int) -> dict:
@@ -203,18 +213,66 @@ def _separate_columns(probs: torch.Tensor, labels, separate) -> np.ndarray:
                             tuple(separate.cfg.labels) or WORDS[:separate.cfg.n_classes])
 
 
-def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads) -> dict:
-    """The model's maximized samples toward ``targets`` (class indices), kept in model_dir/maximized-<mode>.npz."""
-    path = model_dir / f"maximized-{cfg.mode}.npz"
+def _start_tag(cfg: BenchConfig) -> str:
+    """The part of a sample file's name that says where its ascents started ("" for noise: the older name)."""
+    return "" if cfg.start == "noise" else f"-clips{cfg.start_snr_db:g}"
+
+
+def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg) -> dict:
+    """Where a ``start="clips"`` ascent begins, the same for every model: the first ``cfg.starts`` validation clips
+    of each target word, each mixed with a crop of the corpus's background noise ``cfg.start_snr_db`` under the
+    clip (a TTS clip's digital silence leaves an ascent nothing to shape between the words; a real recording has a
+    floor). Without background noise in the corpus the clips start clean, and the record says so. Kept in
+    ``out/starts-clips<snr>.npz``: {"x" (N, n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place
+    among its word's starts, "snr_db" (NaN: clean), "noise" (what was mixed in, or why nothing)}."""
+    path = out / f"starts{_start_tag(cfg)}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
+    val = load_split(root, "validation", feature_cfg, task=labels)
+    rows = np.concatenate([np.flatnonzero(val.y.numpy() == c)[:cfg.starts] for c in targets]).astype(np.int64)
+    x, y = val.x[rows], val.y.numpy()[rows]
+    noise = noise_log_mels(root, feature_cfg, n=len(rows), seed=cfg.seed) if len(rows) else None
+    if noise is None:
+        snr, what = float("nan"), f"none: {root} has no {BACKGROUND_NOISE_DIR}/*.wav, the clips start clean"
+        log.warning("clip starts: %s", what)
+    else:
+        x = mix_noise(x, noise, cfg.start_snr_db, feature_cfg)
+        snr, what = cfg.start_snr_db, f"a crop of the corpus's background noise per clip, {cfg.start_snr_db:g} dB under it"
+    index = np.concatenate([np.arange((y == c).sum()) for c in targets]).astype(np.int64)
+    got = {"x": x.float().numpy(), "y": y.astype(np.int64), "index": index, "snr_db": np.float64(snr),
+           "noise": np.str_(what)}
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **got)
+    return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in got.items()}
+
+
+def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads,
+               starts: dict | None = None) -> dict:
+    """The model's maximized samples toward ``targets`` (class indices), kept in
+    model_dir/maximized-<mode><start tag>.npz: ``cfg.starts`` noise starts per word, or (``starts``, a
+    :func:`clip_starts` record) each word's clips climbed toward it -- "start" is a sample's place among its
+    word's starts, "row" (clip starts) its row in ``starts``."""
+    path = model_dir / f"maximized-{cfg.mode}{_start_tag(cfg)}.npz"
     if path.is_file():
         with np.load(path) as z:
             return dict(z)
-    res = maximize(classifier, list(targets), mode=cfg.mode, prior=prior if cfg.mode == "latent" else None,
-                   n=cfg.starts, steps=cfg.steps, seed=cfg.seed, separate=separate, threads=threads,
-                   score_before=False)
-    got = {"features": res.features.float().numpy(), "targets": res.targets.numpy(), "start": res.start.numpy(),
-           "separate": _separate_columns(res.separate_after, classifier.cfg.labels, separate),
-           "hit_rate": np.float64(res.hit_rate())}
+    kw = dict(mode=cfg.mode, prior=prior if cfg.mode == "latent" else None, steps=cfg.steps, seed=cfg.seed,
+              separate=separate, threads=threads, score_before=False)
+    if starts is None:
+        runs = [(maximize(classifier, list(targets), n=cfg.starts, **kw), None)]
+    else:
+        runs = [(maximize(classifier, [c], init=torch.from_numpy(starts["x"][rows]), **kw), rows)
+                for c in targets if len(rows := np.flatnonzero(starts["y"] == c))]
+    got = {"features": np.concatenate([r.features.float().numpy() for r, _ in runs]),
+           "targets": np.concatenate([r.targets.numpy() for r, _ in runs]),
+           "start": np.concatenate([r.start.numpy() for r, _ in runs]),
+           "separate": np.concatenate([_separate_columns(r.separate_after, classifier.cfg.labels, separate)
+                                       for r, _ in runs]),
+           "hit_rate": np.float64(sum(r.hit_rate() * len(r.targets) for r, _ in runs)
+                                  / max(1, sum(len(r.targets) for r, _ in runs)))}
+    if starts is not None:
+        got["row"] = np.concatenate([rows for _, rows in runs]).astype(np.int64)
     with atomic_path(path) as tmp:
         np.savez(tmp, **got)
     return got
@@ -262,29 +320,34 @@ def _rows(mx: dict, keep: np.ndarray) -> dict:
     return {k: v[keep] for k, v in mx.items() if k != "hit_rate"}
 
 
-def _against(mx: dict, ref: dict, labels, cfg, seed: int) -> dict:
+def _against(mx: dict, ref: dict, labels, cfg, seed: int, starts: dict | None = None) -> dict:
     """The anomaly detectors on one set of maximized samples against another (the control's) as the reference,
     centred over the words: its samples' spread (or the words' departures' spread) standardizes, the separate
-    classifier's softmax on them is the confusion reference."""
+    classifier's softmax on them is the confusion reference. With clip ``starts`` (:func:`clip_starts`) every
+    measure is a sample's change from its own start, so the two ascents are compared clip for clip."""
+    paired = None if starts is None else (starts["x"][mx["row"]], starts["x"][ref["row"]])
     return find_anomalies(mx["features"], mx["targets"], ref["features"], ref["targets"], labels, cfg, seed=seed,
-                          top=None, centre=True, threshold=BENCH_THRESHOLD,
+                          top=None, centre=True, threshold=BENCH_THRESHOLD, starts=paired,
                           confusion={"heatmap": _heatmap(mx, len(labels)), "real_probs": ref["separate"]})
 
 
 def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: str | None = None,
-                   threads: int | None = None, progress: bool = False, overwrite: bool = False) -> dict:
+                   start: str | None = None, threads: int | None = None, progress: bool = False,
+                   overwrite: bool = False) -> dict:
     """The whole benchmark into ``out`` (see the module's doc): returns the result written to
-    ``out/debugbench.json`` (and drawn in ``out/report.html``; for the other ``mode`` see :func:`result_names`).
+    ``out/debugbench.json`` (and drawn in ``out/report.html``; for another ascent see :func:`result_names`).
     ``data``: an existing corpus (default: build one under ``out``); ``quick``: :data:`QUICK`'s tiny corpus and
     models."""
     t0 = time.perf_counter()
     out = Path(out)
     cfg = QUICK if quick else FULL
-    cfg = dataclasses.replace(cfg, seed=seed, mode=mode or cfg.mode)
-    # the ascent's mode is not part of what the folder holds: the corpora and models serve both modes, each
-    # keeping its own samples (maximized-<mode>.npz) and results (:func:`result_names`)
+    if start not in (None,) + STARTS:
+        raise ValueError(f"unknown start {start!r}; expected {' or '.join(STARTS)}")
+    cfg = dataclasses.replace(cfg, seed=seed, mode=mode or cfg.mode, start=start or cfg.start)
+    # the ascent (mode, starts) is not part of what the folder holds: the corpora and models serve every ascent,
+    # each keeping its own samples (maximized-<mode><start tag>.npz) and results (:func:`result_names`)
     settings = {"quick": quick, "data": str(Path(data).resolve()) if data else None,
-                "config": {k: v for k, v in cfg.to_dict().items() if k != "mode"}}
+                "config": {k: v for k, v in cfg.to_dict().items() if k not in ASCENT_KEYS}}
     prepare_output(out, MARKER, settings, what="speechmax debugbench run", overwrite=overwrite)
     write_json(out / MARKER, {"settings": settings})
     settings = dict(settings, config=cfg.to_dict())
@@ -305,6 +368,7 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
     with torch.no_grad():
         real_sep = _separate_columns(torch.softmax(separate(real.x), -1), labels, separate)
     targets = [labels.index(w) for w in vocab]
+    starts = clip_starts(out, root, labels, targets, cfg, feature_cfg) if cfg.start == "clips" else None
 
     models = {}
     runs = [(CONTROL, root, fc), (RESEEDED, root, dataclasses.replace(fc, seed=seed + 1))]
@@ -316,18 +380,18 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
             metrics = train_classifier(corpus, model_dir, preset=cfg.preset, fc=fit, progress=progress,
                                        threads=threads, words=labels)
         classifier = load_classifier(model_dir / "model").eval()
-        log.info("%s: test accuracy %.3f; maximizing %d words x %d starts (%s)", name, metrics["test_accuracy"],
-                 len(targets), cfg.starts, cfg.mode)
-        mx = _maximized(model_dir, classifier, targets, prior, separate, cfg, threads)
+        log.info("%s: test accuracy %.3f; maximizing %d words x %d starts (%s, from %s)", name,
+                 metrics["test_accuracy"], len(targets), cfg.starts, cfg.mode, cfg.start)
+        mx = _maximized(model_dir, classifier, targets, prior, separate, cfg, threads, starts)
         centred = find_anomalies(mx["features"], mx["targets"], real.x.numpy(), real.y.numpy(), labels,
                                  feature_cfg, seed=seed, top=None, centre=True, threshold=BENCH_THRESHOLD,
                                  confusion={"heatmap": _heatmap(mx, len(labels)), "real_probs": real_sep})
         if name == CONTROL:
             control_mx = mx
             first = mx["start"] < cfg.starts // 2
-            vs_control = _against(_rows(mx, first), _rows(mx, ~first), labels, feature_cfg, seed)
+            vs_control = _against(_rows(mx, first), _rows(mx, ~first), labels, feature_cfg, seed, starts)
         else:
-            vs_control = _against(mx, control_mx, labels, feature_cfg, seed)
+            vs_control = _against(mx, control_mx, labels, feature_cfg, seed, starts)
         log.info("%s: integrated gradients on %d test clips", name, len(real.y))
         attr = _attribution(model_dir, classifier, real, cfg.ig_steps)
         baseline = attribution_anomalies(attr, real.x.numpy(), real.y.numpy(), labels, feature_cfg, seed=seed,
@@ -377,8 +441,11 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
                     "threshold": BENCH_THRESHOLD,
                     "rule": "detected: an anomaly with the defect's signature among the word's top 3 (|z| >= "
                             f"{BENCH_THRESHOLD}, 95% CI on one side of 0) of the defect model's maximized samples "
-                            f"({cfg.mode} mode) against the control model's of the same word, each word's departure "
-                            "centred on the median over the words and standardized by at least their spread; "
+                            f"({cfg.mode} mode, {_start_words(cfg, starts)}) against the control model's of the same "
+                            "word" + (", each measure a sample's change from its own start (the two models' ascents "
+                                      "compared clip for clip)" if starts is not None else "") +
+                            ", each word's departure centred on the median over the words and standardized by at "
+                            "least their spread; "
                             "control false alarms: a second clean model (seed + 1) "
                             "against the control (halves_false_alarms: the control's first half of starts against its "
                             "second half)",
@@ -388,21 +455,36 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
                     "baseline": f"captum IntegratedGradients ({cfg.ig_steps} steps, from the log-mel floor) on the "
                                 "real test clips of each word toward it; |attribution| read by the same detectors, a "
                                 "word's clips against the other words' clips",
+                    "starts": None if starts is None else {"clips_per_word": cfg.starts,
+                                                           "snr_db": None if np.isnan(starts["snr_db"])
+                                                           else starts["snr_db"],
+                                                           "noise": starts["noise"], "clips": len(starts["y"])},
                     "cpu": cpu_model(), "threads": torch.get_num_threads()},
     }
-    json_name, html_name = result_names(cfg.mode, quick)
+    json_name, html_name = result_names(cfg, quick)
     write_json(out / json_name, result)
     with atomic_path(out / html_name) as tmp:
         tmp.write_text(report_html(result))
     return result
 
 
-def result_names(mode: str, quick: bool = False) -> tuple[str, str]:
-    """The result files of a run in ``mode``: debugbench.json and report.html for the run's default mode,
-    debugbench-<mode>.json and report-<mode>.html for the other (both can live in one folder)."""
-    if mode == (QUICK if quick else FULL).mode:
-        return "debugbench.json", "report.html"
-    return f"debugbench-{mode}.json", f"report-{mode}.html"
+def result_names(cfg: BenchConfig, quick: bool = False) -> tuple[str, str]:
+    """The result files of a run with ``cfg``'s ascent (:data:`ASCENT_KEYS`): debugbench.json and report.html for
+    the default's (:data:`FULL`'s, or :data:`QUICK`'s with ``quick``), else debugbench-<what differs>.json and
+    report-<what differs>.html (e.g. debugbench-latent-noise.json), so every ascent's results live in one folder."""
+    default = QUICK if quick else FULL
+    parts = [str(getattr(cfg, k)) if k != "start_snr_db" else f"snr{cfg.start_snr_db:g}"
+             for k in ASCENT_KEYS if getattr(cfg, k) != getattr(default, k)
+             and not (k == "start_snr_db" and cfg.start == "noise")]
+    suffix = "".join("-" + p for p in parts)
+    return f"debugbench{suffix}.json", f"report{suffix}.html"
+
+
+def _start_words(cfg: BenchConfig, starts: dict | None) -> str:
+    if starts is None:
+        return f"{cfg.starts} noise starts per word"
+    mixed = "clean" if np.isnan(starts["snr_db"]) else f"background noise {starts['snr_db']:g} dB under them"
+    return f"from each word's first {cfg.starts} validation clips, {mixed}"
 
 
 def report_html(result: dict) -> str:
