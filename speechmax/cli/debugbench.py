@@ -28,7 +28,8 @@ def register(sub, help):
     p.add_argument("--mode", choices=MODES, default=None,
                    help="ascent on the log-mel features (the default: what the classifier keys on, a tone included) "
                         "or through the shipped prior's latent (natural speech only; --quick's default)")
-    p.add_argument("--start", choices=STARTS, default=None,
+    # not --start: under torchrun that abbreviates its --start-method (tests/test_distributed.py)
+    p.add_argument("--climb-from", dest="start", choices=STARTS, default=None,
                    help="where each ascent begins: each word's validation clips with the corpus's background noise "
                         "mixed in, every model climbing from the same clips (the default), or noise")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

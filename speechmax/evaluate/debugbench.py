@@ -3,7 +3,8 @@
 One corpus; a clean control classifier and one classifier per planted defect (:mod:`speechmax.data.defects`),
 all with the same recipe and seed; every model climbs from the same starts toward each compared word -- by
 default each word's validation clips with the corpus's background noise mixed in (:func:`clip_starts`: what the
-model would change in a real recording of the word to make it more that word), or noise (``start="noise"``);
+model would change in a real recording of the word to make it more that word), or noise (``start="noise"``,
+``--climb-from noise``);
 the anomaly detectors (:mod:`.anomaly`) run by two rules:
 
 - ``vs_control`` (the headline): a defect model's maximized samples of a word against the control model's samples
