@@ -227,9 +227,13 @@ def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, featur
     ``out/starts-clips<snr>.npz``: {"x" (N, n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place
     among its word's starts, "snr_db" (NaN: clean), "noise" (what was mixed in, or why nothing)}."""
     path = out / f"starts{_start_tag(cfg)}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
+    if not path.is_file():
+        _write_clip_starts(path, root, labels, targets, cfg, feature_cfg)
+    with np.load(path) as z:
+        return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
+
+
+def _write_clip_starts(path: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg) -> None:
     val = load_split(root, "validation", feature_cfg, task=labels)
     rows = np.concatenate([np.flatnonzero(val.y.numpy() == c)[:cfg.starts] for c in targets]).astype(np.int64)
     x, y = val.x[rows], val.y.numpy()[rows]
@@ -241,11 +245,9 @@ def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, featur
         x = mix_noise(x, noise, cfg.start_snr_db, feature_cfg)
         snr, what = cfg.start_snr_db, f"a crop of the corpus's background noise per clip, {cfg.start_snr_db:g} dB under it"
     index = np.concatenate([np.arange((y == c).sum()) for c in targets]).astype(np.int64)
-    got = {"x": x.float().numpy(), "y": y.astype(np.int64), "index": index, "snr_db": np.float64(snr),
-           "noise": np.str_(what)}
     with atomic_path(path) as tmp:
-        np.savez(tmp, **got)
-    return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in got.items()}
+        np.savez(tmp, x=x.float().numpy(), y=y.astype(np.int64), index=index, snr_db=np.float64(snr),
+                 noise=np.str_(what))
 
 
 def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: BenchConfig, threads,
