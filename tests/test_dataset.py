@@ -12,7 +12,7 @@ from speechmax.data import (SILENCE_LABEL, UNKNOWN_LABEL, WORDS, FeatureAugment,
                             which_set)
 from speechmax.data import dataset as dataset_mod
 from speechmax.data.augment import mix_noise
-from speechmax.features import load_audio, log_mel
+from speechmax.features import FeatureConfig, load_audio, log_mel
 
 SR = 16000
 
@@ -165,6 +165,26 @@ def test_augmentation(tree, tmp_path):
     snr = 10 * torch.log10(x.exp().pow(2).sum((1, 2)) / added.pow(2).sum((1, 2)))
     assert torch.allclose(snr, torch.full((4,), 20.0), atol=0.01)
     assert torch.allclose(mix_noise(x, noise[:4], 20.0, cfg, use=torch.tensor([0.0, 1, 1, 1]))[0], x[0], atol=1e-5)
+
+
+def test_a_noise_type_can_be_held_out_of_the_augmentation(tmp_path):
+    """``noise_log_mels(skip=...)`` crops only the noise files not named: white crops are flat, brown ones fall
+    steeply from the lowest to the highest bands; nothing left is None (no noise to mix)."""
+    from speechmax.data.augment import noise_log_mels
+    from speechmax.data.noise import COLOURS, load_noise_files, write_background_noise
+    from speechmax.data.words import BACKGROUND_NOISE_DIR
+
+    write_background_noise(tmp_path / BACKGROUND_NOISE_DIR, seed=0, seconds=2.0)
+    names = [f"{c}_noise.wav" for c in COLOURS]
+    assert len(load_noise_files(tmp_path / BACKGROUND_NOISE_DIR, skip=names[:1])[0]) == len(names) - 1
+    cfg = FeatureConfig()
+
+    def tilt(keep):   # mean log-mel of the top 10 bands minus the bottom 10's
+        m = noise_log_mels(tmp_path, cfg, n=16, skip=[n for n in names if n != keep])
+        return float(m[:, -10:].mean() - m[:, :10].mean())
+
+    assert abs(tilt("white_noise.wav")) < 1.0 and tilt("brown_noise.wav") < -2.0
+    assert noise_log_mels(tmp_path, cfg, n=4, skip=names) is None
 
 
 def test_real_corpus_without_lists_or_noise(tmp_path):

@@ -101,6 +101,28 @@ def test_a_model_trained_to_the_end_with_the_same_fit_is_not_loaded_again(tmp_pa
     assert _finished(tmp_path, fit) == metrics
     assert _finished(tmp_path, FitConfig(epochs=4, batch=16, seed=0)) is None   # more epochs asked: resume
     assert _finished(tmp_path, FitConfig(epochs=3, batch=16, seed=1)) is None
+    # a held-out noise (a tuple) reads back from the card's JSON as a list: still the same fit
+    held = FitConfig(epochs=3, batch=16, seed=0, augment_skip_noise=("white_noise.wav",))
+    (tmp_path / "model.json").write_text(json.dumps({"training": dict(held.to_dict(), seconds=1.0), "metrics": metrics}))
+    assert _finished(tmp_path, held) == metrics and _finished(tmp_path, fit) is None
+
+
+def test_every_model_leaves_the_planted_noise_out_of_its_augmentation():
+    """The noise defect's file is held out of the recipe's augmentation for all the models, the control
+    included, so that noise is the defect word's alone; the records from before the option stay as they were."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from speechmax.evaluate.debugbench import FULL, QUICK, fit_config
+    from speechmax.models.train import FitConfig
+
+    variants = {"noise": (Path("corpora/noise"), {"noise_file": "white_noise.wav"}), "tone": (Path("t"), {})}
+    assert fit_config(FULL, variants).augment_skip_noise == ("white_noise.wav",)
+    assert fit_config(replace(FULL, hold_out_noise=False), variants).augment_skip_noise == ()
+    assert fit_config(FULL, {"tone": variants["tone"]}).augment_skip_noise == ()     # noise defect skipped
+    assert fit_config(QUICK, variants).augment_skip_noise == ()                        # no augmentation at all
+    assert "augment_skip_noise" not in FitConfig().to_dict()
+    assert fit_config(FULL, variants).to_dict()["augment_skip_noise"] == ["white_noise.wav"]
 
 
 def test_classes_are_six_distinct_words_chosen_by_the_seed():

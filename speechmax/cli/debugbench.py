@@ -6,6 +6,7 @@ from pathlib import Path
 from speechmax.cli.config import add_config_option
 from speechmax.evaluate.debugbench import STARTS, BenchConfig, result_names, run_debugbench
 from speechmax.maximize.engine import MODES
+from speechmax.models.classifier import PRESETS
 from speechmax.progress import progress_enabled
 
 
@@ -32,6 +33,11 @@ def register(sub, help):
     p.add_argument("--climb-from", dest="start", choices=STARTS, default=None,
                    help="where each ascent begins: each word's validation clips with the corpus's background noise "
                         "mixed in, every model climbing from the same clips (the default), or noise")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="the classifier every model trains as (default: classifier; --quick: classifier-tiny)")
+    p.add_argument("--augment-all-noise", action="store_true",
+                   help="let the augmentation mix every background noise into training clips, the one the noise "
+                        "defect plants included (by default that one is held out, so it is the defect word's alone)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     add_config_option(p)
@@ -40,7 +46,8 @@ def register(sub, help):
 
 def run(args):
     result = run_debugbench(args.out, quick=args.quick, data=args.data, seed=args.seed, mode=args.mode,
-                            start=args.start, threads=args.threads, progress=progress_enabled(), overwrite=args.overwrite)
+                            start=args.start, threads=args.threads, progress=progress_enabled(), overwrite=args.overwrite,
+                            preset=args.preset, hold_out_noise=False if args.augment_all_noise else None)
     if args.json:
         print(json.dumps({k: result[k] for k in ("defects", "control", "seconds")}, indent=2))
         return 0

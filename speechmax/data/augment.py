@@ -62,12 +62,13 @@ def mix_noise(x: torch.Tensor, noise: torch.Tensor, snr_db, cfg: FeatureConfig, 
     return torch.log(torch.clamp(s + gain[:, None, None] * n, min=cfg.log_floor))
 
 
-def noise_log_mels(root, cfg: FeatureConfig, n: int = 512, seed: int = 0) -> torch.Tensor | None:
-    """Random 1 s crops of the corpus's background noise, as log-mel (n, n_mels, frames)."""
+def noise_log_mels(root, cfg: FeatureConfig, n: int = 512, seed: int = 0, skip=()) -> torch.Tensor | None:
+    """Random 1 s crops of the corpus's background noise, as log-mel (n, n_mels, frames); ``skip``: noise file
+    names left out (a noise type held out of the augmentation); None when no noise is left."""
     folder = Path(root) / BACKGROUND_NOISE_DIR
     if not folder.is_dir():
         return None
-    waves, _ = load_noise_files(folder, cfg.sample_rate)
+    waves, _ = load_noise_files(folder, cfg.sample_rate, skip=skip)
     waves = [w for w in waves if len(w) > cfg.sample_rate]
     if not waves:
         return None

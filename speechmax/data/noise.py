@@ -63,13 +63,15 @@ def write_background_noise(folder: str | os.PathLike, seed: int, seconds: float 
     return written
 
 
-def load_noise_files(folder: str | os.PathLike, sample_rate: int = 16000) -> tuple[list[np.ndarray], list[str]]:
-    """All readable ``*.wav`` under ``folder`` as float32 16 kHz mono; returns (waves, problems)."""
+def load_noise_files(folder: str | os.PathLike, sample_rate: int = 16000,
+                     skip=()) -> tuple[list[np.ndarray], list[str]]:
+    """All readable ``*.wav`` under ``folder`` but those named in ``skip`` (file names), as float32 16 kHz mono;
+    returns (waves, problems)."""
     waves, problems = [], []
     folder = Path(folder)
     if not folder.is_dir():
         return waves, problems
-    for path in sorted(folder.glob("*.wav")):
+    for path in sorted(p for p in folder.glob("*.wav") if p.name not in set(skip)):
         try:
             waves.append(load_audio(path, sample_rate))
         except AudioError as e:

@@ -55,6 +55,7 @@ from ..data.words import labels as task_labels
 from ..features import FeatureConfig
 from ..machine import cpu_model
 from ..maximize import maximize
+from ..models.classifier import PRESETS as CLASSIFIER_PRESETS
 from ..models.classifier import load_classifier
 from ..models.inference import in_label_columns
 from ..models.registry import load_model
@@ -87,6 +88,9 @@ class BenchConfig:
     batch: int = 128
     lr: float = 2e-3
     augment: bool = True
+    # every model's augmentation leaves out the noise file the noise defect plants, so that noise is the defect
+    # word's alone (mixed into every word by the augmentation it set nothing apart: RESULTS.md)
+    hold_out_noise: bool = True
     starts: int = 32
     steps: int = 60
     mode: str = "features"   # the prior's speech cannot carry a pure tone (latent: the tone never departs; RESULTS.md)
@@ -219,25 +223,25 @@ def _start_tag(cfg: BenchConfig) -> str:
     return "" if cfg.start == "noise" else f"-clips{cfg.start_snr_db:g}"
 
 
-def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg) -> dict:
+def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg, skip=()) -> dict:
     """Where a ``start="clips"`` ascent begins, the same for every model: the first ``cfg.starts`` validation clips
     of each target word, each mixed with a crop of the corpus's background noise ``cfg.start_snr_db`` under the
     clip (a TTS clip's digital silence leaves an ascent nothing to shape between the words; a real recording has a
-    floor). Without background noise in the corpus the clips start clean, and the record says so. Kept in
-    ``out/starts-clips<snr>.npz``: {"x" (N, n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place
-    among its word's starts, "snr_db" (NaN: clean), "noise" (what was mixed in, or why nothing)}."""
+    floor); ``skip``: noise file names not mixed in (the noise held out of training). Without background noise
+    in the corpus the clips start clean, and the record says so. Kept in ``out/starts-clips<snr>.npz``: {"x" (N,
+    n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place among its word's starts, "snr_db" (NaN: clean), "noise" (what was mixed in, or why nothing)}."""
     path = out / f"starts{_start_tag(cfg)}.npz"
     if not path.is_file():
-        _write_clip_starts(path, root, labels, targets, cfg, feature_cfg)
+        _write_clip_starts(path, root, labels, targets, cfg, feature_cfg, skip)
     with np.load(path) as z:
         return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
 
 
-def _write_clip_starts(path: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg) -> None:
+def _write_clip_starts(path: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg, skip) -> None:
     val = load_split(root, "validation", feature_cfg, task=labels)
     rows = np.concatenate([np.flatnonzero(val.y.numpy() == c)[:cfg.starts] for c in targets]).astype(np.int64)
     x, y = val.x[rows], val.y.numpy()[rows]
-    noise = noise_log_mels(root, feature_cfg, n=len(rows), seed=cfg.seed) if len(rows) else None
+    noise = noise_log_mels(root, feature_cfg, n=len(rows), seed=cfg.seed, skip=skip) if len(rows) else None
     if noise is None:
         snr, what = float("nan"), f"none: {root} has no {BACKGROUND_NOISE_DIR}/*.wav, the clips start clean"
         log.warning("clip starts: %s", what)
@@ -281,6 +285,14 @@ def _maximized(model_dir: Path, classifier, targets, prior, separate, cfg: Bench
     return got
 
 
+def fit_config(cfg: BenchConfig, variants: dict) -> FitConfig:
+    """The recipe every model trains with; ``cfg.hold_out_noise``: the augmentation leaves out the noise file the
+    noise defect planted (``variants``: :func:`_variants`'s), for the control as for every defect model."""
+    held_out = (variants["noise"][1]["noise_file"],) if cfg.hold_out_noise and "noise" in variants else ()
+    return FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, augment=cfg.augment, seed=cfg.seed,
+                     augment_skip_noise=held_out if cfg.augment else ())
+
+
 def _finished(model_dir: Path, fit: FitConfig) -> dict | None:
     """The card's test metrics of a model this folder already trained to the end with ``fit`` (the run marker
     holds the rest of its settings), or None: it is (re)trained -- or resumed -- by train_classifier, which
@@ -289,7 +301,7 @@ def _finished(model_dir: Path, fit: FitConfig) -> dict | None:
     if not (card.is_file() and (model_dir / "model.safetensors").is_file()):
         return None
     c = json.loads(card.read_text())
-    if {k: c.get("training", {}).get(k) for k in fit.to_dict()} != fit.to_dict():
+    if not fit.trained(c.get("training", {})):
         return None
     return c["metrics"]
 
@@ -336,17 +348,21 @@ def _against(mx: dict, ref: dict, labels, cfg, seed: int, starts: dict | None = 
 
 def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: str | None = None,
                    start: str | None = None, threads: int | None = None, progress: bool = False,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, preset: str | None = None, hold_out_noise: bool | None = None) -> dict:
     """The whole benchmark into ``out`` (see the module's doc): returns the result written to
     ``out/debugbench.json`` (and drawn in ``out/report.html``; for another ascent see :func:`result_names`).
     ``data``: an existing corpus (default: build one under ``out``); ``quick``: :data:`QUICK`'s tiny corpus and
-    models."""
+    models; ``preset``, ``hold_out_noise``: see :class:`BenchConfig` (None: the run's default)."""
     t0 = time.perf_counter()
     out = Path(out)
     cfg = QUICK if quick else FULL
     if start not in (None,) + STARTS:
         raise ValueError(f"unknown start {start!r}; expected {' or '.join(STARTS)}")
-    cfg = dataclasses.replace(cfg, seed=seed, mode=mode or cfg.mode, start=start or cfg.start)
+    if preset is not None and preset not in CLASSIFIER_PRESETS:
+        raise ValueError(f"unknown classifier preset {preset!r}; expected one of {', '.join(CLASSIFIER_PRESETS)}")
+    cfg = dataclasses.replace(cfg, seed=seed, mode=mode or cfg.mode, start=start or cfg.start,
+                              preset=preset or cfg.preset,
+                              hold_out_noise=cfg.hold_out_noise if hold_out_noise is None else hold_out_noise)
     # the ascent (mode, starts) is not part of what the folder holds: the corpora and models serve every ascent,
     # each keeping its own samples (maximized-<mode><start tag>.npz) and results (:func:`result_names`)
     settings = {"quick": quick, "data": str(Path(data).resolve()) if data else None,
@@ -363,7 +379,8 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
     labels = task_labels(vocab)
     classes = pick_classes(vocab, seed)
     variants, skipped = _variants(out, root, classes, seed)
-    fc = FitConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, augment=cfg.augment, seed=seed)
+    fc = fit_config(cfg, variants)
+    held_out = fc.augment_skip_noise
     feature_cfg = FeatureConfig()
     real = load_split(root, "testing", feature_cfg, task=labels)
     separate = load_model("classifier-separate", kind="classifier").eval()
@@ -371,7 +388,7 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
     with torch.no_grad():
         real_sep = _separate_columns(torch.softmax(separate(real.x), -1), labels, separate)
     targets = [labels.index(w) for w in vocab]
-    starts = clip_starts(out, root, labels, targets, cfg, feature_cfg) if cfg.start == "clips" else None
+    starts = clip_starts(out, root, labels, targets, cfg, feature_cfg, held_out) if cfg.start == "clips" else None
 
     models = {}
     runs = [(CONTROL, root, fc), (RESEEDED, root, dataclasses.replace(fc, seed=seed + 1))]

@@ -51,11 +51,23 @@ class FitConfig:
     seed: int = 0
     bf16: bool = False
     augment: bool = True
+    augment_skip_noise: tuple = ()   # background-noise file names the augmentation leaves out
     label_smoothing: float = 0.05
     kl_warmup_epochs: int = 5      # priors: beta ramps 0 -> 1 over these epochs
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """As JSON holds it (the tuple a list), so a card's or marker's record compares equal; no
+        ``augment_skip_noise`` when it is empty, as the records from before it."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not d["augment_skip_noise"]:
+            del d["augment_skip_noise"]
+        return d
+
+    def trained(self, record: dict) -> bool:
+        """Whether a card's ``training`` record was trained with this fit (a field the record lacks counts as its
+        default, as it was before the field existed)."""
+        mine, default = (json.loads(json.dumps(dataclasses.asdict(f))) for f in (self, FitConfig()))
+        return all(record.get(k, default[k]) == v for k, v in mine.items())
 
 
 def _batches(n: int, batch: int, g: torch.Generator | None):
@@ -323,7 +335,8 @@ def train_classifier(data, out, preset: str = "classifier", arch: str | None = N
     model = Classifier(cfg, feature_cfg)
     model.norm.set_stats(train.x[:5000])
     rank_independent(model, world)
-    augment = FeatureAugment(noise_log_mels(data, feature_cfg, seed=fc.seed), feature_cfg) if fc.augment else None
+    augment = FeatureAugment(noise_log_mels(data, feature_cfg, seed=fc.seed, skip=fc.augment_skip_noise),
+                             feature_cfg) if fc.augment else None
 
     def step_fn(idx, part, g, ep):
         x = train.x[idx]
