@@ -125,6 +125,14 @@ def test_every_model_leaves_the_planted_noise_out_of_its_augmentation():
     assert fit_config(FULL, variants).to_dict()["augment_skip_noise"] == ["white_noise.wav"]
 
 
+def test_an_unknown_preset_is_refused_before_anything_is_written(tmp_path):
+    from speechmax.evaluate.debugbench import run_debugbench
+
+    with pytest.raises(ValueError, match="unknown classifier preset 'nope'"):
+        run_debugbench(tmp_path / "bench", preset="nope")
+    assert not (tmp_path / "bench").exists()
+
+
 def test_classes_are_six_distinct_words_chosen_by_the_seed():
     vocab = ["a", "b", "c", "d", "e", "f", "g", "h"]
     got = pick_classes(vocab, 3)

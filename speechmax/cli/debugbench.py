@@ -38,6 +38,9 @@ def register(sub, help):
     p.add_argument("--augment-all-noise", action="store_true",
                    help="let the augmentation mix every background noise into training clips, the one the noise "
                         "defect plants included (by default that one is held out, so it is the defect word's alone)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train every model without augmentation (gain, shift, noise, masks), as the seed paper's "
+                        "classifier was (default: the shipped classifier's recipe, with it; --quick: without)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     add_config_option(p)
@@ -47,7 +50,8 @@ def register(sub, help):
 def run(args):
     result = run_debugbench(args.out, quick=args.quick, data=args.data, seed=args.seed, mode=args.mode,
                             start=args.start, threads=args.threads, progress=progress_enabled(), overwrite=args.overwrite,
-                            preset=args.preset, hold_out_noise=False if args.augment_all_noise else None)
+                            preset=args.preset, hold_out_noise=False if args.augment_all_noise else None,
+                            augment=False if args.no_augment else None)
     if args.json:
         print(json.dumps({k: result[k] for k in ("defects", "control", "seconds")}, indent=2))
         return 0

@@ -348,11 +348,12 @@ def _against(mx: dict, ref: dict, labels, cfg, seed: int, starts: dict | None = 
 
 def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: str | None = None,
                    start: str | None = None, threads: int | None = None, progress: bool = False,
-                   overwrite: bool = False, preset: str | None = None, hold_out_noise: bool | None = None) -> dict:
+                   overwrite: bool = False, preset: str | None = None, hold_out_noise: bool | None = None,
+                   augment: bool | None = None) -> dict:
     """The whole benchmark into ``out`` (see the module's doc): returns the result written to
     ``out/debugbench.json`` (and drawn in ``out/report.html``; for another ascent see :func:`result_names`).
     ``data``: an existing corpus (default: build one under ``out``); ``quick``: :data:`QUICK`'s tiny corpus and
-    models; ``preset``, ``hold_out_noise``: see :class:`BenchConfig` (None: the run's default)."""
+    models; ``preset``, ``hold_out_noise``, ``augment``: see :class:`BenchConfig` (None: the run's default)."""
     t0 = time.perf_counter()
     out = Path(out)
     cfg = QUICK if quick else FULL
@@ -362,7 +363,8 @@ def run_debugbench(out, *, quick: bool = False, data=None, seed: int = 0, mode: 
         raise ValueError(f"unknown classifier preset {preset!r}; expected one of {', '.join(CLASSIFIER_PRESETS)}")
     cfg = dataclasses.replace(cfg, seed=seed, mode=mode or cfg.mode, start=start or cfg.start,
                               preset=preset or cfg.preset,
-                              hold_out_noise=cfg.hold_out_noise if hold_out_noise is None else hold_out_noise)
+                              hold_out_noise=cfg.hold_out_noise if hold_out_noise is None else hold_out_noise,
+                              augment=cfg.augment if augment is None else augment)
     # the ascent (mode, starts) is not part of what the folder holds: the corpora and models serve every ascent,
     # each keeping its own samples (maximized-<mode><start tag>.npz) and results (:func:`result_names`)
     settings = {"quick": quick, "data": str(Path(data).resolve()) if data else None,
