@@ -229,7 +229,8 @@ def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, featur
     clip (a TTS clip's digital silence leaves an ascent nothing to shape between the words; a real recording has a
     floor); ``skip``: noise file names not mixed in (the noise held out of training). Without background noise
     in the corpus the clips start clean, and the record says so. Kept in ``out/starts-clips<snr>.npz``: {"x" (N,
-    n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place among its word's starts, "snr_db" (NaN: clean), "noise" (what was mixed in, or why nothing)}."""
+    n_mels, frames), "y" (N,) word index, "index" (N,) the clip's place among its word's starts, "snr_db" (NaN:
+    clean), "noise" (what was mixed in, or why nothing)}."""
     path = out / f"starts{_start_tag(cfg)}.npz"
     if not path.is_file():
         _write_clip_starts(path, root, labels, targets, cfg, feature_cfg, skip)
