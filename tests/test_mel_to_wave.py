@@ -107,9 +107,17 @@ def test_mel_to_wave_matches_its_reference(dtype, init, iters, B, T, chunk):
     assert rel(fast, ref) < tol
     cot = torch.randn(fast.shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
     (ga,) = torch.autograd.grad((fast * cot).sum(), lm)
-    (gb,) = torch.autograd.grad((ref * cot).sum(), lm)
     assert torch.isfinite(ga).all() and ga.abs().sum() > 0
-    assert rel(ga, gb) < tol
+    if dtype == torch.float32 and iters:
+        # the fp32 twin's own gradient is as far from exact as the tolerance (rel 2.2e-3 from float64 for the
+        # 7 x 31 zero-phase case on an AMD EPYC, where the fast op's is 5.3e-4): both ops in fp32 could differ by
+        # their two roundings, so the fast op is held to the twin computed in float64 on the same input
+        x64 = lm.detach().double().requires_grad_(True)
+        ref = S.mel_to_wave_ref(x64, pinv.double(), w.double(), *args[2:])
+        cot = cot.double()
+        lm = x64
+    (gb,) = torch.autograd.grad((ref * cot).sum(), lm)
+    assert rel(ga.double(), gb.double()) < tol
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
