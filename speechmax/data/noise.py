@@ -71,7 +71,8 @@ def load_noise_files(folder: str | os.PathLike, sample_rate: int = 16000,
     folder = Path(folder)
     if not folder.is_dir():
         return waves, problems
-    for path in sorted(p for p in folder.glob("*.wav") if p.name not in set(skip)):
+    skip = set(skip)
+    for path in sorted(p for p in folder.glob("*.wav") if p.name not in skip):
         try:
             waves.append(load_audio(path, sample_rate))
         except AudioError as e:
