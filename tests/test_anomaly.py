@@ -174,3 +174,28 @@ def test_the_summary_names_the_planted_departures_in_words():
     maxed, t, real, y = corpus(np.random.default_rng(1), **{w: dict(floor=FLOOR + 3.0) for w in LABELS})
     lines = anomaly_summary(find_anomalies(maxed, t, real, y, LABELS, CFG, seed=0), None)
     assert lines[0].startswith("In 3 of 3 words: maximized '") and "noise floor 26." in lines[0]
+
+
+def test_paired_floor_is_read_on_the_frames_quiet_in_the_start():
+    """Regression: with starts, a change that only scatters the start's silent frames (half up, half down by the
+    same dB) is no change of the floor -- re-picking the quietest frames after it read the lowered half and
+    reported a floor 2.7-2.8 dB lower -- and raising the start's silent frames reads as a higher floor."""
+    rng = np.random.default_rng(3)
+    start = word_clips(rng, 12)
+    real = start + 0.05 * rng.standard_normal(start.shape)          # the reference ascent: barely moved
+    quiet = [i for i in range(101) if not 25 <= i < 75]             # the starts' silent part (the word: 27-73)
+    scatter = start.copy()
+    scatter[:, :, quiet[0::2]] += 3.0 / DB
+    scatter[:, :, quiet[1::2]] -= 3.0 / DB
+    raised = start.copy()
+    raised[:, :, quiet] += 3.0 / DB
+    y = np.repeat(np.arange(3), 4)
+    kw = dict(seed=0, top=None, threshold=0.0)
+
+    def floor(maxed):
+        out = find_anomalies(maxed, y, real, y, LABELS, CFG, starts=(start, start), **kw)
+        return [next(a["raw"] for a in out["per_class"][w] + [{"what": "noise floor level", "raw": 0.0}]
+                     if a["what"] == "noise floor level") for w in LABELS]
+
+    assert np.allclose(floor(scatter), 0.0, atol=0.5)
+    assert np.all(np.array(floor(raised)) > 2.0)

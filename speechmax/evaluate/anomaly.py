@@ -60,13 +60,23 @@ def band_edges_hz(cfg) -> np.ndarray:
     return np.stack([mids[:-1], mids[1:]], axis=1)
 
 
-def sample_measures(log_mels, cfg, batch: int = 256) -> np.ndarray:
+def quiet_frames(log_mels, cfg) -> np.ndarray:
+    """(N, k) the indices of each sample's quietest :data:`QUIET_SHARE` of frames (by total mel power), quietest
+    first: its "silent part"."""
+    x = np.asarray(log_mels, dtype=np.float64)
+    k = max(1, int(round(QUIET_SHARE * x.shape[2])))
+    return np.argsort(np.exp(x * (2.0 / cfg.power)).sum(1), axis=1, kind="stable")[:, :k]
+
+
+def sample_measures(log_mels, cfg, batch: int = 256, quiet=None) -> np.ndarray:
     """(N, n_mels + 4) measures of (N, n_mels, frames) log-mels: the band levels (dB, mean over frames), then
-    the energy centroid and onset (ms), the noise floor level (dB) and flatness of the quietest frames. Done
-    ``batch`` samples at a time (a real corpus's test split holds thousands of clips)."""
+    the energy centroid and onset (ms), the noise floor level (dB) and flatness of the quietest frames -- or,
+    given ``quiet`` ((N, k) frame indices, e.g. :func:`quiet_frames` of the clips these samples started from),
+    of those frames. Done ``batch`` samples at a time (a real corpus's test split holds thousands of clips)."""
     log_mels = np.asarray(log_mels)
     if len(log_mels) > batch:
-        return np.concatenate([sample_measures(log_mels[i:i + batch], cfg, batch)
+        return np.concatenate([sample_measures(log_mels[i:i + batch], cfg, batch,
+                                               None if quiet is None else quiet[i:i + batch])
                                for i in range(0, len(log_mels), batch)])
     x = log_mels.astype(np.float64)
     n, _, frames = x.shape
@@ -77,8 +87,8 @@ def sample_measures(log_mels, cfg, batch: int = 256) -> np.ndarray:
     ms = np.arange(frames) * cfg.hop_length / cfg.sample_rate * 1000
     centroid = (energy * ms).sum(1) / np.maximum(energy.sum(1), 1e-30)
     onset = ms[np.argmax(frame_db >= frame_db.max(1, keepdims=True) - ONSET_DB, axis=1)]
-    k = max(1, int(round(QUIET_SHARE * frames)))
-    quiet = np.argsort(frame_db, axis=1, kind="stable")[:, :k]  # (N, k)
+    if quiet is None:
+        quiet = quiet_frames(x, cfg)                            # (N, k)
     floor_db = np.take_along_axis(frame_db, quiet, 1).mean(1)
     qp = np.take_along_axis(power, quiet[:, None, :], 2)        # (N, bands, k)
     flat = np.exp(np.log(np.maximum(qp, 1e-30)).mean(1)) / np.maximum(qp.mean(1), 1e-30)
@@ -100,8 +110,7 @@ def attribution_measures(attr, log_mels, cfg) -> np.ndarray:
     centroid = (per_frame * ms).sum(1) / total
     frame_db = 10 * np.log10(per_frame)
     onset = ms[np.argmax(frame_db >= frame_db.max(1, keepdims=True) - ONSET_DB, axis=1)]
-    k = max(1, int(round(QUIET_SHARE * frames)))
-    quiet = np.argsort(np.exp(x * (2.0 / cfg.power)).sum(1), axis=1, kind="stable")[:, :k]
+    quiet = quiet_frames(x, cfg)
     qa = np.take_along_axis(a, quiet[:, None, :], 2)
     share_db = 10 * np.log10(qa.sum((1, 2)) / total)
     flat = (np.exp(np.log(qa).mean(1)) / qa.mean(1)).mean(1)
@@ -239,18 +248,24 @@ def find_anomalies(maximized, targets, real, real_labels, labels, cfg, *, seed: 
     starts: optional (maximized starts, real starts), log-mels row for row beside ``maximized`` and ``real``:
     every measure is then a row's change from its start (a band's dB gained, the centroid's shift, ...), for two
     ascents from the same clips -- a model's against a reference model's -- compared start for start, so the
-    clips' own spread drops out and what is left is what the two ascents did differently.
+    clips' own spread drops out and what is left is what the two ascents did differently. The noise floor is then
+    read, before and after, on the frames that were quietest in the start: re-picking a sample's quietest frames
+    after the ascent would pick the ones it happened to lower, so any change -- even one that raises the start's
+    silent part -- would read as a lower floor.
     """
     rng = np.random.default_rng(seed)
     targets, real_labels = np.asarray(targets), np.asarray(real_labels)
     edges = band_edges_hz(cfg)
-    x_all, y_all = sample_measures(maximized, cfg), sample_measures(real, cfg)
-    if starts is not None:
+    if starts is None:
+        x_all, y_all = sample_measures(maximized, cfg), sample_measures(real, cfg)
+    else:
         x0, y0 = (np.asarray(a) for a in starts)
         if x0.shape != np.shape(maximized) or y0.shape != np.shape(real):
             raise ValueError(f"starts must be shaped as the samples: {x0.shape} / {y0.shape} for "
                              f"{np.shape(maximized)} / {np.shape(real)}")
-        x_all, y_all = x_all - sample_measures(x0, cfg), y_all - sample_measures(y0, cfg)
+        qx, qy = quiet_frames(x0, cfg), quiet_frames(y0, cfg)
+        x_all = sample_measures(maximized, cfg, quiet=qx) - sample_measures(x0, cfg, quiet=qx)
+        y_all = sample_measures(real, cfg, quiet=qy) - sample_measures(y0, cfg, quiet=qy)
     compared = [c for c, word in enumerate(labels)
                 if _skip_reason(word, (targets == c).sum(), (real_labels == c).sum()) is None]
     shift, spread = np.zeros(x_all.shape[1]), None
