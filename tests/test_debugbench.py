@@ -125,6 +125,14 @@ def test_every_model_leaves_the_planted_noise_out_of_its_augmentation():
     assert fit_config(FULL, variants).to_dict()["augment_skip_noise"] == ["white_noise.wav"]
 
 
+def test_the_clip_starts_record_names_the_noise_held_out_of_them():
+    from speechmax.evaluate.debugbench import starts_noise_text
+
+    assert starts_noise_text(20.0, ("white_noise.wav",)) == ("a crop of the corpus's background noise per clip, "
+                                                             "20 dB under it (not white_noise.wav: held out of training)")
+    assert "held out" not in starts_noise_text(20.0)
+
+
 def test_an_unknown_preset_is_refused_before_anything_is_written(tmp_path):
     from speechmax.evaluate.debugbench import run_debugbench
 

@@ -238,6 +238,12 @@ def clip_starts(out: Path, root: Path, labels, targets, cfg: BenchConfig, featur
         return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
 
 
+def starts_noise_text(snr_db: float, skip=()) -> str:
+    """What the clip starts' record says was mixed into them: the noise, its level, and the files left out."""
+    left_out = f" (not {', '.join(skip)}: held out of training)" if skip else ""
+    return f"a crop of the corpus's background noise per clip, {snr_db:g} dB under it{left_out}"
+
+
 def _write_clip_starts(path: Path, root: Path, labels, targets, cfg: BenchConfig, feature_cfg, skip) -> None:
     val = load_split(root, "validation", feature_cfg, task=labels)
     rows = np.concatenate([np.flatnonzero(val.y.numpy() == c)[:cfg.starts] for c in targets]).astype(np.int64)
@@ -248,7 +254,7 @@ def _write_clip_starts(path: Path, root: Path, labels, targets, cfg: BenchConfig
         log.warning("clip starts: %s", what)
     else:
         x = mix_noise(x, noise, cfg.start_snr_db, feature_cfg)
-        snr, what = cfg.start_snr_db, f"a crop of the corpus's background noise per clip, {cfg.start_snr_db:g} dB under it"
+        snr, what = cfg.start_snr_db, starts_noise_text(cfg.start_snr_db, skip)
     index = np.concatenate([np.arange((y == c).sum()) for c in targets]).astype(np.int64)
     with atomic_path(path) as tmp:
         np.savez(tmp, x=x.float().numpy(), y=y.astype(np.int64), index=index, snr_db=np.float64(snr),
