@@ -303,3 +303,36 @@ def test_quick_run_scores_every_defect_skips_the_noise_and_counts_false_alarms(t
     assert json.loads(capsys.readouterr().out)["defects"] == got["defects"]
     assert main(argv[:-2] + ["--seed", "1"]) == 2   # other settings in a used folder: refused
     assert "other settings" in capsys.readouterr().err
+
+
+def test_the_directions_diagnosis_points_each_cue_the_way_it_was_planted():
+    """benchmarks/debugbench_directions.py: each cue's direction is a unit vector per start, up where the plant
+    adds energy (the tone's band; the start's quiet frames; the first 400 ms) and down where it removes it (above
+    the low-pass cutoff, after the first 400 ms); the swap has none."""
+    import importlib.util
+    from pathlib import Path
+
+    from speechmax.evaluate.anomaly import band_edges_hz, quiet_frames
+    from speechmax.features import FeatureConfig
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "debugbench_directions.py"
+    spec = importlib.util.spec_from_file_location("debugbench_directions", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = FeatureConfig()
+    x0 = np.random.default_rng(0).normal(-5.0, 1.0, (3, cfg.n_mels, 101))
+    edges = band_edges_hz(cfg)
+    for defect, settings in (("tone", {"hz": 2500.0}), ("noise", {}), ("early", {"within_s": 0.4}),
+                             ("lowpass", {"cutoff_hz": 2000.0})):
+        u = mod.direction(defect, settings, x0, cfg)
+        assert np.allclose(np.linalg.norm(u.reshape(3, -1), axis=1), 1.0)
+        if defect == "tone":
+            up = np.flatnonzero(u[0].sum(1) > 0)
+            assert len(up) >= 1 and all(edges[b, 0] <= 2500.0 <= edges[b, 1] for b in up) and (u >= 0).all()
+        if defect == "noise":
+            assert set(np.flatnonzero(u[1].sum(0) > 0)) == set(quiet_frames(x0, cfg)[1]) and (u >= 0).all()
+        if defect == "early":
+            assert (u[:, :, :40] > 0).all() and (u[:, :, 40:] < 0).all()
+        if defect == "lowpass":
+            assert (u[:, edges[:, 0] >= 2000.0] < 0).all() and (u[:, edges[:, 0] < 2000.0] == 0).all()
+    assert mod.direction("swap", {}, x0, cfg) is None
