@@ -29,6 +29,7 @@ from speechmax.evaluate.anomaly import band_edges_hz, quiet_frames
 from speechmax.features import FeatureConfig
 from speechmax.machine import cpu_model
 from speechmax.models.classifier import load_classifier
+from speechmax.outputs import write_json
 
 MODELS = ("{defect}", "control", "control-reseeded")
 SAMPLES = "maximized-features-clips20.npz"
@@ -104,7 +105,6 @@ def main():
         print(f"{r['defect']:8s} {r['word']:5s} {r['model']:17s} {r['derivative']:10.4f} {r['cosine']:8.4f} "
               f"{r['gradient_norm']:8.4f} {r['ascent_along']:9.3f} {r['ascent_norm']:9.3f}")
     if a.out is not None:
-        from speechmax.outputs import write_json
         write_json(a.out, result)
 
 
