@@ -63,9 +63,13 @@ def band_edges_hz(cfg) -> np.ndarray:
 def quiet_frames(log_mels, cfg) -> np.ndarray:
     """(N, k) the indices of each sample's quietest :data:`QUIET_SHARE` of frames (by total mel power), quietest
     first: its "silent part"."""
-    x = np.asarray(log_mels, dtype=np.float64)
-    k = max(1, int(round(QUIET_SHARE * x.shape[2])))
-    return np.argsort(np.exp(x * (2.0 / cfg.power)).sum(1), axis=1, kind="stable")[:, :k]
+    return _quietest(np.exp(np.asarray(log_mels, dtype=np.float64) * (2.0 / cfg.power)).sum(1))
+
+
+def _quietest(energy: np.ndarray) -> np.ndarray:
+    """(N, k) the :data:`QUIET_SHARE` lowest of (N, frames) frame energies, lowest first."""
+    k = max(1, int(round(QUIET_SHARE * energy.shape[1])))
+    return np.argsort(energy, axis=1, kind="stable")[:, :k]
 
 
 def sample_measures(log_mels, cfg, batch: int = 256, quiet=None) -> np.ndarray:
@@ -88,7 +92,7 @@ def sample_measures(log_mels, cfg, batch: int = 256, quiet=None) -> np.ndarray:
     centroid = (energy * ms).sum(1) / np.maximum(energy.sum(1), 1e-30)
     onset = ms[np.argmax(frame_db >= frame_db.max(1, keepdims=True) - ONSET_DB, axis=1)]
     if quiet is None:
-        quiet = quiet_frames(x, cfg)                            # (N, k)
+        quiet = _quietest(energy)                               # (N, k)
     floor_db = np.take_along_axis(frame_db, quiet, 1).mean(1)
     qp = np.take_along_axis(power, quiet[:, None, :], 2)        # (N, bands, k)
     flat = np.exp(np.log(np.maximum(qp, 1e-30)).mean(1)) / np.maximum(qp.mean(1), 1e-30)
