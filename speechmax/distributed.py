@@ -9,6 +9,7 @@ the world size -- a run gives the same files on any number of ranks.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -86,7 +87,16 @@ def current() -> World:
     world = from_env()
     if world.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # closed before the interpreter tears down: a group left open at exit has its worker threads destroyed
+        # still running, which aborts the process ("terminate called without an active exception", SIGABRT)
+        # now and then -- after its work was done and written
+        atexit.register(_close_group)
     return world
+
+
+def _close_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier(world: World) -> None:
@@ -149,8 +159,3 @@ def check_same_settings(world: World, settings: dict) -> None:
     odd = [r for r, h in enumerate(hashes) if h != hashes[0]]
     raise SettingsMismatch(f"the ranks were started with different settings (rank(s) {odd} differ from rank 0 in: "
                            f"{', '.join(keys)}); start every rank with the same command")
-
-
-def close(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()

@@ -73,6 +73,28 @@ def test_every_flag_survives_torchruns_parser():
     assert maximize.parse_args(["--starts", "3", "--out", "x"]).n == maximize.parse_args(["--n", "3", "--out", "x"]).n
 
 
+def test_every_rank_closes_its_process_group_before_the_interpreter_exits(tmp_path):
+    """Regression: the commands left the gloo group open at exit, and now and then a rank aborted while the
+    interpreter tore down its still-running worker threads ("terminate called without an active exception",
+    SIGABRT) -- after its files were written, failing the run. The group is closed by an exit hook registered
+    when it is joined; a hook registered before it runs after it and sees the group closed."""
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        "import torch.distributed as dist\n"
+        "from speechmax import distributed\n"
+        "log = sys.argv[1] + os.environ['RANK']\n"
+        "atexit.register(lambda: open(log, 'w').write(str(dist.is_initialized())))\n"
+        "world = distributed.current()\n"
+        "assert dist.is_initialized() and world.size == 2\n"
+        "distributed.barrier(world)\n")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(script), str(tmp_path / "initialized-at-exit-")], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [(tmp_path / f"initialized-at-exit-{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
+
+
 @pytest.fixture(scope="module")
 def tiny_models(models):
     """The folder of test_evaluate's tiny models (clf, sep, prior, pp, voc)."""
