@@ -66,17 +66,25 @@ def _load_optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer, 
         opt.state[params[name]][k] = v
 
 
-def save_checkpoint(run_dir: str | Path, model, opt, ema: EMA | None, state: dict) -> Path:
-    """Overwrite ``run_dir/last`` with weights, EMA weights, optimizer state and ``state`` (step, config...)."""
+RNG_KEY = "rng.torch"
+
+
+def save_checkpoint(run_dir: str | Path, model, opt, ema: EMA | None, state: dict, rng: bool = False) -> Path:
+    """Overwrite ``run_dir/last`` with weights, EMA weights, optimizer state and ``state`` (step, config...).
+    ``rng``: also torch's global generator state (what dropout and a VAE's noise draw from), so a resumed run
+    draws what the uninterrupted one would have."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
     tensors.update(_optimizer_tensors(model, opt))
+    if rng:
+        tensors[RNG_KEY] = torch.get_rng_state()
     return save_weights(Path(run_dir) / "last", tensors, dict(state, kind="checkpoint", saved_at=time.time()))
 
 
 def load_checkpoint(run_dir: str | Path, model, opt=None, ema: EMA | None = None) -> dict | None:
-    """Restore ``run_dir/last`` into model / opt / ema if it exists; returns its state dict, else None."""
+    """Restore ``run_dir/last`` into model / opt / ema if it exists, and torch's global generator if it was
+    saved with it; returns its state dict, else None."""
     path = Path(run_dir) / "last"
     if not path.with_suffix(".json").exists():
         return None
@@ -87,6 +95,8 @@ def load_checkpoint(run_dir: str | Path, model, opt=None, ema: EMA | None = None
         ema.model.load_state_dict(sub("ema."))
     if opt is not None:
         _load_optimizer_tensors(model, opt, tensors)
+    if RNG_KEY in tensors:
+        torch.set_rng_state(tensors[RNG_KEY])
     return card
 
 

@@ -46,8 +46,8 @@ def run(argv: list[str]) -> int:
     train.plot_confusion = _logged("confusion.png", train.plot_confusion)
     real_checkpoint = train.save_checkpoint
 
-    def checkpoint(out, model, opt, ema, state):
-        got = real_checkpoint(out, model, opt, ema, state)
+    def checkpoint(out, model, opt, ema, state, **kwargs):
+        got = real_checkpoint(out, model, opt, ema, state, **kwargs)
         if os.environ.get("STOP_AFTER_EPOCH") and state["epoch"] == int(os.environ["STOP_AFTER_EPOCH"]):
             os._exit(17)
         return got

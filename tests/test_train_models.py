@@ -94,3 +94,30 @@ def test_train_classifier_on_a_vocabulary_of_its_own(corpus, tmp_path):
     with pytest.raises(ValueError, match="repeats yes"):
         from speechmax.data import labels
         labels(["yes", "no", "yes"])
+
+
+def test_a_resumed_run_draws_the_dropout_an_uninterrupted_one_draws(corpus, tmp_path, capsys, monkeypatch):
+    """Regression: the checkpoint did not keep torch's generator, so a run stopped after epoch 1 and resumed drew
+    other dropout masks than the run that never stopped, and ended with other weights. Now they end bit for bit
+    the same."""
+    from speechmax.models import train
+    from speechmax.weights import load_weights
+
+    common = ["train", "classifier", "--data", str(corpus), "--batch", "16", "--threads", "1", "--seed", "5",
+              "--epochs", "2"]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    save = train.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):   # the run is stopped (Ctrl-C) right after its first checkpoint
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
+    assert main([*common, "--out", str(tmp_path / "resumed")]) == 130
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert main([*common, "--out", str(tmp_path / "resumed")]) == 0
+    straight, resumed = (load_weights(tmp_path / run / "last", kind="checkpoint")[0] for run in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys() and "rng.torch" in straight
+    differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
+    assert not differ, differ
+    capsys.readouterr()

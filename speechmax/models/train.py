@@ -225,16 +225,20 @@ def _slices(n: int, world: World) -> list[tuple[int, int]]:
 
 
 def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val_fn, progress: bool, tag: str,
-         world: World = World(), log_steps: int = 0):
-    """Shared epoch loop: resumes from out/last, keeps the best validation score in out/best.
+         world: World = World(), log_steps: int = 0, own_noise: bool = False):
+    """Shared epoch loop: resumes from out/last -- torch's generator included, so dropout and noise draw what an
+    uninterrupted run draws -- and keeps the best validation score in out/best.
 
     ``step_fn(idx, part, g, ep)``: the mean loss over the items ``idx[part]`` of the batch ``idx`` (draws from
     ``g`` made for the whole batch, so they do not depend on ``part``). Under torchrun (``world``), each rank
     runs its slice of every batch through DistributedDataParallel; rank 0 alone writes. ``log_steps``: also log
-    the whole batch's loss every this many steps (event "step"; 0: never)."""
+    the whole batch's loss every this many steps (event "step"; 0: never). ``own_noise``: each rank draws its own
+    noise (a VAE's); the checkpoint keeps rank 0's generator, so on resuming the ranks are seeded apart again."""
     opt = torch.optim.AdamW(model.parameters(), lr=fc.lr, weight_decay=fc.weight_decay)
     state = load_checkpoint(out, model, opt) or {}   # every rank reads it: the same state everywhere
     epoch, best = int(state.get("epoch", 0)), float(state.get("best", -math.inf))
+    if own_noise and epoch:
+        torch.manual_seed(fc.seed + 1_000_003 * (world.rank + 1) + 7_919 * epoch)
     net = _Step(model, step_fn)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -294,7 +298,7 @@ def _fit(model, out: Path, fc: FitConfig, train: Split, val: Split, step_fn, val
 
                 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(best_path))
         if world.is_main:
-            save_checkpoint(out, model, opt, None, {"epoch": ep + 1, "best": best})
+            save_checkpoint(out, model, opt, None, {"epoch": ep + 1, "best": best}, rng=True)
     from safetensors.torch import load_file
 
     distributed.barrier(world)   # rank 0's best.safetensors is written
@@ -402,7 +406,8 @@ def train_prior(data, out, preset: str = "prior", fc: FitConfig = FitConfig(lr=1
         return -float(np.mean(_chunks(world, len(val.x), lambda a, b: model.loss(val.x[a:b])[0].item())))
 
     t0 = time.time()
-    best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset, world, log_steps)
+    best = _fit(model, out, fc, train, val, step_fn, val_fn, progress, preset, world, log_steps,
+                own_noise=world.distributed and model.is_variational)
 
     def measure_and_write():
         test = load_split(data, "testing", feature_cfg, progress=progress)
