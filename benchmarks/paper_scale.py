@@ -19,6 +19,7 @@ import torch
 
 from speechmax.machine import cpu_model
 from speechmax.maximize import bf16_isa, maximize
+from speechmax.maximize.recipes import PAPER
 from speechmax.ops.backends import extension
 from speechmax.models.registry import load_model
 
@@ -46,7 +47,7 @@ def main(n: int, threads: int, out: str, precision: str = "fp32") -> dict:
     t0 = time.time()
     res = maximize(clf, "all", mode="latent", prior=prior, n=n, preset="paper", seed=0, separate=sep,
                    threads=threads, keep_features=False, precision=precision,
-                   progress=progress_lines(n * clf.cfg.n_classes * 20, t0))
+                   progress=progress_lines(n * clf.cfg.n_classes * PAPER["steps"], t0))
     dt = time.time() - t0
     starts, steps = len(res.targets), res.settings["steps"]
     both = ((res.probs_after.argmax(-1) == res.targets) & (res.separate_after.argmax(-1) == res.targets)).float().mean()
