@@ -48,7 +48,7 @@ def test_config_gives_required_and_repeatable_options(tmp_path):
     e = parse_args(["evaluate", "--config", write(tmp_path / "e.toml", 'out = "o"\nper_class = 20\nrecipe = "paper"\n')])
     assert (e.out, e.per_class, e.recipe, e.quick) == ("o", 20, "paper", False)
     m = parse_args(["bench", "maximize", "--config", write(tmp_path / "b.toml", 'quick = true\nthreads = "1"\n')])
-    assert m.quick and m.threads == "1"
+    assert m.quick and m.threads == (1,)
     c = parse_args(["train", "classifier", "--config", write(tmp_path / "c.toml", 'data = "d"\nout = "o"\nepochs = 3\n'),
                     "--epochs", "5"])
     assert (c.data, c.out, c.epochs) == ("d", "o", 5)
@@ -73,3 +73,41 @@ def test_missing_config_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["evaluate", "--config", str(tmp_path / "none.toml")])
     assert "none.toml" in capsys.readouterr().err
+
+
+def test_counts_seeds_and_temperature_are_checked_where_they_are_parsed(tmp_path, capsys):
+    """Every command's --threads, --seed, --batch(es) and --temperature refuse a bad value by name at parse time,
+    on the command line or from a --config file (before: --threads 0 ran on torch's default in maximize and
+    synthesize, was refused in evaluate, and failed in set_num_threads in bench and debugbench; --seed -5 built
+    debugbench's corpus and then failed in numpy; --batches 0 failed in a reshape; --temperature nan in the
+    sampler)."""
+    from speechmax.cli import build_parser, walk_parsers
+    from speechmax.cli.values import Number, Numbers
+
+    checked = {"--threads", "--seed", "--batch", "--batches", "--temperature"}
+    seen = []
+    for path, parser in walk_parsers(build_parser()):
+        for action in parser._actions:
+            for flag in checked & set(action.option_strings):
+                seen.append((path, flag))
+                assert isinstance(action.type, (Number, Numbers)), (path, flag)
+    assert len(seen) >= 20 and {p[0] for p, _ in seen} >= {"maximize", "synthesize", "evaluate", "train", "bench",
+                                                              "debugbench", "corpus", "demo"}
+    bad = [(["maximize", "--target", "yes", "--threads", "0"], "--threads: expected a thread count >= 1, got '0'"),
+           (["synthesize", "x", "--out", "o", "--seed", "-1"], "--seed: expected a seed in 0 .. 2**32 - 1"),
+           (["synthesize", "x", "--out", "o", "--temperature", "nan"], "--temperature: expected a finite"),
+           (["debugbench", "--out", "o", "--seed", "-5"], "--seed: expected a seed"),
+           (["bench", "vocoder", "--batches", "1,0"], "--batches: expected comma-separated integers >= 1"),
+           (["bench", "maximize", "--threads", "1,x"], "--threads: expected comma-separated thread counts"),
+           (["train", "vocoder", "--data", "d", "--out", "o", "--batch", "0"], "--batch: expected an integer >= 1"),
+           (["evaluate", "--config", write(tmp_path / "t.toml", "threads = 0\n")], "threads: expected a thread count"),
+           (["bench", "vocoder", "--config", write(tmp_path / "b.toml", "threads = [1, 0]\n")], "comma-separated")]
+    for argv, message in bad:
+        with pytest.raises(SystemExit) as e:
+            parse_args(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err, (argv, err)
+    assert parse_args(["bench", "vocoder", "--batches", "1, 64", "--threads", "2"]).batches == (1, 64)
+    assert parse_args(["synthesize", "x", "--out", "o", "--seed", "4294967295", "--temperature", "0"]).seed == 2 ** 32 - 1
+    assert parse_args(["bench", "vocoder", "--config", write(tmp_path / "ok.toml", "threads = [1, 2]\n")]).threads \
+        == (1, 2)

@@ -3,6 +3,7 @@ import json
 import sys
 
 from speechmax.cli.config import add_config_option
+from speechmax.cli.values import POSITIVE_LIST, THREAD_LIST
 from speechmax.maximize.bench import bench_maximize
 from speechmax.vocoder.bench import bench_vocoder
 from speechmax.vocoder.vocoder import Vocoder
@@ -22,8 +23,8 @@ def register(sub, help):
     v.add_argument("--json", action="store_true", help="print the machine-readable form")
     v.add_argument("--model", default=None, help="vocoder to time (default: the default config, random weights)")
     v.add_argument("--backends", default="reference,cpu,cpu-bf16", help="comma-separated (default: %(default)s)")
-    v.add_argument("--batches", default="1,64", help="comma-separated batch sizes (default: %(default)s)")
-    v.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
+    v.add_argument("--batches", type=POSITIVE_LIST, default="1,64", help="comma-separated batch sizes (default: %(default)s)")
+    v.add_argument("--threads", type=THREAD_LIST, default="1,2", help="comma-separated thread counts (default: %(default)s)")
     add_config_option(v)
     v.set_defaults(func=run_vocoder)
 
@@ -32,8 +33,8 @@ def register(sub, help):
                         epilog="example:\n  speechmax bench maximize --quick --paths autograd,fused --json")
     m.add_argument("--quick", action="store_true", help="short runs: batches 1 and 64, threads 1 and 2")
     m.add_argument("--json", action="store_true", help="print the machine-readable form")
-    m.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")
-    m.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
+    m.add_argument("--batches", type=POSITIVE_LIST, default=None, help="comma-separated batch sizes (default: 1,64,1024; quick 1,64)")
+    m.add_argument("--threads", type=THREAD_LIST, default="1,2", help="comma-separated thread counts (default: %(default)s)")
     m.add_argument("--paths", default="autograd,fused,fused-bf16",
                    help="comma-separated of autograd, fused, fused-bf16 (the fused kernel in bf16 precision; "
                         "left out where the CPU has no bf16 dot products) (default: %(default)s)")
@@ -47,10 +48,6 @@ def register(sub, help):
     m.set_defaults(func=run_maximize)
 
 
-def _ints(text):
-    return tuple(int(x) for x in text.split(","))
-
-
 def _print_peak(machine):
     print(f"{machine['cpu']}: peak GFLOP/s {machine['peak_gflops_by_threads']}  "
           f"torch GFLOP/s {machine['torch_gflops']}")
@@ -61,8 +58,8 @@ def run_vocoder(args):
     if args.model:
         model = Vocoder.from_pretrained(args.model).model
     report = bench_vocoder(
-        quick=args.quick, model=model, backends=tuple(args.backends.split(",")), batches=_ints(args.batches),
-        threads=_ints(args.threads),
+        quick=args.quick, model=model, backends=tuple(args.backends.split(",")), batches=args.batches,
+        threads=args.threads,
         progress=lambda r: print(f"  {r['backend']:<10} batch {r['batch']:>3}  threads {r['threads']}  "
                                  f"{r['samples_per_s']:>12,.0f} samples/s", file=sys.stderr))
     if args.json:
@@ -78,7 +75,7 @@ def run_vocoder(args):
 
 def run_maximize(args):
     report = bench_maximize(
-        quick=args.quick, batches=_ints(args.batches) if args.batches else None, threads=_ints(args.threads),
+        quick=args.quick, batches=args.batches, threads=args.threads,
         paths=tuple(args.paths.split(",")), modes=tuple(args.modes.split(",")), paper_starts=args.paper_starts,
         progress=lambda r: print(f"  {r['path']:<10} {r['mode']:<8} batch {r['batch']:>4}  threads {r['threads']}  "
                                  f"{r['steps_per_s']:>10,.1f} steps/s", file=sys.stderr))

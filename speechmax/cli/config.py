@@ -8,6 +8,7 @@ import json
 import tomllib
 from pathlib import Path
 
+from speechmax.cli.values import Number, Numbers
 from speechmax.outputs import atomic_path
 
 CONFIG_FILE = "config.toml"
@@ -69,9 +70,14 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
         action = actions[key][0]
         if action.choices is not None and value not in action.choices:
             leaf.error(f"--config {path}: {key} = {value!r} is not one of {', '.join(map(str, action.choices))}")
-        wanted = bool if action.nargs == 0 else action.type
+        wanted = bool if action.nargs == 0 else getattr(action.type, "base", action.type)   # values.Number's
         if wanted in (bool, int, float) and not isinstance(value, str) and not _is(value, wanted):
             leaf.error(f"--config {path}: {key} = {value!r} is not of type {wanted.__name__}")
+        if isinstance(action.type, (Number, Numbers)):   # checked as the flag's value is (a string is, by argparse)
+            try:
+                value = action.type(value)
+            except argparse.ArgumentTypeError as e:
+                leaf.error(f"--config {path}: {key}: {e}")
         for a in actions[key]:
             a.required = False   # given by the file; a flag may still override it
             a.default = None if isinstance(a, argparse._AppendAction) else value

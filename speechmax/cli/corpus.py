@@ -5,6 +5,7 @@ import sys
 import warnings
 
 from speechmax.cli import CommandError
+from speechmax.cli.values import SEED
 from speechmax.data import build_corpus, build_vocoder_corpus, corpus_stats
 
 
@@ -20,7 +21,7 @@ def register(sub, help):
                         epilog="example:\n  speechmax corpus build --out data/corpus --speakers 30 --seed 0 --workers 2")
     b.add_argument("--out", required=True, help="output folder (new, empty, or a corpus to resume)")
     b.add_argument("--speakers", required=True, type=int, help="number of pseudo-speakers (35 clips each)")
-    b.add_argument("--seed", type=int, default=0, help="seed of speakers, voices and noise")
+    b.add_argument("--seed", type=SEED, default=0, help="seed of speakers, voices and noise")
     b.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     b.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
                    help="restrict to these TTS engines: espeak-ng flite festival mbrola pico2wave (default: every "
@@ -36,7 +37,7 @@ def register(sub, help):
                         epilog="example:\n  speechmax corpus build-vocoder --out data/vocoder --minutes 60")
     v.add_argument("--out", required=True, help="output folder (new, empty, or a corpus to resume)")
     v.add_argument("--minutes", required=True, type=float, help="total duration to synthesise")
-    v.add_argument("--seed", type=int, default=0, help="seed of speakers, voices and sentences")
+    v.add_argument("--seed", type=SEED, default=0, help="seed of speakers, voices and sentences")
     v.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     v.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
                    help="restrict to these TTS engines (default: every installed one)")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from speechmax.cli.config import add_config_option
+from speechmax.cli.values import SEED, THREADS
 from speechmax.evaluate.debugbench import STARTS, BenchConfig, result_names, run_debugbench
 from speechmax.maximize.engine import MODES
 from speechmax.models.classifier import PRESETS
@@ -25,7 +26,7 @@ def register(sub, help):
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--data", default=None, help="an existing corpus to plant the defects in (default: build one "
                                                 "under --out)")
-    p.add_argument("--seed", type=int, default=0, help="picks the words, the models' and the ascent's draws")
+    p.add_argument("--seed", type=SEED, default=0, help="picks the words, the models' and the ascent's draws")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="ascent on the log-mel features (the default: what the classifier keys on, a tone included) "
                         "or through the shipped prior's latent (natural speech only; --quick's default)")
@@ -41,7 +42,7 @@ def register(sub, help):
     p.add_argument("--no-augment", action="store_true",
                    help="train every model without augmentation (gain, shift, noise, masks), as the seed paper's "
                         "classifier was (default: the shipped classifier's recipe, with it; --quick: without)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=THREADS, default=None, help="torch threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     add_config_option(p)
     p.set_defaults(func=run)

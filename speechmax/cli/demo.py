@@ -1,6 +1,7 @@
 """speechmax demo --out DIR: the main job on the shipped defaults (what `make demo` runs): a quick evaluation
 report and a few maximized, vocoded samples per class."""
 from speechmax.cli import CommandError
+from speechmax.cli.values import THREADS
 from speechmax.demo import run_demo
 
 
@@ -12,7 +13,7 @@ def register(sub, help):
                                                      "settings, which this one resumes (default: demo_out)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds something else")
     p.add_argument("--per-class", type=int, default=2, help="maximized samples per word in OUT/samples (default 2)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (default: all)")
     p.set_defaults(func=run)
 
 

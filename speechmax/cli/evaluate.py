@@ -5,6 +5,7 @@ import json
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.cli.options import add_model_options, add_separate_options, model_spec
+from speechmax.cli.values import SEED, THREADS
 from speechmax.evaluate import evaluate
 from speechmax.maximize.recipes import DEFAULT_RECIPE, RECIPES
 from speechmax.progress import progress_bar
@@ -39,8 +40,8 @@ def register(sub, help):
                         f"compares every recipe; default {DEFAULT_RECIPE})")
     p.add_argument("--preset", choices=["paper"], dest="recipe", help="older name of --recipe paper (default: unset)")
     p.add_argument("--steps", type=int, default=None, help="ascent steps of speechmax's recipe (default 60)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starts, corpus and listening set")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the starts, corpus and listening set")
+    p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print the headline metrics as JSON")
     add_config_option(p)
     p.set_defaults(func=run)
@@ -51,8 +52,6 @@ def run(args):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    if args.threads is not None and args.threads < 1:
-        raise CommandError(f"--threads must be >= 1, got {args.threads}")
     if args.separate == "none":
         raise CommandError("evaluate needs a separate classifier (its success counts both); --separate none is "
                            "for maximize")

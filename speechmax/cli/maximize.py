@@ -14,6 +14,7 @@ from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
 from speechmax.cli.options import add_model_options, add_separate_options, load_model_from_args
+from speechmax.cli.values import SEED, THREADS
 from speechmax.data.words import WORDS
 from speechmax.maximize import L2, Clamp, Diversity, Jitter, TotalVariation, bf16_isa, maximize, parse_objective
 from speechmax.maximize.engine import merge_results, resolve_targets
@@ -61,7 +62,7 @@ def register(sub, help):
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of a penalty on the similarity of one target's starts to each other (0 = off)")
     p.add_argument("--clamp", action="store_true", help="keep features inside the training data's range")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the starts (default 0)")
     add_model_options(p, what="the classifier to explain")
     add_separate_options(p)
     p.add_argument("--prior", default=None, help="prior for latent mode (default: the recipe's, prior / prior-paper)")
@@ -73,7 +74,7 @@ def register(sub, help):
                    help="the CPU kernel's products: fp32, bf16 (AMX or AVX512-BF16; an error on a CPU without "
                         "them), auto = bf16 where it runs, else fp32 (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=1024, help="starts per batch (bounds memory)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (default: all)")
     p.add_argument("--out", required=True, help="output folder: new, empty, or a previous run of the same command "
                                                 "(which this one resumes)")
     p.add_argument("--overwrite", action="store_true",

@@ -6,6 +6,7 @@ import numpy as np
 
 from speechmax import distributed
 from speechmax.cli import CommandError
+from speechmax.cli.values import SEED, TEMPERATURE, THREADS
 from speechmax.features import save_audio
 from speechmax.ops.wavenet import resolve_backend
 from speechmax.outputs import prepare_output, write_json
@@ -29,15 +30,13 @@ def register(sub, help):
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="sampler: auto = the fastest that runs here; griffinlim = the control without the WaveNet")
     p.add_argument("--model", default="default", help="vocoder: 'default' (shipped) or a path to .safetensors + card")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the draws (0 = argmax)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the uniforms (default: random)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="softmax temperature of the draws (0 = argmax)")
+    p.add_argument("--seed", type=SEED, default=None, help="seed of the uniforms (default: random)")
+    p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (default: all)")
     p.set_defaults(func=run)
 
 
 def run(args):
-    if args.temperature < 0:
-        raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
     if args.backend not in ("auto", "griffinlim"):
         resolve_backend(args.backend)   # a backend that cannot run here is named before anything is written
     out = Path(args.out)

@@ -4,6 +4,7 @@ import json
 from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
+from speechmax.cli.values import POSITIVE, SEED, THREADS
 from speechmax.models.registry import load_model
 from speechmax.models.train import FitConfig, train_classifier, train_prior
 from speechmax.models.wavenet import WaveNetConfig
@@ -29,18 +30,18 @@ def register(sub, help):
     v.add_argument("--steps", type=int, default=200_000, help="total steps to train to")
     v.add_argument("--max-steps", type=int, default=None,
                    help="stop this run after this many steps (default: run to --steps)")
-    v.add_argument("--batch", type=int, default=8,
+    v.add_argument("--batch", type=POSITIVE, default=8,
                    help="windows per step (under torchrun: the whole batch, shared out among the ranks; a multiple of "
                         "their number)")
     v.add_argument("--window", type=int, default=4000, help="samples per window (multiple of 160)")
     v.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     v.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX/AVX512-BF16)")
-    v.add_argument("--threads", type=int, default=None,
+    v.add_argument("--threads", type=THREADS, default=None,
                    help="CPU threads (default: all; under torchrun, per rank: the cores shared among the ranks)")
     v.add_argument("--log-steps", type=int, default=0, metavar="N",
                    help="also log the whole batch's loss every N steps (OUT/log.jsonl, event \"step\"; default 0: "
                         "the smoothed loss every 50 steps only)")
-    v.add_argument("--seed", type=int, default=0, help="seed of initialisation and window draws")
+    v.add_argument("--seed", type=SEED, default=0, help="seed of initialisation and window draws")
     v.add_argument("--preemphasis", type=float, default=0.0,
                    help="noise shaping: model x[t] - c*x[t-1], de-emphasise after sampling (new runs; default 0 = off)")
     v.add_argument("--export", metavar="PATH", help="instead of training, export OUT's EMA weights to PATH (default: train)")
@@ -66,15 +67,15 @@ def register(sub, help):
                        help="start afresh in a non-empty --out that holds something else (its run files are replaced)")
         q.add_argument("--preset", choices=presets, default=presets[0], help="which shipped model's recipe to train")
         q.add_argument("--epochs", type=int, default=20, help="epochs to train to (may grow on a resumed run)")
-        q.add_argument("--batch", type=int, default=128,
+        q.add_argument("--batch", type=POSITIVE, default=128,
                        help="clips per batch (under torchrun: the whole batch, shared out among the ranks; a multiple "
                             "of their number)")
         q.add_argument("--lr", type=float, default=None,
                        help="AdamW learning rate (default: 2e-3 classifier, 1e-3 prior)")
-        q.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation")
+        q.add_argument("--seed", type=SEED, default=0, help="seed of initialisation, batches and augmentation")
         q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
         q.add_argument("--no-augment", action="store_true", help="train the classifier without augmentation")
-        q.add_argument("--threads", type=int, default=None,
+        q.add_argument("--threads", type=THREADS, default=None,
                        help="CPU threads (default: all; under torchrun, per rank: the cores shared among the ranks)")
         q.add_argument("--log-steps", type=int, default=0, metavar="N",
                        help="also log the whole batch's loss every N steps (OUT/log.jsonl, event \"step\"; default 0: "
