@@ -80,7 +80,8 @@ def test_counts_seeds_and_temperature_are_checked_where_they_are_parsed(tmp_path
     on the command line or from a --config file (before: --threads 0 ran on torch's default in maximize and
     synthesize, was refused in evaluate, and failed in set_num_threads in bench and debugbench; --seed -5 built
     debugbench's corpus and then failed in numpy; --batches 0 failed in a reshape; --temperature nan in the
-    sampler)."""
+    sampler; train vocoder --steps 0 featurized the corpus first; train classifier --lr -1 failed in torch after
+    making its run folder)."""
     from speechmax.cli import build_parser, walk_parsers
     from speechmax.cli.values import Number, Numbers
 
@@ -100,6 +101,9 @@ def test_counts_seeds_and_temperature_are_checked_where_they_are_parsed(tmp_path
            (["bench", "vocoder", "--batches", "1,0"], "--batches: expected comma-separated integers >= 1"),
            (["bench", "maximize", "--threads", "1,x"], "--threads: expected comma-separated thread counts"),
            (["train", "vocoder", "--data", "d", "--out", "o", "--batch", "0"], "--batch: expected an integer >= 1"),
+           (["train", "vocoder", "--data", "d", "--out", "o", "--steps", "0"], "--steps: expected an integer >= 1"),
+           (["train", "classifier", "--data", "d", "--out", "o", "--lr", "-1"], "--lr: expected a finite learning"),
+           (["train", "prior", "--data", "d", "--out", "o", "--epochs", "0"], "--epochs: expected an integer >= 1"),
            (["evaluate", "--config", write(tmp_path / "t.toml", "threads = 0\n")], "threads: expected a thread count"),
            (["bench", "vocoder", "--config", write(tmp_path / "b.toml", "threads = [1, 0]\n")], "comma-separated")]
     for argv, message in bad:

@@ -4,7 +4,7 @@ import json
 from speechmax import distributed
 from speechmax.cli import CommandError
 from speechmax.cli.config import add_config_option, write_config
-from speechmax.cli.values import POSITIVE, SEED, THREADS
+from speechmax.cli.values import LEARNING_RATE, POSITIVE, SEED, THREADS
 from speechmax.models.registry import load_model
 from speechmax.models.train import FitConfig, train_classifier, train_prior
 from speechmax.models.wavenet import WaveNetConfig
@@ -27,14 +27,14 @@ def register(sub, help):
                                "\n    (data-parallel: the same steps as one process, rank 0 writes)")
     v.add_argument("--data", action="append", required=True, help="folder of 16 kHz speech (repeatable)")
     v.add_argument("--out", required=True, help="run folder: checkpoint OUT/last, log OUT/log.jsonl")
-    v.add_argument("--steps", type=int, default=200_000, help="total steps to train to")
-    v.add_argument("--max-steps", type=int, default=None,
+    v.add_argument("--steps", type=POSITIVE, default=200_000, help="total steps to train to")
+    v.add_argument("--max-steps", type=POSITIVE, default=None,
                    help="stop this run after this many steps (default: run to --steps)")
     v.add_argument("--batch", type=POSITIVE, default=8,
                    help="windows per step (under torchrun: the whole batch, shared out among the ranks; a multiple of "
                         "their number)")
     v.add_argument("--window", type=int, default=4000, help="samples per window (multiple of 160)")
-    v.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    v.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="Adam learning rate")
     v.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX/AVX512-BF16)")
     v.add_argument("--threads", type=THREADS, default=None,
                    help="CPU threads (default: all; under torchrun, per rank: the cores shared among the ranks)")
@@ -48,7 +48,7 @@ def register(sub, help):
     v.add_argument("--measure", action="store_true",
                    help="with --export: measure quality on the first --data corpus's test split (separate classifier "
                         "accuracy on original / WaveNet / Griffin-Lim audio, STOI) into the card")
-    v.add_argument("--per-class", type=int, default=10, help="test clips per word for --measure (default 10)")
+    v.add_argument("--per-class", type=POSITIVE, default=10, help="test clips per word for --measure (default 10)")
     v.add_argument("--separate", default="classifier-separate", help="classifier used by --measure")
     add_config_option(v)
     v.set_defaults(func=run_vocoder)
@@ -66,11 +66,11 @@ def register(sub, help):
         q.add_argument("--overwrite", action="store_true",
                        help="start afresh in a non-empty --out that holds something else (its run files are replaced)")
         q.add_argument("--preset", choices=presets, default=presets[0], help="which shipped model's recipe to train")
-        q.add_argument("--epochs", type=int, default=20, help="epochs to train to (may grow on a resumed run)")
+        q.add_argument("--epochs", type=POSITIVE, default=20, help="epochs to train to (may grow on a resumed run)")
         q.add_argument("--batch", type=POSITIVE, default=128,
                        help="clips per batch (under torchrun: the whole batch, shared out among the ranks; a multiple "
                             "of their number)")
-        q.add_argument("--lr", type=float, default=None,
+        q.add_argument("--lr", type=LEARNING_RATE, default=None,
                        help="AdamW learning rate (default: 2e-3 classifier, 1e-3 prior)")
         q.add_argument("--seed", type=SEED, default=0, help="seed of initialisation, batches and augmentation")
         q.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast where the CPU has AMX)")
@@ -94,16 +94,12 @@ def register(sub, help):
 def _check_steps_and_batch(args, world) -> None:
     if args.log_steps < 0:
         raise CommandError(f"--log-steps must be 0 or more, got {args.log_steps}")
-    if args.batch <= 0:
-        raise CommandError(f"--batch must be positive, got {args.batch}")
     if args.batch % world.size:
         raise CommandError(f"--batch {args.batch} does not divide among the {world.size} ranks: each takes an equal "
                            f"slice of every batch, so give a multiple of {world.size}")
 
 
 def run_model(args):
-    if args.epochs <= 0:
-        raise CommandError(f"--epochs must be positive, got {args.epochs}")
     lr = args.lr if args.lr is not None else (2e-3 if args.what == "classifier" else 1e-3)
     fc = FitConfig(epochs=args.epochs, batch=args.batch, lr=lr, seed=args.seed, bf16=args.bf16,
                    augment=not args.no_augment and args.what == "classifier")

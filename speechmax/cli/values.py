@@ -44,6 +44,7 @@ class Numbers:
 THREADS = Number(int, lambda v: v >= 1, "a thread count >= 1")
 POSITIVE = Number(int, lambda v: v >= 1, "an integer >= 1")
 SEED = Number(int, lambda v: 0 <= v < 2 ** 32, "a seed in 0 .. 2**32 - 1")   # room for the seeds derived from it
+LEARNING_RATE = Number(float, lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0")
 TEMPERATURE = Number(float, lambda v: math.isfinite(v) and v >= 0, "a finite temperature >= 0")
 THREAD_LIST = Numbers(THREADS, "comma-separated thread counts >= 1")
 POSITIVE_LIST = Numbers(POSITIVE, "comma-separated integers >= 1")
