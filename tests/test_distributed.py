@@ -13,6 +13,7 @@ from speechmax import distributed
 from speechmax.distributed import World, from_env
 
 from test_evaluate import models  # noqa: F401  (a fixture: the tiny models)
+from torchrun_output import why
 
 HERE = Path(__file__).resolve().parent
 N_PIECES = 4 * 35 * 2   # four noise runs x the tiny classifier's 35 targets x 2 blocks of starts
@@ -91,7 +92,7 @@ def test_every_rank_closes_its_process_group_before_the_interpreter_exits(tmp_pa
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         str(script), str(tmp_path / "initialized-at-exit-")], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, why(r)
     assert [(tmp_path / f"initialized-at-exit-{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
 
 
@@ -131,13 +132,13 @@ def one_process(tiny_models, tmp_path_factory):
     pytest.importorskip("sklearn")
     out = tmp_path_factory.mktemp("dist-one") / "eval"
     r = _evaluate(tiny_models, out)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     return json.loads((out / "metrics.json").read_text())
 
 
 def test_two_ranks_write_the_same_evaluation_as_one_process(tiny_models, one_process, tmp_path):
     r = _evaluate(tiny_models, tmp_path / "eval", ranks=2, pieces=tmp_path / "pieces.log")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     # a thread per rank (2 cores / 2 ranks) for the pieces; rank 0 goes on alone with both ranks' threads
     assert m["settings"]["world_size"] == 2 and m["settings"]["threads"] == 2 * max(1, len(os.sched_getaffinity(0)) // 2)
@@ -158,7 +159,7 @@ def test_a_rank_that_dies_loses_only_its_unfinished_pieces(tiny_models, one_proc
     # the same command in one process takes up every finished piece and computes only the rest
     log.unlink()
     r = _evaluate(tiny_models, out, pieces=log)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     assert len(_pieces(log)) == N_PIECES - on_disk
     assert _comparable(json.loads((out / "metrics.json").read_text())) == _comparable(one_process)
 
@@ -195,7 +196,7 @@ def test_synthesize_on_two_ranks_writes_the_files_one_process_writes(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, why(two)
     wavs = sorted(p.name for p in (tmp_path / "one").glob("*.wav"))
     assert len(wavs) == 5 and wavs == sorted(p.name for p in (tmp_path / "two").glob("*.wav"))
     for name in wavs:
@@ -225,7 +226,7 @@ def test_maximize_on_two_ranks_writes_what_one_process_writes(tiny_models, tmp_p
     one = _maximize([*base, "--target", "up,down,left", "--starts", "3", "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
     two = _maximize([*base, "--target", "up,down,left", "--starts", "3", "--out", str(tmp_path / "two")], ranks=2)
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, why(two)
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
     assert [s["npy"] for s in a["samples"]] == [s["npy"] for s in b["samples"]] and len(a["samples"]) == 9
     assert [s["start"] for s in a["samples"]] == [s["start"] for s in b["samples"]] == [0, 1, 2] * 3
@@ -239,5 +240,5 @@ def test_maximize_on_two_ranks_writes_what_one_process_writes(tiny_models, tmp_p
     assert json.loads(two.stdout)["samples"] == 9 and json.loads(two.stdout)["n"] == 3   # one summary, rank 0's
     # more ranks than pieces: rank 1 has nothing to do and exits cleanly
     idle = _maximize([*base, "--target", "yes", "--starts", "2", "--out", str(tmp_path / "idle")], ranks=2)
-    assert idle.returncode == 0, idle.stderr[-2000:]
+    assert idle.returncode == 0, why(idle)
     assert len(json.loads((tmp_path / "idle" / "manifest.json").read_text())["samples"]) == 2

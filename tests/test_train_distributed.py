@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from speechmax.distributed import World
 from speechmax.models.train import FitConfig, train_classifier
 from speechmax.vocoder.train import VocoderTrainConfig, train_vocoder
+from torchrun_output import why
 
 HERE = Path(__file__).resolve().parent
 WORDS = {"yes": 300.0, "no": 700.0, "up": 1500.0}   # a tone per word, so there is something to learn
@@ -105,12 +106,12 @@ def runs(corpus, tmp_path_factory):
     d = tmp_path_factory.mktemp("dist-runs")
     two, one, resumed = d / "two", d / "one", d / "resumed"
     r = _train(_commands(corpus, two, 3), ranks=2, writes=d / "writes.log")
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, why(r)
     writes = (d / "writes.log").read_text().splitlines()
     r = _train(_commands(corpus, resumed, 3, what=("prior",)), ranks=2, env={"STOP_AFTER_EPOCH": "2"})
     assert r.returncode != 0 and json.loads((resumed / "prior" / "last.json").read_text())["epoch"] == 2
     r = _train(_commands(corpus, one, 3) + ["+"] + _commands(corpus, resumed, 3, what=("prior",)))
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, why(r)
     return {"one": one, "two": two, "resumed": resumed, "writes": writes}
 
 
@@ -182,10 +183,10 @@ def vocoder_runs(corpus, tmp_path_factory):
     d = tmp_path_factory.mktemp("dist-voc")
     r = _train(_vocoder(corpus, d / "two", 6) + ["+"] + _vocoder(corpus, d / "resumed", 6, "--max-steps", "3"),
                ranks=2, writes=d / "writes.log")
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, why(r)
     writes = (d / "writes.log").read_text().splitlines()
     r = _train(_vocoder(corpus, d / "one", 6) + ["+"] + _vocoder(corpus, d / "resumed", 6))
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, why(r)
     return {"one": d / "one", "two": d / "two", "resumed": d / "resumed", "writes": writes}
 
 
