@@ -1,6 +1,7 @@
 """Option values checked where they are parsed: argparse types for the numbers several commands take (threads,
-seeds, batch sizes, a temperature), so a bad value is refused by name before anything runs or is written, with
-one message whichever command it was given to -- on the command line or in a ``--config`` file."""
+seeds, batch sizes, step and epoch counts, learning rates, a temperature), so a bad value is refused by name
+before anything runs or is written, with one message whichever command it was given to -- on the command line or
+in a ``--config`` file."""
 from __future__ import annotations
 
 import argparse
