@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -98,6 +99,45 @@ def load_checkpoint(run_dir: str | Path, model, opt=None, ema: EMA | None = None
     if RNG_KEY in tensors:
         torch.set_rng_state(tensors[RNG_KEY])
     return card
+
+
+class StepTimer:
+    """The time a run spends in its steps, kept honest when the process is paused (SIGSTOP ... SIGCONT, as one
+    pauses a training run to benchmark): the clock runs on through a pause, so a step the process was continued
+    in is counted as long as the step before it. Use as a context manager (it listens for SIGCONT while open,
+    where it can: in the main thread of a POSIX process) around a loop of ``start()`` / ``stop()`` pairs."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds, self.last, self.paused_steps = float(seconds), None, 0
+        self._continued, self._previous, self._t0 = False, None, None
+
+    def _on_continue(self, signum, frame):
+        self._continued = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def __enter__(self):
+        if hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGCONT, self._on_continue)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGCONT, self._previous)
+            self._previous = None
+
+    def start(self) -> None:
+        self._continued, self._t0 = False, time.perf_counter()
+
+    def stop(self) -> float:
+        """End the step; returns the seconds it is counted as."""
+        dt = time.perf_counter() - self._t0
+        if self._continued:   # paused in this step: its clock time holds the pause
+            self.paused_steps += 1
+            dt = self.last if self.last is not None else 0.0
+        self.last = dt
+        self.seconds += dt
+        return dt
 
 
 class JsonLog:

@@ -343,3 +343,29 @@ def test_residual_stack_equals_its_twin(B, T, hop, dilations, dtype):
         if name in ("w_res", "b_res"):   # the last layer's residual is never read: zero in both
             assert torch.count_nonzero(a[-1]) == 0 and torch.count_nonzero(b[-1]) == 0
         assert close(a, b), f"{name}: {float((a - b).abs().max())}"
+
+
+def test_a_step_the_process_was_paused_in_counts_as_long_as_the_step_before():
+    """Pausing a training run (SIGSTOP ... SIGCONT, as one does to benchmark beside it) must not count the pause as
+    training time (the card's train_hours): the clock runs on through a pause, so the step the process was
+    continued in is counted as long as the step before it. The timer listens for SIGCONT only while open."""
+    import os
+    import signal
+    import time
+
+    from speechmax.training import StepTimer
+
+    before = signal.getsignal(signal.SIGCONT)
+    with StepTimer(10.0) as clock:
+        clock.start()
+        time.sleep(0.05)
+        first = clock.stop()
+        clock.start()
+        time.sleep(0.5)                         # stands for the pause ...
+        os.kill(os.getpid(), signal.SIGCONT)    # ... and the continue that ends it
+        second = clock.stop()
+        clock.start()
+        third = clock.stop()
+    assert 0.05 <= first < 0.4 and second == first and clock.paused_steps == 1 and third < 0.05
+    assert clock.seconds == pytest.approx(10.0 + 2 * first + third)
+    assert signal.getsignal(signal.SIGCONT) == before

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from ..features import AudioError, FeatureConfig, load_audio, log_mel, mu_law_en
 from ..models.registry import load_model
 from ..distributed import World
 from ..models.wavenet import WaveNet, WaveNetConfig, frames_needed, preemphasize, save_wavenet
-from ..training import EMA, JsonLog, load_checkpoint, save_checkpoint
+from ..training import EMA, JsonLog, StepTimer, load_checkpoint, save_checkpoint
 from .quality import vocoder_quality
 
 
@@ -286,45 +285,47 @@ def train_vocoder(data_dirs: list[str | Path], out: str | Path, tc: VocoderTrain
         net = DistributedDataParallel(model)   # averages the ranks' gradients: equal slices, the batch's mean
     rows = slice(world.rank * tc.batch // world.size, (world.rank + 1) * tc.batch // world.size)
     model.train()
-    while step < end:
-        t0 = time.perf_counter()
-        inputs, targets, mel, offset = sampler.batch(step, tc.batch)   # the whole batch; this rank runs its rows
-        inputs, targets, mel = inputs[rows], targets[rows], mel[rows]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-            logits = net(inputs, mel, offset)
-        loss = F.cross_entropy(logits.float(), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
-        opt.step()
-        ema.update(model, step)
-        step += 1
-        seconds += time.perf_counter() - t0
-        loss_value = float(distributed.all_reduce_sum(world, loss.detach().double() / world.size))
-        last_loss = 0.98 * last_loss + 0.02 * loss_value if math.isfinite(last_loss) else loss_value
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr_at(step, tc):.1e}")
-        if not main:
-            continue
-        if log_steps and (step - 1) % log_steps == 0:
-            log.write(event="step", step=step, loss=loss_value)
-        if step % 50 == 0:
-            log.write(event="train", step=step, loss=round(last_loss, 4), grad_norm=round(gnorm, 3),
-                      lr=lr_at(step, tc), train_hours=round(seconds / 3600, 4))
-        if step % tc.validate_every == 0 or step == end:
-            nll = validation_nll(ema.model, val_batches)
-            log.write(event="validate", step=step, val_nll=round(nll, 4), train_hours=round(seconds / 3600, 4))
-        if tc.quality_every and step % tc.quality_every == 0 and quality is not None:
-            snap = out / "snapshots" / f"step{step:07d}" if tc.snapshot_every and step % tc.snapshot_every == 0 else None
-            q = quality(ema.model, snap)
-            log.write(event="quality", step=step, train_hours=round(seconds / 3600, 4),
-                      separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"],
-                      stoi_clips=q["stoi_clips"], hnr_db=q["hnr_db"], mcd_db=q["mcd_db"])
-            model.train()
-        if step % tc.checkpoint_every == 0 or step == end:
-            save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
+    with StepTimer(seconds) as clock:   # a pause (SIGSTOP ... SIGCONT) is not counted as training time
+        while step < end:
+            clock.start()
+            inputs, targets, mel, offset = sampler.batch(step, tc.batch)   # the whole batch; this rank runs its rows
+            inputs, targets, mel = inputs[rows], targets[rows], mel[rows]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, tc)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+                logits = net(inputs, mel, offset)
+            loss = F.cross_entropy(logits.float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+            opt.step()
+            ema.update(model, step)
+            step += 1
+            clock.stop()
+            seconds = clock.seconds
+            loss_value = float(distributed.all_reduce_sum(world, loss.detach().double() / world.size))
+            last_loss = 0.98 * last_loss + 0.02 * loss_value if math.isfinite(last_loss) else loss_value
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr_at(step, tc):.1e}")
+            if not main:
+                continue
+            if log_steps and (step - 1) % log_steps == 0:
+                log.write(event="step", step=step, loss=loss_value)
+            if step % 50 == 0:
+                log.write(event="train", step=step, loss=round(last_loss, 4), grad_norm=round(gnorm, 3),
+                          lr=lr_at(step, tc), train_hours=round(seconds / 3600, 4))
+            if step % tc.validate_every == 0 or step == end:
+                nll = validation_nll(ema.model, val_batches)
+                log.write(event="validate", step=step, val_nll=round(nll, 4), train_hours=round(seconds / 3600, 4))
+            if tc.quality_every and step % tc.quality_every == 0 and quality is not None:
+                snap = out / "snapshots" / f"step{step:07d}" if tc.snapshot_every and step % tc.snapshot_every == 0 else None
+                q = quality(ema.model, snap)
+                log.write(event="quality", step=step, train_hours=round(seconds / 3600, 4),
+                          separate_accuracy=q["separate_accuracy"], stoi=q["stoi"], clips=q["clips"],
+                          stoi_clips=q["stoi_clips"], hnr_db=q["hnr_db"], mcd_db=q["mcd_db"])
+                model.train()
+            if step % tc.checkpoint_every == 0 or step == end:
+                save_checkpoint(out, model, opt, ema, {"step": step, "train_seconds": seconds, "loss": last_loss})
     pbar.close()
     distributed.barrier(world)   # rank 0's last checkpoint is written
     return {"step": step, "train_hours": seconds / 3600, "loss": last_loss, "checkpoint": str(out / "last.json")}
