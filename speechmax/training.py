@@ -109,7 +109,7 @@ class StepTimer:
 
     def __init__(self, seconds: float = 0.0):
         self.seconds, self.last, self.paused_steps = float(seconds), None, 0
-        self._continued, self._previous, self._t0 = False, None, None
+        self._continued, self._installed, self._previous, self._t0 = False, False, None, None
 
     def _on_continue(self, signum, frame):
         self._continued = True
@@ -119,12 +119,13 @@ class StepTimer:
     def __enter__(self):
         if hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGCONT, self._on_continue)
+            self._installed = True
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGCONT, self._previous)
-            self._previous = None
+        if self._installed:   # the handler before ours (None: one not set from Python; the default stands for it)
+            signal.signal(signal.SIGCONT, signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed = False
 
     def start(self) -> None:
         self._continued, self._t0 = False, time.perf_counter()
